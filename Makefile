@@ -1,0 +1,41 @@
+# Two commands do all the set-up:  `make demo` (the main job) and `make test` (the tests).
+# Both create .venv on first use. Override the torch wheel with e.g. TORCH='torch==2.13.0'.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TINY_VLM ?= .medagent/tiny-vlm
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medagent-installed
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned, so the [hf] extra's range is already satisfied by the CPU wheel.
+	$(BIN)/python -m pip install --quiet '$(TORCH)'
+	$(BIN)/python -m pip install --quiet -e '.[hf,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(TINY_VLM)/config.json: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/medagent model build-tiny-vlm $(TINY_VLM)
+
+## demo: build the tiny offline VLM and check the model layer against it, in-process
+demo: $(TINY_VLM)/config.json
+	HF_HUB_OFFLINE=1 $(BIN)/medagent model check --backend transformers --model $(TINY_VLM)
+
+## lint: ruff and mypy, as CI runs them
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+## test: lint, then the whole test suite (slow tests included)
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .medagent .pytest_cache .mypy_cache .ruff_cache

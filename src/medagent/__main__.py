@@ -1,0 +1,5 @@
+"""``python -m medagent`` runs the CLI."""
+
+from medagent.cli import main
+
+main()

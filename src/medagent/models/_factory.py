@@ -1,0 +1,57 @@
+"""Building a backend from settings: the one place a backend name becomes an object."""
+
+from __future__ import annotations
+
+from medagent.errors import ConfigError
+from medagent.models._endpoints import RetryPolicy
+from medagent.models.base import ChatModel
+from medagent.settings import Settings
+
+__all__ = ["build_model"]
+
+
+def build_model(settings: Settings) -> ChatModel:
+    """The backend ``settings.backend`` names, configured from ``settings``."""
+    if settings.backend == "scripted":
+        from medagent.models._scripted import ScriptedModel
+
+        if not settings.script:
+            raise ConfigError(
+                "the scripted backend replays a JSONL file of replies; pass --script FILE"
+            )
+        return ScriptedModel(settings.script)
+    if not settings.model:
+        hint = {
+            "openai": "the name the server serves, e.g. --model Qwen/Qwen2.5-VL-7B-Instruct "
+            "(GET /v1/models lists them)",
+            "vllm": "a model folder or hub id, e.g. --model Qwen/Qwen2.5-VL-7B-Instruct",
+            "transformers": "a model folder or hub id; `medagent model build-tiny-vlm DIR` "
+            "makes a tiny test model",
+        }[settings.backend]
+        raise ConfigError(f"the {settings.backend} backend needs --model: {hint}")
+    if settings.backend == "openai":
+        from medagent.models._openai import OpenAIBackend
+
+        return OpenAIBackend(
+            settings.model,
+            settings.base_url,
+            api_key=settings.api_key,
+            timeout_s=settings.timeout_s,
+            retry=RetryPolicy(max_retries=settings.max_retries),
+            concurrency=settings.concurrency,
+            image_long_side=settings.image_long_side,
+            seed=settings.seed,
+        )
+    if settings.backend == "transformers":
+        from medagent.models._transformers import TransformersBackend
+
+        return TransformersBackend(
+            settings.model,
+            device=settings.device,
+            dtype=settings.dtype,
+            image_long_side=settings.image_long_side,
+            seed=settings.seed,
+        )
+    from medagent.models._vllm import VLLMBackend
+
+    return VLLMBackend(settings.model, image_long_side=settings.image_long_side, seed=settings.seed)

@@ -1,0 +1,242 @@
+"""The OpenAI chat-completions wire format, shared by the HTTP and in-process vLLM backends.
+
+Images become JPEG data URLs here and nowhere earlier: this is where bytes enter a request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+
+from medagent.artifacts import ArtifactStore, data_url, fit_long_side, to_jpeg
+from medagent.errors import ConfigError, InputError
+from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
+from medagent.models.base import GenerateParams, ToolChoice
+
+__all__ = [
+    "forced_tool_call_schema",
+    "image_data_url",
+    "load_image",
+    "parse_text_tool_calls",
+    "parse_tool_calls",
+    "response_format",
+    "sampling_fields",
+    "split_tool_calls",
+    "to_openai_messages",
+    "to_openai_tool_choice",
+    "to_openai_tools",
+]
+
+
+def load_image(part: ImagePart, artifacts: ArtifactStore | None) -> Image.Image:
+    """The part's pixels, whatever the part holds."""
+    if part.image is not None:
+        return part.image
+    if part.artifact is not None:
+        if artifacts is None:
+            raise ConfigError(
+                f"message holds artifact {part.artifact.id} but no artifact store was given; "
+                "pass artifacts=ArtifactStore(run_dir) to generate()"
+            )
+        return artifacts.get(part.artifact)
+    assert part.data is not None
+    try:
+        image = Image.open(io.BytesIO(part.data))
+        image.load()
+    except (UnidentifiedImageError, OSError):
+        raise InputError("image bytes in the message are not a readable image") from None
+    return image
+
+
+def image_data_url(part: ImagePart, artifacts: ArtifactStore | None, long_side: int) -> str:
+    """A JPEG data URL no longer than ``long_side``; a stored JPEG that fits is sent as is."""
+    ref = part.artifact
+    if (
+        ref is not None
+        and artifacts is not None
+        and ref.media_type == "image/jpeg"
+        and max(ref.width, ref.height) <= long_side
+    ):
+        return artifacts.data_url(ref)
+    image = fit_long_side(load_image(part, artifacts), long_side)
+    return data_url(to_jpeg(image))
+
+
+def to_openai_messages(
+    messages: Sequence[Message], artifacts: ArtifactStore | None, image_long_side: int
+) -> list[dict[str, Any]]:
+    """Messages as chat-completions dicts. A text-only turn is sent as a plain string."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        item: dict[str, Any] = {"role": message.role}
+        if message.images:
+            parts: list[dict[str, Any]] = []
+            for part in message.content:
+                if isinstance(part, TextPart):
+                    parts.append({"type": "text", "text": part.text})
+                else:
+                    url = image_data_url(part, artifacts, image_long_side)
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+            item["content"] = parts
+        else:
+            item["content"] = message.text
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.raw_arguments or "{}"},
+                }
+                for call in message.tool_calls
+            ]
+        if message.tool_call_id:
+            item["tool_call_id"] = message.tool_call_id
+        out.append(item)
+    return out
+
+
+def to_openai_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def to_openai_tool_choice(choice: ToolChoice, tools: Sequence[ToolSpec]) -> Any:
+    """``auto``/``required``/``none`` pass through; a tool name becomes a named choice."""
+    if choice in ("auto", "required", "none"):
+        return choice
+    if choice not in {t.name for t in tools}:
+        raise ConfigError(
+            f"tool_choice names {choice!r}, which is not among the tools given "
+            f"({', '.join(t.name for t in tools) or 'none'})"
+        )
+    return {"type": "function", "function": {"name": choice}}
+
+
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """OpenAI's strict ``json_schema`` response format for a pydantic model."""
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": schema.__name__,
+            "schema": schema.model_json_schema(),
+            "strict": True,
+        },
+    }
+
+
+def sampling_fields(params: GenerateParams) -> dict[str, Any]:
+    """The sampling part of a request body, leaving out what was not set."""
+    body: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature}
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if params.stop:
+        body["stop"] = params.stop
+    return body
+
+
+def parse_tool_calls(raw_calls: Any) -> list[ToolCall]:
+    """Tool calls from a chat-completions message; missing ids get generated ones."""
+    calls: list[ToolCall] = []
+    for raw in raw_calls or []:
+        function = raw.get("function") or {}
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str | dict):
+            arguments = json.dumps(arguments)
+        calls.append(
+            ToolCall.from_raw(
+                raw.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+                str(function.get("name", "")),
+                arguments,
+            )
+        )
+    return calls
+
+
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+def parse_text_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
+    """Hermes-style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks in text.
+
+    In-process backends (and servers started without a tool parser) return tool calls as text.
+    Returns the text with the blocks removed, and the calls found.
+    """
+    calls: list[ToolCall] = []
+    for index, match in enumerate(_TOOL_CALL_BLOCK.finditer(text)):
+        try:
+            data = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or "name" not in data:
+            calls.append(
+                ToolCall(id=f"call_{index}", name="", arguments=None, raw_arguments=match.group(1))
+            )
+            continue
+        arguments = data.get("arguments", data.get("parameters", {}))
+        calls.append(
+            ToolCall.from_raw(
+                f"call_{index}",
+                str(data["name"]),
+                arguments if isinstance(arguments, dict | str) else json.dumps(arguments),
+            )
+        )
+    return _TOOL_CALL_BLOCK.sub("", text).strip(), calls
+
+
+def forced_tool_call_schema(tools: Sequence[ToolSpec], choice: ToolChoice) -> dict[str, Any] | None:
+    """A JSON schema that forces one call, for backends that emulate ``tool_choice``.
+
+    ``None`` when the choice does not force a call (``auto``/``none``). Otherwise the schema of
+    ``{"name": ..., "arguments": {...}}`` for any allowed tool, each tool's own argument schema
+    constraining its arguments. Pydantic puts nested models in ``$defs`` with root-relative
+    references, so those move to the root of the combined schema.
+    """
+    if not tools or choice in ("auto", "none"):
+        return None
+    allowed = [t for t in tools if choice == "required" or t.name == choice]
+    if not allowed:
+        to_openai_tool_choice(choice, tools)  # raises the ConfigError naming the tools
+    defs: dict[str, Any] = {}
+    variants: list[dict[str, Any]] = []
+    for tool in allowed:
+        arguments = dict(tool.parameters) or {"type": "object"}
+        own_defs = arguments.pop("$defs", {})
+        if any(name in defs and defs[name] != value for name, value in own_defs.items()):
+            arguments = {"type": "object"}  # clashing definitions: only require an object
+        else:
+            defs.update(own_defs)
+        variants.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": tool.name}, "arguments": arguments},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    schema: dict[str, Any] = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {**schema, "$defs": defs} if defs else schema
+
+
+def split_tool_calls(text: str, *, forced: bool) -> tuple[str, list[ToolCall]]:
+    """Tool calls out of generated text, for backends without a server-side tool parser.
+
+    ``forced``: the whole text is one ``{"name", "arguments"}`` object (a forced-call schema
+    produced it); otherwise Hermes-style ``<tool_call>`` blocks are looked for.
+    """
+    if forced:
+        return parse_text_tool_calls(f"<tool_call>{text}</tool_call>")
+    return parse_text_tool_calls(text)

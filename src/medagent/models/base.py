@@ -1,0 +1,117 @@
+"""The contract every model backend fulfils: one async ``generate`` call.
+
+Agents depend on ``ChatModel`` only; which backend answers (an HTTP server, an in-process
+model, a script) is decided by whoever builds it (``build_model`` or the caller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medagent.artifacts import ArtifactStore
+from medagent.models._messages import Message, ToolCall, ToolSpec
+
+__all__ = ["ChatModel", "GenerateParams", "Reply", "ToolChoice", "Usage", "UsageTotals"]
+
+ToolChoice = Literal["auto", "required", "none"] | str
+"""``auto``/``required``/``none``, or the name of one tool the model must call."""
+
+
+class GenerateParams(BaseModel):
+    """Sampling settings for one request. Greedy by default: evaluations must be repeatable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    tool_choice: ToolChoice = "auto"
+
+
+class Usage(BaseModel):
+    """What one reply cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 1
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class UsageTotals(BaseModel):
+    """Running totals a backend keeps over its lifetime (for run manifests and reports)."""
+
+    requests: int = 0
+    failures: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+    def add(self, usage: Usage) -> None:
+        self.requests += 1
+        self.retries += usage.attempts - 1
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.latency_s += usage.latency_s
+
+
+class Reply(BaseModel):
+    """A model's answer.
+
+    ``parsed`` holds the validated object when a schema was asked for and the text matched it;
+    otherwise ``parse_error`` says why not. ``raw`` keeps the backend's response as received, so
+    failures can be analysed after the run.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    text: str = ""
+    parsed: BaseModel | None = None
+    parse_error: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+    endpoint: str | None = None
+    raw: Any = None
+
+    def as_message(self) -> Message:
+        """The reply as an assistant turn, to append to the conversation."""
+        return Message.assistant(self.text, self.tool_calls)
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """An async chat model. Implementations: OpenAI-compatible HTTP, vLLM, transformers, scripted.
+
+    ``schema`` asks for JSON matching a pydantic model, constrained at decode time where the
+    backend can; the reply is always validated (``Reply.parsed`` / ``Reply.parse_error``).
+    ``artifacts`` resolves images given as ``ArtifactRef``. Transport failures raise
+    ``medagent.errors.ModelError`` subclasses after the backend's retries.
+    """
+
+    name: str
+    usage_totals: UsageTotals
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: type[BaseModel] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        params: GenerateParams | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> Reply: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,64 @@
+"""The one settings object: defaults < environment (``MEDAGENT_*``) < CLI flags.
+
+The CLI builds a ``Settings`` and passes it down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["BackendName", "Settings"]
+
+BackendName = Literal["openai", "vllm", "transformers", "scripted"]
+
+#: Where `vllm serve` listens by default.
+DEFAULT_OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration shared by the CLI, the SDK and the agents."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDAGENT_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    backend: BackendName = Field("openai", description="Which model backend to use.")
+    model: str | None = Field(
+        None, description="Model name (openai/vllm) or local folder / hub id (transformers)."
+    )
+    base_url: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_OPENAI_BASE_URL],
+        description="OpenAI-compatible endpoints; several are used round-robin. "
+        "The env var takes a comma-separated list.",
+    )
+    api_key: str | None = Field(
+        None, description="Bearer token for the server; falls back to OPENAI_API_KEY."
+    )
+    script: str | None = Field(None, description="JSONL file of replies for the scripted backend.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(4, ge=0, description="Retries on connect errors, timeouts, 429, 5xx.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
+    image_long_side: int = Field(
+        1024, ge=32, description="Long side of images sent to models (never upscaled)."
+    )
+    device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:1, mps.")
+    dtype: str = Field("auto", description="transformers backend: auto, float32, bfloat16, ...")
+    seed: int = Field(0, description="Seed for sampling and anything random.")
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"base URL {url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in value]

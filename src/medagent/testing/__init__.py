@@ -1,0 +1,25 @@
+"""Test doubles shipped so users can smoke-test too: models and servers that behave like the
+real ones without weights worth downloading or a GPU.
+
+- ``ScriptedModel``: a chat model that replays prepared replies and records requests.
+- ``StubOpenAIServer``: a real HTTP server speaking the chat-completions API, with scripted
+  replies and injected faults (dropped connections, 500, 429, slow and malformed replies).
+- ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
+  transformers and vLLM backends.
+
+Heavy dependencies (torch, transformers) are imported inside the functions that need them, so
+``import medagent.testing`` works without the ``[hf]`` extra.
+"""
+
+from medagent.models import ScriptedModel, ScriptedReply
+from medagent.testing._stub_server import StubFault, StubOpenAIServer
+from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
+
+__all__ = [
+    "ScriptedModel",
+    "ScriptedReply",
+    "StubFault",
+    "StubOpenAIServer",
+    "TINY_VLM_CHAT_TEMPLATE",
+    "build_tiny_vlm",
+]

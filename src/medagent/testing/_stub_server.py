@@ -1,0 +1,311 @@
+"""``StubOpenAIServer``: a TEST DOUBLE that speaks the chat-completions API over real HTTP.
+
+It lets tests and benchmarks exercise the HTTP backend's real transport (sockets, keep-alive,
+timeouts, retries) with scripted replies and injected faults. It is not a model.
+
+Each request takes the next entry of the script; when the script is used up, the default reply
+is sent. Entries are replies (``{"text": ...}``, ``{"json": {...}}``, ``{"tool_calls": [...]}``)
+or faults::
+
+    {"fault": "drop"}                      close the connection without answering
+    {"fault": "500"}                       HTTP 500 with an OpenAI-style error body
+    {"fault": "429", "retry_after": 1}     HTTP 429 with a Retry-After header
+    {"fault": "slow", "delay_s": 5}        answer only after delay_s (past a client timeout)
+    {"fault": "malformed"}                 HTTP 200 whose body is not JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from medagent.models import ScriptedReply
+
+__all__ = ["StubFault", "StubOpenAIServer"]
+
+
+class StubFault(BaseModel):
+    """A failure to inject into one request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fault: Literal["drop", "500", "429", "slow", "malformed"]
+    retry_after: float = 1.0
+    delay_s: float = 5.0
+
+
+ScriptEntry = ScriptedReply | StubFault
+
+
+def _entry(item: ScriptEntry | dict[str, Any]) -> ScriptEntry:
+    if isinstance(item, ScriptedReply | StubFault):
+        return item
+    return StubFault.model_validate(item) if "fault" in item else ScriptedReply.model_validate(item)
+
+
+class StubOpenAIServer:
+    """A chat-completions server on 127.0.0.1 (ephemeral port), run in a background thread.
+
+    Use as a context manager; ``base_url`` ends in ``/v1``; ``requests`` holds every request
+    body received (faulted ones included), in order.
+    """
+
+    def __init__(
+        self,
+        script: Iterable[ScriptEntry | dict[str, Any]] = (),
+        *,
+        default_text: str = "ok",
+        latency_s: float = 0.0,
+        model: str = "stub-model",
+        port: int = 0,
+        record: bool = True,
+    ) -> None:
+        self._script: deque[ScriptEntry] = deque(_entry(item) for item in script)
+        self.default_text = default_text
+        self.latency_s = latency_s
+        self.model = model
+        self.record = record
+        self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._port = port
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    # -- control ---------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def enqueue(self, *items: ScriptEntry | dict[str, Any]) -> None:
+        """Add entries to the end of the script."""
+        with self._lock:
+            self._script.extend(_entry(item) for item in items)
+
+    def start(self) -> StubOpenAIServer:
+        self._thread = threading.Thread(target=self._run, name="stub-openai-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the stub server did not start within 10 s")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._server is not None and self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        current = asyncio.current_task()
+        handlers = [t for t in asyncio.all_tasks() if t is not current]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    def __enter__(self) -> StubOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- serving ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._server = loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self._port, backlog=1024)
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (``main()`` runs it in its own process for benchmarks)."""
+        self._run()
+
+    def _next_entry(self) -> ScriptEntry | None:
+        with self._lock:
+            return self._script.popleft() if self._script else None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    break
+                method, path, _ = request_line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    key, _, value = line.decode("latin-1").partition(":")
+                    headers[key.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0"))
+                body = await reader.readexactly(length) if length else b""
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    keep_open = await self._respond(writer, method, path, body, headers)
+                finally:
+                    self.in_flight -= 1
+                if not keep_open:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.close()
+
+    async def _respond(
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> bool:
+        path = path.split("?", 1)[0]
+        if method == "GET" and path in ("/health", "/v1/health"):
+            return await self._send(writer, 200, b"{}")
+        if method == "GET" and path == "/v1/models":
+            models = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            return await self._send(writer, 200, json.dumps(models).encode())
+        if method != "POST" or path != "/v1/chat/completions":
+            return await self._send(writer, 404, _error_body(f"no route {method} {path}", 404))
+        try:
+            request = json.loads(body)
+        except json.JSONDecodeError:
+            return await self._send(writer, 400, _error_body("request body is not JSON", 400))
+        if self.record:
+            with self._lock:
+                self.requests.append(request)
+                self.request_headers.append(headers)
+        entry = self._next_entry()
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if isinstance(entry, StubFault):
+            return await self._fault(writer, entry, request)
+        return await self._send(writer, 200, self._completion(request, entry))
+
+    async def _fault(
+        self, writer: asyncio.StreamWriter, fault: StubFault, request: dict[str, Any]
+    ) -> bool:
+        if fault.fault == "drop":
+            writer.transport.abort()
+            return False
+        if fault.fault == "500":
+            return await self._send(writer, 500, _error_body("injected server error", 500))
+        if fault.fault == "429":
+            return await self._send(
+                writer,
+                429,
+                _error_body("injected rate limit", 429),
+                extra_headers=f"Retry-After: {fault.retry_after:g}\r\n",
+            )
+        if fault.fault == "malformed":
+            return await self._send(writer, 200, b"<html>upstream proxy error</html>")
+        await asyncio.sleep(fault.delay_s)
+        return await self._send(writer, 200, self._completion(request, None))
+
+    def _completion(self, request: dict[str, Any], entry: ScriptedReply | None) -> bytes:
+        number = next(self._ids)
+        message: dict[str, Any] = {"role": "assistant", "content": self.default_text}
+        finish = "stop"
+        if entry is not None and entry.tool_calls is not None:
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": call.id or f"call_{number}_{i}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for i, call in enumerate(entry.tool_calls)
+            ]
+            finish = "tool_calls"
+        elif entry is not None and entry.json_ is not None:
+            message["content"] = json.dumps(entry.json_)
+        elif entry is not None and entry.text is not None:
+            message["content"] = entry.text
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
+        completion = {
+            "id": f"chatcmpl-stub-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", self.model),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {
+                "prompt_tokens": prompt_words,
+                "completion_tokens": len(str(message["content"] or "").split()),
+                "total_tokens": prompt_words + len(str(message["content"] or "").split()),
+            },
+        }
+        return json.dumps(completion).encode()
+
+    @staticmethod
+    async def _send(
+        writer: asyncio.StreamWriter, status: int, payload: bytes, extra_headers: str = ""
+    ) -> bool:
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            404: "Not Found",
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+        }.get(status, "Error")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n{extra_headers}\r\n"
+        )
+        writer.write(head.encode("latin-1") + payload)
+        await writer.drain()
+        return True
+
+
+def _error_body(message: str, code: int) -> bytes:
+    return json.dumps({"error": {"message": message, "type": "stub_error", "code": code}}).encode()
+
+
+def main() -> None:
+    """Serve until killed; prints the base URL on its first line (for benchmarks)."""
+    parser = argparse.ArgumentParser(description="Stub OpenAI-compatible server (test double).")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
+    args = parser.parse_args()
+    server = StubOpenAIServer(latency_s=args.latency, port=args.port, record=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server._ready.wait(10)
+    print(server.base_url, flush=True)
+    thread.join()
+
+
+if __name__ == "__main__":
+    main()

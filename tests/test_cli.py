@@ -1,0 +1,149 @@
+"""The command line: version, help, model check, and errors as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medagent import __version__
+from medagent.testing import StubOpenAIServer
+
+
+def medagent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point in a subprocess, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
+    full_env.update(env or {})
+    full_env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "medagent", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+
+
+def write_script(path: Path, *replies: dict[str, object]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in replies) + "\n")
+    return path
+
+
+GOOD = ({"text": "ready"}, {"text": "red"}, {"json": {"colour": "red", "shapes": 1}})
+
+
+def test_version() -> None:
+    result = medagent("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"medagent {__version__}"
+
+
+def test_help_teaches_where_to_start() -> None:
+    result = medagent("--help")
+    assert result.returncode == 0
+    assert "medagent model check" in result.stdout
+    assert "MEDAGENT_BASE_URL" in result.stdout
+    check_help = medagent("model", "check", "--help")
+    assert "--base-url" in check_help.stdout and "--backend" in check_help.stdout
+
+
+def test_model_check_passes_against_scripted_backend(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "ok.jsonl", *GOOD)
+    result = medagent("model", "check", "--backend", "scripted", "--script", str(script))
+    assert result.returncode == 0, result.stderr
+    for capability in ("text", "image", "structured output"):
+        assert capability in result.stdout
+    assert "fail" not in result.stdout
+
+
+def test_model_check_fails_when_structured_output_is_invalid(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "bad.jsonl", GOOD[0], GOOD[1], {"text": "it is red"})
+    result = medagent("model", "check", "--backend", "scripted", "--script", str(script))
+    assert result.returncode == 1
+    assert "failed: structured output" in result.stderr
+
+
+def test_model_check_against_an_http_server_sends_all_three_requests() -> None:
+    with StubOpenAIServer(GOOD) as server:
+        result = medagent("model", "check", "--base-url", server.base_url, "--model", "stub-model")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(server.requests) == 3
+        image_parts = server.requests[1]["messages"][0]["content"]
+        assert any(p["type"] == "image_url" for p in image_parts)
+        assert "response_format" in server.requests[2]
+
+
+def test_settings_come_from_environment(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "ok.jsonl", *GOOD)
+    result = medagent(
+        "model", "check", env={"MEDAGENT_BACKEND": "scripted", "MEDAGENT_SCRIPT": str(script)}
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_unreachable_server_is_one_line_exit_1_per_check() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = medagent(
+        "model",
+        "check",
+        "--base-url",
+        f"http://127.0.0.1:{port}/v1",
+        "--model",
+        "m",
+        "--max-retries",
+        "0",
+    )
+    assert result.returncode == 1
+    assert "cannot reach the model server" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model", "check", "--backend", "openai"], "the openai backend needs --model"),
+        (["model", "check", "--backend", "scripted"], "pass --script FILE"),
+        (
+            ["model", "check", "--model", "m", "--base-url", "localhost:8000"],
+            "must start with http:// or https://",
+        ),
+        (
+            ["model", "check", "--backend", "scripted", "--script", "missing.jsonl"],
+            "script file missing.jsonl does not exist",
+        ),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(args: list[str], message: str) -> None:
+    result = medagent(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = medagent("--debug", "model", "check", "--backend", "scripted")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_demo_path_builds_tiny_vlm_and_checks_it_in_process(tmp_path: Path) -> None:
+    """What `make demo` runs: build the tiny model offline, then check it with transformers."""
+    folder = tmp_path / "tiny-vlm"
+    offline = {"HF_HUB_OFFLINE": "1"}
+    built = medagent("model", "build-tiny-vlm", str(folder), env=offline)
+    assert built.returncode == 0, built.stderr
+    result = medagent(
+        "model", "check", "--backend", "transformers", "--model", str(folder), env=offline
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "structured output" in result.stdout and "fail" not in result.stdout

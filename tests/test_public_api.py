@@ -1,0 +1,41 @@
+"""The public surface: every package's ``__all__`` is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PACKAGES = [
+    "medagent",
+    "medagent.models",
+    "medagent.artifacts",
+    "medagent.testing",
+    "medagent.errors",
+    "medagent.settings",
+]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_importable(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = list(module.__all__)
+    assert exported == sorted(exported)
+    for symbol in exported:
+        assert hasattr(module, symbol), f"{name}.{symbol} is listed but missing"
+
+
+def test_errors_share_one_root() -> None:
+    import medagent.errors as errors
+
+    for symbol in errors.__all__:
+        assert issubclass(getattr(errors, symbol), errors.MedagentError)
+
+
+def test_core_import_does_not_pull_in_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, medagent, medagent.testing; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
