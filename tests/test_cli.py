@@ -147,3 +147,52 @@ def test_demo_path_builds_tiny_vlm_and_checks_it_in_process(tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "structured output" in result.stdout and "fail" not in result.stdout
+
+
+def test_slide_info_and_render(pyramid_tiff: Path, tmp_path: Path) -> None:
+    info = medagent("slide", "info", str(pyramid_tiff), "--json")
+    assert info.returncode == 0, info.stderr
+    facts = json.loads(info.stdout)
+    assert facts["dimensions"] == {"width": 4000, "height": 3000}
+    assert facts["mpp_x"] == pytest.approx(0.25)
+    out = tmp_path / "view.png"
+    rendered = medagent(
+        "slide",
+        "render",
+        str(pyramid_tiff),
+        "--region",
+        "0,0,2000,1000",
+        "--size",
+        "400",
+        "--out",
+        str(out),
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    from PIL import Image
+
+    assert Image.open(out).size == (400, 200)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["slide", "info", "missing.svs"], "no such file"),
+        (["slide", "render", "{slide}", "--region", "1,2,3", "--out", "x.png"], "X,Y,W,H"),
+        (
+            ["slide", "render", "{slide}", "--region", "9000,0,5,5", "--out", "x.png"],
+            "entirely outside",
+        ),
+        (["slide", "render", "{slide}", "--out", "x.gif"], "use a .jpg or .png"),
+    ],
+)
+def test_slide_errors_are_one_line(pyramid_tiff: Path, args: list[str], message: str) -> None:
+    result = medagent(*[a.replace("{slide}", str(pyramid_tiff)) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.realdata
+def test_slide_info_lists_label_by_name_only(cmu_slide: Path) -> None:
+    result = medagent("slide", "info", str(cmu_slide))
+    assert result.returncode == 0
+    assert "label, macro, thumbnail" in result.stdout

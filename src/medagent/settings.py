@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:1, mps.")
     dtype: str = Field("auto", description="transformers backend: auto, float32, bfloat16, ...")
     seed: int = Field(0, description="Seed for sampling and anything random.")
+    sam_model: str | None = Field(
+        None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ def test_same_image_same_id_one_file(tmp_path: Path) -> None:
     first, second = store.put(image), store.put(image.copy())
     assert first == second
     assert (first.width, first.height, first.media_type) == (40, 20, "image/jpeg")
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(list(tmp_path.glob("*.jpg"))) == 1
     assert store.get(first).size == (40, 20)
     assert store.data_url(first).startswith("data:image/jpeg;base64,")
 
@@ -46,3 +46,17 @@ def test_fit_long_side_never_upscales() -> None:
 def test_jpeg_drops_alpha() -> None:
     data = to_jpeg(Image.new("RGBA", (8, 8), (1, 2, 3, 0)))
     assert data[:2] == b"\xff\xd8"
+
+
+def test_an_id_alone_finds_the_reference(tmp_path: Path) -> None:
+    from medagent.imaging import Region
+
+    store = ArtifactStore(tmp_path)
+    ref = store.put(
+        Image.new("RGB", (6, 4)), kind="zoom", region=Region(x=1, y=2, width=3, height=4)
+    )
+    assert store.find(ref.id) == ref
+    with pytest.raises(InputError, match="not an artifact id"):
+        store.find("../../etc/passwd")
+    with pytest.raises(InputError, match="no artifact"):
+        store.find("0" * 32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -11,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.artifacts._encoding import data_url, to_jpeg
 from medagent.errors import InputError
+from medagent.imaging import Region
 
 __all__ = ["ArtifactRef", "ArtifactStore"]
 
 _SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png"}
+_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class ArtifactRef(BaseModel):
@@ -26,6 +29,8 @@ class ArtifactRef(BaseModel):
     width: int
     height: int
     media_type: str = "image/jpeg"
+    kind: str | None = Field(None, description="what it is: overview, zoom, mask, overlay, …")
+    region: Region | None = Field(None, description="the level-0 region it shows, if any")
 
 
 class ArtifactStore:
@@ -39,8 +44,19 @@ class ArtifactStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def put(self, image: Image.Image, *, media_type: str = "image/jpeg") -> ArtifactRef:
-        """Store ``image`` (JPEG by default, PNG for masks that must stay lossless)."""
+    def put(
+        self,
+        image: Image.Image,
+        *,
+        media_type: str = "image/jpeg",
+        kind: str | None = None,
+        region: Region | None = None,
+    ) -> ArtifactRef:
+        """Store ``image`` (JPEG by default, PNG for masks that must stay lossless).
+
+        ``kind`` and ``region`` travel with the reference, so whoever holds the id knows what
+        the image shows without opening it.
+        """
         if media_type == "image/jpeg":
             data = to_jpeg(image)
         elif media_type == "image/png":
@@ -55,9 +71,34 @@ class ArtifactStore:
             tmp = path.with_suffix(path.suffix + ".tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
-        return ArtifactRef(
-            id=artifact_id, width=image.width, height=image.height, media_type=media_type
+        ref = ArtifactRef(
+            id=artifact_id,
+            width=image.width,
+            height=image.height,
+            media_type=media_type,
+            kind=kind,
+            region=region,
         )
+        # A sidecar keeps what the image shows, so an id alone (from a model) is enough.
+        (self.root / f"{artifact_id}.json").write_text(ref.model_dump_json())
+        return ref
+
+    def find(self, artifact_id: str) -> ArtifactRef:
+        """The reference for an id, e.g. one a model quoted; ``InputError`` when unknown."""
+        if not _ID.fullmatch(artifact_id):
+            raise InputError(f"{artifact_id!r} is not an artifact id (32 hex digits, as returned)")
+        sidecar = self.root / f"{artifact_id}.json"
+        if sidecar.exists():
+            return ArtifactRef.model_validate_json(sidecar.read_text())
+        for media_type, suffix in _SUFFIX.items():
+            path = self.root / f"{artifact_id}{suffix}"
+            if path.exists():
+                with Image.open(path) as image:
+                    width, height = image.size
+                return ArtifactRef(
+                    id=artifact_id, width=width, height=height, media_type=media_type
+                )
+        raise InputError(f"no artifact {artifact_id} in {self.root}")
 
     def path(self, ref: ArtifactRef) -> Path:
         """Where the artifact's bytes live."""

@@ -4,6 +4,9 @@ real ones without weights worth downloading or a GPU.
 - ``ScriptedModel``: a chat model that replays prepared replies and records requests.
 - ``StubOpenAIServer``: a real HTTP server speaking the chat-completions API, with scripted
   replies and injected faults (dropped connections, 500, 429, slow and malformed replies).
+- ``write_pyramid_tiff`` / ``synthetic_tissue``: tiled pyramidal TIFFs with known levels and
+  pixel spacing, painted with H&E-coloured blobs, that OpenSlide opens like a scan.
+- ``build_tiny_sam``: a tiny random-weight SAM for the segment tool's model path.
 - ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
   transformers and vLLM backends.
 
@@ -12,7 +15,9 @@ Heavy dependencies (torch, transformers) are imported inside the functions that 
 """
 
 from medagent.models import ScriptedModel, ScriptedReply
+from medagent.testing._slides import synthetic_tissue, write_pyramid_tiff
 from medagent.testing._stub_server import StubFault, StubOpenAIServer
+from medagent.testing._tiny_sam import TINY_SAM_IMAGE_SIZE, build_tiny_sam
 from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
 
 __all__ = [
@@ -20,6 +25,10 @@ __all__ = [
     "ScriptedReply",
     "StubFault",
     "StubOpenAIServer",
+    "TINY_SAM_IMAGE_SIZE",
     "TINY_VLM_CHAT_TEMPLATE",
+    "build_tiny_sam",
     "build_tiny_vlm",
+    "synthetic_tissue",
+    "write_pyramid_tiff",
 ]

@@ -1,0 +1,51 @@
+"""Opening medical images and reading them: slides, plain images and DICOM as one ``Slide``.
+
+Coordinates are level-0 pixels (``Region``); physical spacing is ``None`` when the file does not
+record it — never guessed.
+"""
+
+from medagent.imaging._open import open_image
+from medagent.imaging._overlay import (
+    GuideStyle,
+    draw_boxes,
+    draw_guides,
+    draw_mask,
+    draw_scale_bar,
+)
+from medagent.imaging._pil import ImageSlide
+from medagent.imaging._region import Point, Region, Size
+from medagent.imaging._render import Rendered, Renderer, RenderPolicy, choose_level
+from medagent.imaging._tissue import (
+    TissueMask,
+    TissueParams,
+    TissueTile,
+    iter_tissue_tiles,
+    tissue_mask,
+    tissue_pixels,
+)
+from medagent.imaging.base import Slide, SlideInfo
+
+__all__ = [
+    "GuideStyle",
+    "ImageSlide",
+    "Point",
+    "Region",
+    "RenderPolicy",
+    "Rendered",
+    "Renderer",
+    "Size",
+    "Slide",
+    "SlideInfo",
+    "TissueMask",
+    "TissueParams",
+    "TissueTile",
+    "choose_level",
+    "draw_boxes",
+    "draw_guides",
+    "draw_mask",
+    "draw_scale_bar",
+    "iter_tissue_tiles",
+    "open_image",
+    "tissue_mask",
+    "tissue_pixels",
+]
