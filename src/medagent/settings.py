@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries on connect errors, timeouts, 429, 5xx.")
     concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
+    tool_mode: Literal["auto", "native", "schema"] = Field(
+        "auto",
+        description="Forced tool calls: native tool calling, JSON-schema decoding, or native "
+        "with a schema retry when the server ignores the forced choice.",
+    )
     image_long_side: int = Field(
         1024, ge=32, description="Long side of images sent to models (never upscaled)."
     )

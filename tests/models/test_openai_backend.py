@@ -244,3 +244,48 @@ async def test_api_key_is_sent_as_bearer_token(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     await backend_for(stub.base_url).generate([Message.user("x")])
     assert stub.request_headers[0]["authorization"] == "Bearer sk-from-env"
+
+
+ZOOM_TOOL = ToolSpec.from_model("zoom", "Zoom into a region", ZoomArgs)
+REQUIRED = GenerateParams(tool_choice="required")
+
+
+async def test_tool_call_blocks_in_text_are_parsed(stub: StubOpenAIServer) -> None:
+    # A server started without a tool parser hands the model's Hermes block back as text.
+    stub.enqueue({"text": '<tool_call>{"name": "zoom", "arguments": {"x": 3, "y": 4}}</tool_call>'})
+    reply = await backend_for(stub.base_url).generate([Message.user("go")], tools=[ZOOM_TOOL])
+    assert reply.tool_calls[0].arguments == {"x": 3, "y": 4} and reply.text == ""
+
+
+async def test_ignored_forced_choice_falls_back_to_schema_decoding(stub: StubOpenAIServer) -> None:
+    stub.enqueue(
+        {"text": "I would rather not"}, {"json": {"name": "zoom", "arguments": {"x": 1, "y": 2}}}
+    )
+    reply = await backend_for(stub.base_url).generate(
+        [Message.user("go")], tools=[ZOOM_TOOL], params=REQUIRED
+    )
+    assert reply.tool_calls[0].name == "zoom" and reply.tool_calls[0].arguments == {"x": 1, "y": 2}
+    assert reply.usage.attempts == 2
+    assert reply.raw["medagent_native_response"]["choices"][0]["message"]["content"] == (
+        "I would rather not"
+    )
+    native, fallback = stub.requests
+    assert native["tool_choice"] == "required" and "response_format" not in native
+    assert fallback["tool_choice"] == "none" and fallback["tools"] == native["tools"]
+    schema = fallback["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["name"] == {"const": "zoom"}
+
+
+async def test_native_mode_never_falls_back(stub: StubOpenAIServer) -> None:
+    stub.enqueue({"text": "no call"})
+    model = backend_for(stub.base_url, tool_mode="native")
+    reply = await model.generate([Message.user("go")], tools=[ZOOM_TOOL], params=REQUIRED)
+    assert reply.tool_calls == [] and len(stub.requests) == 1
+
+
+async def test_schema_mode_asks_for_the_call_as_json_at_once(stub: StubOpenAIServer) -> None:
+    stub.enqueue({"json": {"name": "zoom", "arguments": {"x": 5, "y": 6}}})
+    model = backend_for(stub.base_url, tool_mode="schema")
+    reply = await model.generate([Message.user("go")], tools=[ZOOM_TOOL], params=REQUIRED)
+    assert reply.tool_calls[0].arguments == {"x": 5, "y": 6}
+    assert len(stub.requests) == 1 and stub.requests[0]["tool_choice"] == "none"

@@ -40,6 +40,7 @@ def build_model(settings: Settings) -> ChatModel:
             retry=RetryPolicy(max_retries=settings.max_retries),
             concurrency=settings.concurrency,
             image_long_side=settings.image_long_side,
+            tool_mode=settings.tool_mode,
             seed=settings.seed,
         )
     if settings.backend == "transformers":

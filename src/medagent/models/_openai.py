@@ -24,19 +24,26 @@ from medagent.models._endpoints import Endpoint, EndpointPool, RetryPolicy, pars
 from medagent.models._messages import Message, ToolSpec
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
+    forced_tool_call_schema,
     parse_tool_calls,
     response_format,
     sampling_fields,
+    split_tool_calls,
     to_openai_messages,
     to_openai_tool_choice,
     to_openai_tools,
 )
 from medagent.models.base import GenerateParams, Reply, Usage, UsageTotals
 
-__all__ = ["OpenAIBackend", "StructuredOutputField"]
+__all__ = ["OpenAIBackend", "StructuredOutputField", "ToolMode"]
 
 StructuredOutputField = Literal["response_format", "structured_outputs"]
 """How a schema is sent: OpenAI's ``response_format`` (works on vLLM too) or vLLM's own field."""
+
+ToolMode = Literal["auto", "native", "schema"]
+"""How a forced tool call is made: the server's native tool calling (``native``), JSON-schema
+decoding of ``{"name", "arguments"}`` (``schema``), or native with a schema retry when the
+server ignored the forced choice (``auto``)."""
 
 _CONNECTIONS_PER_CLIENT = 8
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -69,6 +76,7 @@ class OpenAIBackend:
         concurrency: int = 8,
         image_long_side: int = 1024,
         structured_field: StructuredOutputField = "response_format",
+        tool_mode: ToolMode = "auto",
         failure_threshold: int = 3,
         cooldown_s: float = 30.0,
         seed: int | None = None,
@@ -80,6 +88,7 @@ class OpenAIBackend:
         self.timeout_s = timeout_s
         self.image_long_side = image_long_side
         self.structured_field = structured_field
+        self.tool_mode = tool_mode
         self.pool = EndpointPool(
             [u.rstrip("/") for u in base_urls],
             concurrency=concurrency,
@@ -128,23 +137,37 @@ class OpenAIBackend:
         tools: Sequence[ToolSpec] | None = None,
         params: GenerateParams | None = None,
         artifacts: ArtifactStore | None = None,
+        tool_mode: Literal["native", "schema"] = "native",
     ) -> dict[str, Any]:
-        """The JSON body of a chat-completions request."""
+        """The JSON body of a chat-completions request.
+
+        ``tool_mode="schema"`` turns a forced tool call (``tool_choice`` "required" or a name)
+        into a structured-output request for ``{"name", "arguments"}``: the tools stay in the
+        prompt with ``tool_choice`` "none", and the server's JSON-schema decoding enforces the
+        call. It is how tool calls work on servers whose tool parser does not constrain them.
+        """
         params = params or GenerateParams()
         body: dict[str, Any] = {
             "model": self.name,
             "messages": to_openai_messages(messages, artifacts, self.image_long_side),
             **sampling_fields(params),
         }
+        forced = forced_tool_call_schema(tools, params.tool_choice) if tools else None
         if tools:
             body["tools"] = to_openai_tools(tools)
             body["tool_choice"] = to_openai_tool_choice(params.tool_choice, tools)
-        if schema is not None:
-            if self.structured_field == "structured_outputs":
-                body["structured_outputs"] = {"json": schema.model_json_schema()}
-            else:
-                body["response_format"] = response_format(schema)
+        if tool_mode == "schema" and forced is not None:
+            body["tool_choice"] = "none"
+            self._constrain(body, "tool_call", forced)
+        elif schema is not None:
+            self._constrain(body, schema.__name__, schema.model_json_schema())
         return body
+
+    def _constrain(self, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:
+        if self.structured_field == "structured_outputs":
+            body["structured_outputs"] = {"json": json_schema}
+        else:
+            body["response_format"] = response_format(name, json_schema)
 
     async def generate(
         self,
@@ -155,8 +178,42 @@ class OpenAIBackend:
         params: GenerateParams | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> Reply:
+        params = params or GenerateParams()
+        forced = bool(tools) and params.tool_choice not in ("auto", "none")
+        first_mode: Literal["native", "schema"] = (
+            "schema" if forced and self.tool_mode == "schema" else "native"
+        )
+        reply = await self._complete(messages, schema, tools, params, artifacts, first_mode)
+        if forced and self.tool_mode == "auto" and not _has_call(reply, tools or []):
+            # The server ignored the forced choice (seen with vLLM's Hermes parser on small
+            # models): ask again with the call enforced by JSON-schema decoding.
+            retry = await self._complete(messages, schema, tools, params, artifacts, "schema")
+            raw = {**(retry.raw or {}), "medagent_native_response": reply.raw}
+            usage = retry.usage.model_copy(
+                update={
+                    "attempts": retry.usage.attempts + reply.usage.attempts,
+                    "latency_s": retry.usage.latency_s + reply.usage.latency_s,
+                }
+            )
+            reply = retry.model_copy(update={"raw": raw, "usage": usage})
+        return reply
+
+    async def _complete(
+        self,
+        messages: Sequence[Message],
+        schema: type[BaseModel] | None,
+        tools: Sequence[ToolSpec] | None,
+        params: GenerateParams,
+        artifacts: ArtifactStore | None,
+        tool_mode: Literal["native", "schema"],
+    ) -> Reply:
         body = self.build_request(
-            messages, schema=schema, tools=tools, params=params, artifacts=artifacts
+            messages,
+            schema=schema,
+            tools=tools,
+            params=params,
+            artifacts=artifacts,
+            tool_mode=tool_mode,
         )
         started = time.perf_counter()
         last: _Retryable | None = None
@@ -174,7 +231,19 @@ class OpenAIBackend:
                 self.usage_totals.failures += 1
                 raise
             self.pool.record_success(endpoint)
-            reply = self._reply(data, schema, endpoint, attempt, time.perf_counter() - started)
+            schema_call = (
+                tool_mode == "schema"
+                and forced_tool_call_schema(tools or [], params.tool_choice) is not None
+            )
+            reply = self._reply(
+                data,
+                schema,
+                bool(tools),
+                schema_call,
+                endpoint,
+                attempt,
+                time.perf_counter() - started,
+            )
             self.usage_totals.add(reply.usage)
             return reply
         assert last is not None
@@ -230,6 +299,8 @@ class OpenAIBackend:
         self,
         data: dict[str, Any],
         schema: type[BaseModel] | None,
+        tools_given: bool,
+        schema_call: bool,
         endpoint: Endpoint,
         attempts: int,
         latency_s: float,
@@ -238,12 +309,20 @@ class OpenAIBackend:
         message = choice.get("message") or {}
         text = message.get("content") or ""
         usage = data.get("usage") or {}
-        parsed, parse_error = parse_structured(text, schema) if schema else (None, None)
+        calls = parse_tool_calls(message.get("tool_calls"))
+        if schema_call:
+            text, calls = split_tool_calls(text, forced=True)
+        elif tools_given and not calls:
+            # Servers without a tool parser return the model's <tool_call> blocks as text.
+            text, calls = split_tool_calls(text, forced=False)
+        parsed, parse_error = (
+            parse_structured(text, schema) if schema and not calls else (None, None)
+        )
         return Reply(
             text=text,
             parsed=parsed,
             parse_error=parse_error,
-            tool_calls=parse_tool_calls(message.get("tool_calls")),
+            tool_calls=calls,
             finish_reason=choice.get("finish_reason"),
             usage=Usage(
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -255,6 +334,12 @@ class OpenAIBackend:
             endpoint=endpoint.url,
             raw=data,
         )
+
+
+def _has_call(reply: Reply, tools: Sequence[ToolSpec]) -> bool:
+    """Whether the reply holds a usable call to one of ``tools``."""
+    names = {t.name for t in tools}
+    return any(c.name in names and c.arguments is not None for c in reply.tool_calls)
 
 
 def _unreachable(url: str, exc: Exception) -> ModelUnavailableError:

