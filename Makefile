@@ -4,7 +4,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-TINY_VLM ?= .medagent/tiny-vlm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medagent-installed
 
@@ -20,12 +19,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(TINY_VLM)/config.json: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/medagent model build-tiny-vlm $(TINY_VLM)
-
-## demo: build the tiny offline VLM and check the model layer against it, in-process
-demo: $(TINY_VLM)/config.json
-	HF_HUB_OFFLINE=1 $(BIN)/medagent model check --backend transformers --model $(TINY_VLM)
+## demo: the GIANT navigator on a built-in gigapixel slide, offline (see `medagent demo --help`)
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/medagent demo
 
 ## lint: ruff and mypy, as CI runs them
 lint: $(STAMP)

@@ -196,3 +196,104 @@ def test_slide_info_lists_label_by_name_only(cmu_slide: Path) -> None:
     result = medagent("slide", "info", str(cmu_slide))
     assert result.returncode == 0
     assert "label, macro, thumbnail" in result.stdout
+
+
+def test_ask_runs_the_navigator_and_reports(pyramid_tiff: Path, tmp_path: Path) -> None:
+    script = write_script(
+        tmp_path / "nav.jsonl",
+        {
+            "json": {
+                "reasoning": "blob",
+                "action": "zoom",
+                "x": 1000,
+                "y": 800,
+                "width": 2000,
+                "height": 1500,
+            }
+        },
+        {"json": {"reasoning": "tumour cells", "action": "answer", "answer": "2"}},
+    )
+    out = tmp_path / "run"
+    result = medagent(
+        "ask",
+        str(pyramid_tiff),
+        "Is there tumour?",
+        "--options",
+        "no; yes",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "step  1  zoom" in result.stdout and "answered" in result.stdout
+    assert (out / "trajectory.html").exists() and (out / "trajectory.json").exists()
+    as_json = medagent(
+        "ask",
+        str(pyramid_tiff),
+        "Is there tumour?",
+        "--options",
+        "no;yes",
+        "--method",
+        "thumbnail",
+        "--backend",
+        "scripted",
+        "--script",
+        str(write_script(tmp_path / "t.jsonl", {"json": {"reasoning": "r", "answer": "1"}})),
+        "--out",
+        str(tmp_path / "thumb"),
+        "--json",
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["prediction"] == "no"
+
+
+def test_ask_with_an_unreachable_server_records_a_model_error(
+    pyramid_tiff: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = medagent(
+        "ask",
+        str(pyramid_tiff),
+        "Is there tumour?",
+        "--base-url",
+        f"http://127.0.0.1:{port}/v1",
+        "--model",
+        "m",
+        "--max-retries",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert result.returncode == 1
+    assert "model_error" in result.stdout and "cannot reach the model server" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (tmp_path / "run" / "trajectory.json").exists()
+
+
+def test_ask_refuses_an_unknown_method(pyramid_tiff: Path) -> None:
+    result = medagent("ask", str(pyramid_tiff), "q", "--method", "guess", "--model", "m")
+    assert result.returncode == 2 and "choose giant, thumbnail" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_demo_runs_offline_on_a_fresh_machine(tmp_path: Path) -> None:
+    """The README's main job: no backend configured, empty cache, no network."""
+    out = tmp_path / "run"
+    result = medagent(
+        "demo",
+        "--out",
+        str(out),
+        env={"MEDAGENT_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "its answers are random" in result.stderr
+    assert "zoom" in result.stdout and "answered" in result.stdout
+    trajectory = json.loads((out / "trajectory.json").read_text())
+    assert trajectory["slide"]["width"] >= 50_000 and trajectory["slide"]["mpp_x"] == 0.5
+    assert (out / "trajectory.html").exists()

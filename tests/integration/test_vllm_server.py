@@ -187,3 +187,19 @@ async def test_server_stopped_mid_run_gives_clear_bounded_errors(model_dir: Path
     message = str(unreachable[0])
     assert own.base_url in message and "3 attempts" in message and "\n" not in message
     await backend.aclose()
+
+
+async def test_giant_navigates_three_steps_through_vllm(server: VLLMServer, tmp_path: Path) -> None:
+    from medagent.agents.giant import GiantConfig, GiantNavigator, Trajectory
+    from medagent.testing import synthetic_tissue, write_pyramid_tiff
+
+    slide = write_pyramid_tiff(tmp_path / "s.tif", synthetic_tissue(6000, 4000), mpp=0.5, levels=4)
+    backend = OpenAIBackend(server.served_name, [server.base_url], timeout_s=120)
+    navigator = GiantNavigator(
+        backend, GiantConfig(max_steps=3, max_tokens=1200), runs_dir=tmp_path
+    )
+    result = await navigator.arun(slide, "Is there tumour?", options=["no", "yes"])
+    trajectory = Trajectory.model_validate_json(result.trajectory_path.read_text())
+    assert result.status in ("answered", "answered_at_limit"), result.error
+    assert all(not s.errors for s in trajectory.steps), [s.errors for s in trajectory.steps]
+    await backend.aclose()

@@ -93,3 +93,9 @@ async def test_model_errors_become_a_failure_not_an_exception() -> None:
     assert result.kind == "model_error"
     assert "timeout" in result.reason
     assert result.last_text == "nope"
+
+
+def test_control_characters_inside_strings_are_tolerated() -> None:
+    _value, error = parse_structured('{"isup_grade": 1, "reason": "none"}', Grade)
+    assert error is None
+    assert extract_json('{"text": "a\x0bb\tc"}') == {"text": "a\x0bb\tc"}

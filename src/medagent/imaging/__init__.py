@@ -4,6 +4,7 @@ Coordinates are level-0 pixels (``Region``); physical spacing is ``None`` when t
 record it — never guessed.
 """
 
+from medagent.imaging._demo_slide import build_demo_slide
 from medagent.imaging._open import open_image
 from medagent.imaging._overlay import (
     GuideStyle,
@@ -39,6 +40,7 @@ __all__ = [
     "TissueMask",
     "TissueParams",
     "TissueTile",
+    "build_demo_slide",
     "choose_level",
     "draw_boxes",
     "draw_guides",

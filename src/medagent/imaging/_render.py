@@ -130,7 +130,11 @@ class Renderer:
         pixels = self.slide.read(effective, level)
         out = _output_size(effective, target)
         if pixels.size != (out.width, out.height):
-            pixels = pixels.resize((out.width, out.height), Image.Resampling.LANCZOS)
+            # reducing_gap: box-reduce by an integer factor first, then Lanczos the rest;
+            # at 3 the result is indistinguishable from a full Lanczos and several times faster.
+            pixels = pixels.resize(
+                (out.width, out.height), Image.Resampling.LANCZOS, reducing_gap=3.0
+            )
         scale = effective.width / out.width
         mpp = self.slide.mpp_x * scale if self.slide.mpp_x is not None else None
         rendered = Rendered(

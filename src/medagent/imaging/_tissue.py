@@ -1,8 +1,8 @@
 """Where the tissue is: a low-resolution mask, tissue fractions, components and tissue tiles.
 
 Tissue is told from glass by colour saturation (Otsu's threshold, kept within sane bounds so a
-blank image is not split in two); for H&E the hue must also lie in the purple–pink band, which
-drops green, blue and red pen marks that are just as saturated.
+blank image is not split in two); hues of common pen marks (green, blue-green, pure red), as
+saturated as stain, are excluded. Any stain works (H&E, IHC); ``hue_range`` narrows it to one.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ class TissueParams(BaseModel):
     min_saturation: float = Field(0.07, ge=0, le=1)
     max_saturation_threshold: float = Field(0.2, ge=0, le=1)
     hue_range: tuple[float, float] | None = Field(
-        (0.70, 0.95), description="H&E purple–pink; None accepts any hue (IHC, other stains)"
+        None, description="accept only this hue band, e.g. (0.70, 0.95) for H&E purple–pink"
+    )
+    excluded_hues: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(0.25, 0.55), (0.955, 1.0), (0.0, 0.02)],
+        description="hues never tissue: green/blue-green and pure red pen marks",
     )
     max_value: float = Field(0.95, description="brighter than this is glass")
     min_value: float = Field(0.08, description="darker than this is debris or out-of-scan black")
@@ -65,6 +69,8 @@ def tissue_pixels(image: Image.Image, params: TissueParams | None = None) -> np.
     if params.hue_range is not None:
         low, high = params.hue_range
         mask &= (hue >= low) & (hue <= high)
+    for low, high in params.excluded_hues:
+        mask &= ~((hue >= low) & (hue <= high))
     if params.min_object_px:
         mask = remove_small_objects(mask, max_size=params.min_object_px)
         mask = remove_small_holes(mask, max_size=params.min_object_px)

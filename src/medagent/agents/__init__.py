@@ -1,0 +1,1 @@
+"""Agents: LangGraph graphs, one folder per seed system (``giant/``; more to come)."""

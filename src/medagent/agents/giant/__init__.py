@@ -1,0 +1,40 @@
+"""GIANT: a VLM navigates a gigapixel slide like a pathologist, and its baselines.
+
+``GiantNavigator(model).run(slide, question)`` → ``GiantResult`` (answer, status, trajectory).
+"""
+
+from medagent.agents.giant._actions import (
+    AnswerAction,
+    FinalAnswer,
+    GiantAction,
+    LookAction,
+    RandomAction,
+    ZoomAction,
+)
+from medagent.agents.giant._answers import majority_vote, normalize_answer
+from medagent.agents.giant._config import GiantConfig, Method
+from medagent.agents.giant._graph import GiantEvent, GiantState, prune_images
+from medagent.agents.giant._navigator import GiantNavigator, GiantResult
+from medagent.agents.giant._trajectory import RunLog, Status, StepRecord, Trajectory
+
+__all__ = [
+    "AnswerAction",
+    "FinalAnswer",
+    "GiantAction",
+    "GiantConfig",
+    "GiantEvent",
+    "GiantNavigator",
+    "GiantResult",
+    "GiantState",
+    "LookAction",
+    "Method",
+    "RandomAction",
+    "RunLog",
+    "Status",
+    "StepRecord",
+    "Trajectory",
+    "ZoomAction",
+    "majority_vote",
+    "normalize_answer",
+    "prune_images",
+]

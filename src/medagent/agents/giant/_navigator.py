@@ -1,0 +1,401 @@
+"""``GiantNavigator``: ask a question about a slide; get an answer, a status and a trajectory.
+
+Each run gets a directory: ``artifacts/`` (every image shown), ``events.jsonl`` (the log as it
+happens), ``checkpoints.sqlite`` (LangGraph's, one thread per run, for resuming),
+``manifest.json``, ``trajectory.json`` and ``trajectory.html``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel
+
+from medagent.agents.giant._config import GiantConfig, Method
+from medagent.agents.giant._graph import GiantEvent, GiantState, RunContext, build_graph
+from medagent.agents.giant._trajectory import RunLog, Status, Trajectory
+from medagent.artifacts import ArtifactRef, ArtifactStore
+from medagent.errors import ConfigError, InputError
+from medagent.imaging import RenderPolicy, Slide, open_image
+from medagent.models import ChatModel
+from medagent.prompts import load_template
+from medagent.tools import ToolContext
+from medagent.tools._view import slide_facts
+
+__all__ = ["GiantNavigator", "GiantResult"]
+
+_TEMPLATES = [
+    "giant/thumbnail",
+    "giant/patch",
+    "giant/system",
+    "giant/question",
+    "giant/after_zoom",
+    "giant/final",
+    "giant/correction",
+    "giant/nudge",
+]
+
+
+class GiantResult(BaseModel):
+    """The outcome of one question."""
+
+    run_id: str
+    run_dir: Path
+    method: str
+    status: Status
+    answer: str | None
+    prediction: str | None = None
+    votes: dict[str, int] | None = None
+    steps: int
+    error: str | None = None
+    elapsed_s: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    trajectory_path: Path
+    html_path: Path | None = None
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in (
+        "medagent",
+        "langgraph",
+        "pydantic",
+        "openslide-python",
+        "httpx",
+        "torch",
+        "transformers",
+    ):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+class GiantNavigator:
+    """Navigates a slide with a VLM, GIANT-style (or runs one of its baselines).
+
+    ``model`` is any ``ChatModel``; ``on_event`` receives progress events (for a CLI or UI).
+    """
+
+    def __init__(
+        self,
+        model: ChatModel,
+        config: GiantConfig | None = None,
+        *,
+        method: Method = "giant",
+        runs_dir: str | Path = "runs",
+        on_event: Callable[[GiantEvent], None] | None = None,
+        sam_model: str | None = None,
+        votes: int = 1,
+    ) -> None:
+        if votes < 1:
+            raise ConfigError(f"votes must be at least 1, not {votes}")
+        self.votes = votes
+        self.model = model
+        self.config = config or GiantConfig()
+        self.method = method
+        self.runs_dir = Path(runs_dir)
+        self.on_event = on_event or (lambda event: None)
+        self.sam_model = sam_model
+
+    # -- public API ---------------------------------------------------------------------------
+    def run(
+        self,
+        slide: Slide | str | Path,
+        question: str,
+        *,
+        options: list[str] | None = None,
+        run_dir: str | Path | None = None,
+    ) -> GiantResult:
+        """Blocking form of ``arun`` (works inside notebooks too)."""
+        coroutine = self.arun(slide, question, options=options, run_dir=run_dir)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
+
+    async def arun(
+        self,
+        slide: Slide | str | Path,
+        question: str,
+        *,
+        options: list[str] | None = None,
+        run_dir: str | Path | None = None,
+    ) -> GiantResult:
+        """Answer ``question`` about ``slide``; resumes when ``run_dir`` holds an unfinished run."""
+        if not question.strip():
+            raise ConfigError("the question is empty")
+        opened = slide if isinstance(slide, Slide) else open_image(slide)
+        directory = Path(run_dir) if run_dir else self._new_run_dir()
+        if self.votes > 1:
+            return await self._vote(opened, question, options, directory)
+        return await self._run(opened, question, options, directory)
+
+    async def _vote(
+        self, slide: Slide, question: str, options: list[str] | None, directory: Path
+    ) -> GiantResult:
+        """GIANT xk: k independent runs (seeds seed, seed+1, ...), majority over predictions."""
+        from medagent.agents.giant._answers import majority_vote
+
+        results = []
+        base_seed = self.config.seed or 0
+        for index in range(self.votes):
+            single = GiantNavigator(
+                self.model,
+                self.config.model_copy(update={"seed": base_seed + index}),
+                method=self.method,
+                on_event=self.on_event,
+                sam_model=self.sam_model,
+            )
+            results.append(
+                await single._run(slide, question, options, directory / f"vote-{index + 1}")
+            )
+        winner, counts = majority_vote([r.prediction for r in results])
+        chosen = next((r for r in results if winner and r.prediction == winner), results[0])
+        summary = {
+            "winner": winner,
+            "votes": counts,
+            "runs": [
+                {
+                    "run_dir": str(r.run_dir),
+                    "status": r.status,
+                    "answer": r.answer,
+                    "prediction": r.prediction,
+                }
+                for r in results
+            ],
+        }
+        (directory / "votes.json").write_text(json.dumps(summary, indent=2))
+        answered = [r for r in results if r.status in ("answered", "answered_at_limit")]
+        return chosen.model_copy(
+            update={
+                "run_dir": directory,
+                "votes": counts,
+                "prediction": winner,
+                "answer": chosen.answer if winner else None,
+                "status": chosen.status if answered else results[-1].status,
+                "steps": sum(r.steps for r in results),
+                "elapsed_s": sum(r.elapsed_s for r in results),
+                "prompt_tokens": sum(r.prompt_tokens for r in results),
+                "completion_tokens": sum(r.completion_tokens for r in results),
+            }
+        )
+
+    async def aresume(self, run_dir: str | Path) -> GiantResult:
+        """Continue a run that was killed, from its last completed step."""
+        directory = Path(run_dir)
+        manifest_path = directory / "manifest.json"
+        if not manifest_path.exists():
+            raise InputError(
+                f"{directory} is not a run directory (no manifest.json)", path=str(directory)
+            )
+        manifest = json.loads(manifest_path.read_text())
+        return await self._run(
+            open_image(manifest["slide_path"]),
+            manifest["question"],
+            manifest["options"],
+            directory,
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+    def _new_run_dir(self) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        return self.runs_dir / f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+    def _manifest(
+        self, slide: Slide, question: str, options: list[str] | None, run_id: str
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "method": self.method,
+            "question": question,
+            "options": options,
+            "slide_path": str(slide.path.resolve()),
+            "model": self.model.name,
+            "backend": type(self.model).__name__,
+            "config": self.config.model_dump(),
+            "prompts": {name: load_template(name).sha256 for name in _TEMPLATES},
+            "versions": _versions(),
+            "seed": self.config.seed,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+
+    async def _run(
+        self, slide: Slide, question: str, options: list[str] | None, directory: Path
+    ) -> GiantResult:
+        directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once per run
+        manifest_path = directory / "manifest.json"
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            if manifest["question"] != question or manifest["method"] != self.method:
+                raise ConfigError(
+                    f"{directory} holds a different run ({manifest['method']}: "
+                    f"{manifest['question']!r}); use a new --out folder"
+                )
+        else:
+            manifest = self._manifest(slide, question, options, uuid.uuid4().hex[:12])
+            manifest_path.write_text(json.dumps(manifest, indent=2))
+        run_id = manifest["run_id"]
+        tools = ToolContext(
+            artifacts=ArtifactStore(directory / "artifacts"),
+            slide=slide,
+            policy=RenderPolicy(long_side=self.config.long_side),
+            sam_model=self.sam_model,
+        )
+        log = RunLog(directory / "events.jsonl")
+        started = time.perf_counter()
+        if self.method == "giant" or self.method == "random-region":
+            state = await self._navigate(slide, question, options, tools, log, run_id, directory)
+        else:
+            from medagent.agents.giant._baselines import run_baseline
+
+            state = await run_baseline(
+                self.method,
+                self.model,
+                self.config,
+                tools,
+                log,
+                question,
+                options,
+                on_event=self.on_event,
+            )
+        return self._finish(
+            slide, question, options, manifest, log, state, directory, time.perf_counter() - started
+        )
+
+    async def _navigate(
+        self,
+        slide: Slide,
+        question: str,
+        options: list[str] | None,
+        tools: ToolContext,
+        log: RunLog,
+        run_id: str,
+        directory: Path,
+    ) -> dict[str, Any]:
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        run = RunContext(
+            model=self.model,
+            tools=tools,
+            log=log,
+            config=self.config,
+            question=question,
+            options=options,
+            method="random-region" if self.method == "random-region" else "giant",
+            on_event=self.on_event,
+        )
+        graph = build_graph(run)
+        settings: RunnableConfig = {
+            "configurable": {"thread_id": run_id},
+            "recursion_limit": 4 * self.config.max_steps + 20,
+        }
+        async with AsyncSqliteSaver.from_conn_string(
+            str(directory / "checkpoints.sqlite")
+        ) as saver:
+            app = graph.compile(checkpointer=saver)
+            snapshot = await app.aget_state(settings)
+            values = dict(snapshot.values or {})
+            if values.get("status") not in (None, "running"):
+                return values  # already finished: report it again
+            if values:
+                log.truncate(values.get("message_count", 0), values.get("step", 0))
+            try:
+                result = await asyncio.wait_for(
+                    app.ainvoke(None if values else GiantState(), settings),
+                    timeout=self.config.timeout_s,
+                )
+                return dict(result)
+            except TimeoutError:
+                latest = dict((await app.aget_state(settings)).values or {})
+                latest.update(
+                    status="timeout",
+                    error=f"no answer within the {self.config.timeout_s:g} s limit",
+                )
+                return latest
+
+    def _finish(
+        self,
+        slide: Slide,
+        question: str,
+        options: list[str] | None,
+        manifest: dict[str, Any],
+        log: RunLog,
+        state: dict[str, Any],
+        directory: Path,
+        elapsed: float,
+    ) -> GiantResult:
+        from medagent.agents.giant._answers import normalize_answer
+
+        status = state.get("status") or "running"
+        answer = state.get("answer")
+        overview = log.meta.get("overview")
+        trajectory = Trajectory(
+            run_id=manifest["run_id"],
+            method=self.method,
+            question=question,
+            options=options,
+            slide_path=str(slide.path),
+            slide=slide_facts(
+                ToolContext(artifacts=ArtifactStore(directory / "artifacts"), slide=slide)
+            ),
+            model=self.model.name,
+            config=self.config.model_dump(),
+            overview=ArtifactRef.model_validate(overview) if overview else None,
+            messages=log.messages,
+            steps=log.steps,
+            status=status,
+            answer=answer,
+            prediction=normalize_answer(answer, options) if answer else None,
+            votes=state.get("votes"),
+            error=state.get("error"),
+            started_at=manifest["created_at"],
+            finished_at=datetime.now(UTC).isoformat(),
+            elapsed_s=elapsed,
+        )
+        trajectory_path = directory / "trajectory.json"
+        trajectory_path.write_text(trajectory.model_dump_json(indent=2))
+        html_path = self._write_html(trajectory, directory)
+        self.on_event(GiantEvent(kind="done", step=len(log.steps), text=status))
+        return GiantResult(
+            run_id=trajectory.run_id,
+            run_dir=directory,
+            method=self.method,
+            status=status,
+            answer=answer,
+            prediction=trajectory.prediction,
+            votes=trajectory.votes,
+            steps=len(log.steps),
+            error=trajectory.error,
+            elapsed_s=elapsed,
+            prompt_tokens=trajectory.prompt_tokens,
+            completion_tokens=trajectory.completion_tokens,
+            trajectory_path=trajectory_path,
+            html_path=html_path,
+        )
+
+    @staticmethod
+    def _write_html(trajectory: Trajectory, directory: Path) -> Path:
+        from medagent.agents.giant._html import render_trajectory_html
+
+        path = directory / "trajectory.html"
+        path.write_text(
+            render_trajectory_html(trajectory, ArtifactStore(directory / "artifacts")),
+            encoding="utf-8",
+        )
+        return path
