@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so the [hf] extra's range is already satisfied by the CPU wheel.
 	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[hf,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[hf,eval,distributed,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,11 +8,17 @@ import pytest
 
 PACKAGES = [
     "medagent",
-    "medagent.models",
+    "medagent.agents.giant",
     "medagent.artifacts",
-    "medagent.testing",
     "medagent.errors",
+    "medagent.evals",
+    "medagent.evals.datasets",
+    "medagent.imaging",
+    "medagent.models",
+    "medagent.prompts",
     "medagent.settings",
+    "medagent.testing",
+    "medagent.tools",
 ]
 
 

@@ -4,6 +4,7 @@ Backends: ``OpenAIBackend`` (any OpenAI-compatible server), ``VLLMBackend`` (in-
 ``TransformersBackend`` (in-process transformers), ``ScriptedModel`` (a test double).
 """
 
+from medagent.models._cache import CachedModel, request_key
 from medagent.models._endpoints import RetryPolicy
 from medagent.models._factory import build_model
 from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
@@ -22,6 +23,7 @@ from medagent.models._vllm import VLLMBackend
 from medagent.models.base import ChatModel, GenerateParams, Reply, Usage, UsageTotals
 
 __all__ = [
+    "CachedModel",
     "ChatModel",
     "GenerateParams",
     "ImagePart",
@@ -46,4 +48,5 @@ __all__ = [
     "extract_json",
     "generate_structured",
     "parse_structured",
+    "request_key",
 ]

@@ -31,9 +31,9 @@ from medagent.prompts import load_template
 from medagent.tools import ToolContext
 from medagent.tools._view import slide_facts
 
-__all__ = ["GiantNavigator", "GiantResult"]
+__all__ = ["TEMPLATES", "GiantNavigator", "GiantResult", "prompt_hashes"]
 
-_TEMPLATES = [
+TEMPLATES = [
     "giant/thumbnail",
     "giant/patch",
     "giant/system",
@@ -62,6 +62,11 @@ class GiantResult(BaseModel):
     completion_tokens: int = 0
     trajectory_path: Path
     html_path: Path | None = None
+
+
+def prompt_hashes() -> dict[str, str]:
+    """Content hashes of every prompt template GIANT and its baselines use."""
+    return {name: load_template(name).sha256 for name in TEMPLATES}
 
 
 def _versions() -> dict[str, str]:
@@ -229,7 +234,7 @@ class GiantNavigator:
             "model": self.model.name,
             "backend": type(self.model).__name__,
             "config": self.config.model_dump(),
-            "prompts": {name: load_template(name).sha256 for name in _TEMPLATES},
+            "prompts": prompt_hashes(),
             "versions": _versions(),
             "seed": self.config.seed,
             "created_at": datetime.now(UTC).isoformat(),

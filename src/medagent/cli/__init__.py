@@ -1,0 +1,30 @@
+"""The ``medagent`` command line.
+
+Errors medagent expects are printed as one line with exit code 2; ``--debug`` shows the
+traceback. Commands live in one module per group (``_model``, ``_slide``, ``_ask``, ``_eval``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from medagent.cli import _ask, _eval, _model, _slide  # noqa: F401 - register the commands
+from medagent.cli._app import app, build_settings, err_console
+from medagent.errors import MedagentError
+
+__all__ = ["app", "build_settings", "main"]
+
+
+def main() -> None:
+    """Entry point of the ``medagent`` console script."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except MedagentError as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)

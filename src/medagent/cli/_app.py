@@ -1,0 +1,159 @@
+"""The typer application, its shared options and the settings every command builds.
+
+Every command builds one ``Settings`` (defaults < ``MEDAGENT_*`` env vars < flags) and passes
+it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from medagent._version import __version__
+from medagent.errors import ConfigError
+from medagent.settings import BackendName, Settings
+
+__all__ = [
+    "BackendOpt",
+    "BaseUrlOpt",
+    "DeviceOpt",
+    "ModelOpt",
+    "RetriesOpt",
+    "ScriptOpt",
+    "TimeoutOpt",
+    "app",
+    "build_settings",
+    "console",
+    "err_console",
+    "model_app",
+    "slide_app",
+]
+
+app = typer.Typer(
+    name="medagent",
+    help=(
+        "Agents that read medical images with vision-language models.\n\n"
+        "Start by checking that a model answers:\n\n"
+        "  medagent model check --backend openai --base-url http://127.0.0.1:8000/v1 "
+        "--model MODEL\n\n"
+        "No server yet? Build a tiny test model and check it in-process:\n\n"
+        "  medagent model build-tiny-vlm .medagent/tiny-vlm\n\n"
+        "  medagent model check --backend transformers --model .medagent/tiny-vlm\n\n"
+        "Settings come from flags, else MEDAGENT_* environment variables "
+        "(MEDAGENT_BACKEND, MEDAGENT_MODEL, MEDAGENT_BASE_URL, ...)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+model_app = typer.Typer(
+    help="Talk to model backends: check one, build a tiny test model.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
+slide_app = typer.Typer(
+    help="Look at slides and images: facts, and views as a model would see them.",
+    no_args_is_help=True,
+)
+app.add_typer(slide_app, name="slide")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"medagent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks for errors.")
+    ] = False,
+) -> None:
+    """Agents that read medical images with vision-language models."""
+
+
+# Backend flags shared by every command that talks to a model. None means "not given", so
+# the environment and defaults still apply.
+BackendOpt = Annotated[
+    BackendName | None,
+    typer.Option(
+        "--backend",
+        "-b",
+        help="openai (any OpenAI-compatible server: vLLM, SGLang, Ollama), vllm (in-process), "
+        "transformers (in-process), scripted (test double replaying --script). "
+        "[env: MEDAGENT_BACKEND; default: openai]",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Served model name (openai) or model folder / hub id (vllm, transformers). "
+        "[env: MEDAGENT_MODEL]",
+        show_default=False,
+    ),
+]
+BaseUrlOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--base-url",
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; repeat to spread "
+        "requests over several servers. [env: MEDAGENT_BASE_URL, comma-separated]",
+        show_default=False,
+    ),
+]
+ScriptOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--script",
+        help="JSONL replies for the scripted backend (a test double).",
+        show_default=False,
+    ),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", help="Seconds per request. [default: 120]", show_default=False),
+]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-retries",
+        help="Retries on connection errors, timeouts, 429, 5xx. [default: 4]",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="transformers: auto, cpu, cuda, cuda:1, mps. [default: auto]",
+        show_default=False,
+    ),
+]
+
+
+def build_settings(**flags: Any) -> Settings:
+    """Settings from the environment, with the flags that were given laid over them."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    if "script" in given:
+        given["script"] = str(given["script"])
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -1,0 +1,233 @@
+"""``medagent eval``: run a method over a dataset (resumable), and report on runs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from medagent.cli._app import (
+    BackendOpt,
+    BaseUrlOpt,
+    DeviceOpt,
+    ModelOpt,
+    RetriesOpt,
+    ScriptOpt,
+    TimeoutOpt,
+    app,
+    build_settings,
+    console,
+    err_console,
+)
+from medagent.errors import ConfigError
+from medagent.settings import Settings
+
+__all__ = ["eval_app"]
+
+eval_app = typer.Typer(
+    help="Batch evaluation: run a method over a dataset, then report.", no_args_is_help=True
+)
+app.add_typer(eval_app, name="eval")
+
+
+def _model_factory(settings: Settings, cache: Path | None) -> Any:
+    """A picklable factory (Ray workers call it) for the configured, maybe cached, model."""
+    return functools.partial(_build, settings, cache)
+
+
+def _build(settings: Settings, cache: Path | None) -> Any:
+    from medagent.models import CachedModel, build_model
+
+    model = build_model(settings)
+    return CachedModel(model, cache) if cache else model
+
+
+@eval_app.command("run")
+def eval_run(
+    dataset: Annotated[
+        str, typer.Option(help="multipathqa, vqa-rad, jsonl or insight.", show_default=False)
+    ],
+    data: Annotated[Path, typer.Option(help="The dataset file or folder.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Run folder; rerun the command to resume it.")],
+    method: Annotated[
+        str, typer.Option(help="giant, thumbnail, patches, random-region or vqa.")
+    ] = "giant",
+    slides: Annotated[
+        list[Path] | None, typer.Option(help="Folder holding the slides; repeatable.")
+    ] = None,
+    tasks: Annotated[str | None, typer.Option(help="Only these tasks, comma-separated.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    split: Annotated[str, typer.Option(help="vqa-rad: train, test or all.")] = "test",
+    skip_missing: Annotated[
+        bool, typer.Option(help="Leave out items whose slide or image is missing.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="Items in flight at once.")] = 4,
+    item_timeout: Annotated[float, typer.Option(help="Seconds per item.")] = 900.0,
+    steps: Annotated[int, typer.Option(help="giant: turns per item.")] = 20,
+    votes: Annotated[int, typer.Option(help="giant: majority over k runs.")] = 1,
+    cache: Annotated[
+        bool, typer.Option(help="Reuse identical model replies (RUN_DIR/cache.sqlite).")
+    ] = False,
+    rerun_failed: Annotated[bool, typer.Option(help="Run only items that failed.")] = False,
+    new_run: Annotated[
+        bool, typer.Option(help="Start over in --out even if its configuration differs.")
+    ] = False,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: a local instance).")
+    ] = None,
+    price_in: Annotated[float, typer.Option(help="USD per million prompt tokens.")] = 0.0,
+    price_out: Annotated[float, typer.Option(help="USD per million completion tokens.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and baselines.")] = 0,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    script: ScriptOpt = None,
+    timeout: TimeoutOpt = None,
+    max_retries: RetriesOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Run a method over a dataset; finished items are never run twice.
+
+      medagent eval run --dataset multipathqa --data MultiPathQA.csv --slides /data/slides \\
+          --tasks tcga --method giant --base-url http://127.0.0.1:8000/v1 --model M --out runs/e1
+
+    Results go to OUT/results.jsonl as items finish (one line each, synced to disk). Rerunning
+    the command resumes; --rerun-failed retries failures only. Ctrl-C stops cleanly.
+    """
+    from medagent.agents.giant import GiantConfig
+    from medagent.evals import EvalRunner, Prices, RunConfig, load_dataset, make_method
+    from medagent.evals.datasets import DatasetKind
+
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor {executor!r}: choose local or ray")
+    settings = build_settings(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        script=script,
+        timeout_s=timeout,
+        max_retries=max_retries,
+        device=device,
+        seed=seed,
+    )
+    options: dict[str, Any] = {"limit": limit}
+    if dataset == "multipathqa":
+        options.update(
+            slide_roots=list(slides or []),
+            skip_missing=skip_missing,
+            tasks=tasks.split(",") if tasks else None,
+        )
+    elif dataset == "vqa-rad":
+        options.update(split=split)
+    kinds: dict[str, DatasetKind] = {
+        "multipathqa": "multipathqa",
+        "vqa-rad": "vqa-rad",
+        "jsonl": "jsonl",
+        "insight": "insight",
+    }
+    if dataset not in kinds:
+        raise ConfigError(f"--dataset {dataset!r}: choose multipathqa, vqa-rad, jsonl or insight")
+    loaded = load_dataset(kinds[dataset], data, **options)
+    items = loaded.items
+    if tasks and dataset != "multipathqa":
+        wanted = set(tasks.split(","))
+        items = [i for i in items if i.task in wanted]
+    giant = GiantConfig(max_steps=steps, seed=seed, timeout_s=item_timeout)
+    item_method = make_method(method, giant=giant, votes=votes)
+    config = RunConfig(
+        dataset=dataset,
+        data_path=str(data),
+        dataset_sha256=loaded.source_sha256,
+        tasks=tasks.split(",") if tasks else None,
+        limit=limit,
+        method=method,
+        method_params=item_method.params(),
+        backend=settings.backend,
+        model=settings.model or settings.script or "",
+        seed=seed,
+        cache=cache,
+    )
+    if getattr(loaded, "missing", None):
+        err_console.print(f"{len(loaded.missing)} items left out: their slide or image is missing")
+    scores = {"correct": 0, "scored": 0}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[score]}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task(f"{method} on {dataset}", total=None, score="")
+
+        def on_result(result: Any, done: int, total: int) -> None:
+            if result.correct is not None:
+                scores["scored"] += 1
+                scores["correct"] += int(result.correct)
+            running = (
+                f"accuracy {scores['correct'] / scores['scored']:.1%}" if scores["scored"] else ""
+            )
+            progress.update(bar, completed=done, total=total, score=running)
+
+        runner = EvalRunner(
+            _model_factory(settings, out / "cache.sqlite" if cache else None),
+            item_method,
+            config,
+            out,
+            concurrency=concurrency,
+            item_timeout_s=item_timeout,
+            rerun_failed=rerun_failed,
+            new_run=new_run,
+            prices=Prices(input_per_million=price_in, output_per_million=price_out)
+            if price_in or price_out
+            else None,
+            executor="ray" if executor == "ray" else "local",
+            ray_address=ray_address,
+            on_result=on_result,
+        )
+        try:
+            outcome = asyncio.run(runner.run(items))
+        except KeyboardInterrupt:
+            err_console.print(
+                f"interrupted: finished items are saved in {out / 'results.jsonl'}; rerun the "
+                "same command to resume",
+                markup=False,
+            )
+            raise typer.Exit(130) from None
+    console.print(
+        f"{outcome.ran} items run ({outcome.ok} ok, {outcome.failed} failed), "
+        f"{outcome.skipped} already done, in {outcome.elapsed_s:.1f} s → {out / 'results.jsonl'}"
+    )
+    console.print(f"report: medagent eval report {out}")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@eval_app.command("report")
+def eval_report(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Also write a self-contained HTML report here.")
+    ] = None,
+    replicates: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Scores per task (mean ± std over bootstrap replicates), steps, tokens, latency, cost.
+
+      medagent eval report runs/giant runs/thumbnail --out report.html
+
+    Several runs are shown side by side. Failed items count as wrong answers.
+    """
+    from medagent.evals._report import load_run, render_html, render_markdown
+
+    reports = [load_run(run, replicates=replicates, seed=seed) for run in runs]
+    console.print(render_markdown(reports), markup=False, highlight=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_html(reports), encoding="utf-8")
+        console.print(f"report written to {out}")

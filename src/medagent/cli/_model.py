@@ -1,0 +1,106 @@
+"""``medagent model``: check a backend, build the tiny test model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from medagent.cli._app import (
+    BackendOpt,
+    BaseUrlOpt,
+    DeviceOpt,
+    ModelOpt,
+    RetriesOpt,
+    ScriptOpt,
+    TimeoutOpt,
+    build_settings,
+    console,
+    err_console,
+    model_app,
+)
+
+
+@model_app.command("check")
+def model_check(
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    script: ScriptOpt = None,
+    timeout: TimeoutOpt = None,
+    max_retries: RetriesOpt = None,
+    device: DeviceOpt = None,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 32,
+) -> None:
+    """Send a text, an image and a structured-output request; print a table.
+
+    Exits 0 when all three succeed, 1 when any fails, 2 when the backend cannot be set up.
+    Run it first against a new server:
+
+      medagent model check --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
+    """
+    from medagent.models import build_model
+    from medagent.models._check import run_checks
+
+    settings = build_settings(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        script=script,
+        timeout_s=timeout,
+        max_retries=max_retries,
+        device=device,
+    )
+    chat_model = build_model(settings)
+
+    async def _run() -> list[Any]:
+        try:
+            return await run_checks(chat_model, max_tokens=max_tokens)
+        finally:
+            await chat_model.aclose()
+
+    where = ", ".join(settings.base_url) if settings.backend == "openai" else "in-process"
+    load = getattr(chat_model, "load", None)
+    if callable(load):  # in-process backends: keep loading time out of the first check
+        started = time.perf_counter()
+        with console.status(f"loading {chat_model.name} …"):
+            load()
+        console.print(f"loaded {chat_model.name} in {time.perf_counter() - started:.1f} s")
+    with console.status(f"checking {settings.backend} backend ({where}) …"):
+        results = asyncio.run(_run())
+    table = Table(title=f"{settings.backend} · {chat_model.name} · {where}")
+    for column in ("capability", "result", "latency", "tokens in/out", "detail"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        table.add_row(
+            r.capability,
+            "[green]ok[/green]" if r.ok else "[red]fail[/red]",
+            f"{r.latency_s * 1000:.0f} ms",
+            f"{r.prompt_tokens}/{r.completion_tokens}",
+            r.detail,
+        )
+    console.print(table)
+    failed = [r.capability for r in results if not r.ok]
+    if failed:
+        err_console.print(f"failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@model_app.command("build-tiny-vlm")
+def model_build_tiny_vlm(
+    path: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+) -> None:
+    """Build a tiny random-weight VLM of a real architecture, offline (a test double).
+
+    Its answers are noise; it exists so the transformers and vLLM code paths can be run
+    without downloading weights. Needs the [hf] extra.
+    """
+    from medagent.testing import build_tiny_vlm
+
+    out = build_tiny_vlm(path, seed=seed)
+    console.print(f"tiny VLM written to {out}")

@@ -1,0 +1,229 @@
+"""Reports on finished runs: markdown for the terminal, one self-contained HTML file.
+
+Several runs are shown side by side (same tasks in the same rows). Plots are inline SVG, so the
+HTML opens offline and needs no plotting library.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from medagent.errors import InputError
+from medagent.evals._records import EvalItem
+from medagent.evals._runner import load_results
+from medagent.evals._summary import RunSummary, TaskSummary, summarize
+
+__all__ = ["RunReport", "load_run", "render_html", "render_markdown"]
+
+
+class RunReport(BaseModel):
+    """One run directory, summarized."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    run_dir: Path
+    method: str
+    model: str
+    dataset: str
+    summary: RunSummary
+
+
+def load_run(run_dir: str | Path, *, replicates: int = 1000, seed: int = 0) -> RunReport:
+    """Read ``results.jsonl`` and ``manifest.json`` of a run folder and summarize it."""
+    folder = Path(run_dir)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise InputError(f"{folder} is not an evaluation run (no manifest.json)", path=str(folder))
+    manifest = json.loads(manifest_path.read_text())
+    results = list(load_results(folder / "results.jsonl").values())
+    if not results:
+        raise InputError(f"{folder} has no finished items yet (results.jsonl is empty)")
+    items = {
+        r.id: EvalItem(
+            id=r.id,
+            task=r.task,
+            question="",
+            answer=r.reference,
+            metric=r.metadata.get("metric", "accuracy"),
+        )
+        for r in results
+    }
+    config = manifest.get("config", {})
+    return RunReport(
+        name=folder.name,
+        run_dir=folder,
+        method=config.get("method", "?"),
+        model=config.get("model", "?"),
+        dataset=config.get("dataset", "?"),
+        summary=summarize(results, items, bootstrap_replicates=replicates, seed=seed),
+    )
+
+
+def _score(task: TaskSummary | None) -> str:
+    if task is None or task.score is None:
+        return "—"
+    if task.bootstrap is not None:
+        return f"{100 * task.bootstrap.mean:.1f} ± {100 * task.bootstrap.std:.1f}"
+    return f"{100 * task.score:.1f}"
+
+
+def _tasks(reports: list[RunReport]) -> list[str]:
+    return sorted({task for r in reports for task in r.summary.tasks})
+
+
+def render_markdown(reports: list[RunReport]) -> str:
+    """Per-task scores (mean ± std over bootstrap replicates, in %) and costs, runs as columns."""
+    header = "| task | metric | " + " | ".join(r.name for r in reports) + " |"
+    lines = [header, "|" + "---|" * (len(reports) + 2)]
+    for task in _tasks(reports):
+        metric = next(r.summary.tasks[task].score_name for r in reports if task in r.summary.tasks)
+        cells = [_score(r.summary.tasks.get(task)) for r in reports]
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
+    overall = []
+    for r in reports:
+        o = r.summary.overall
+        overall.append(
+            "—"
+            if o.score is None
+            else (
+                f"{100 * o.bootstrap.mean:.1f} ± {100 * o.bootstrap.std:.1f}"
+                if o.bootstrap
+                else f"{100 * o.score:.1f}"
+            )
+        )
+    lines.append("| **overall** | mean of tasks | " + " | ".join(overall) + " |")
+    lines += [
+        "",
+        "| run | method | model | items | failed | mean steps | tokens | mean latency | cost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        o = r.summary.overall
+        cost = f"${o.cost_usd:.2f}" if o.cost_usd is not None else "—"
+        lines.append(
+            f"| {r.name} | {r.method} | {r.model} | {o.n} | {o.n_failed} | {o.mean_steps:.1f} | "
+            f"{o.prompt_tokens + o.completion_tokens} | {o.mean_latency_s:.1f} s | {cost} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+_COLOURS = ["#2b6cb0", "#dd6b20", "#2f855a", "#9b2c2c", "#6b46c1", "#975a16"]
+
+
+def _bars(reports: list[RunReport]) -> str:
+    """Grouped bars per task with ± std error bars, as inline SVG."""
+    tasks = _tasks(reports)
+    group, bar, top, height, left = 24 + 22 * len(reports), 18, 20, 220, 44
+    width = left + group * max(1, len(tasks)) + 20
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 90}" '
+        'font-family="sans-serif" font-size="11">'
+    ]
+    for tick in (0, 25, 50, 75, 100):
+        y = top + height - height * tick / 100
+        parts.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{y}" y2="{y}" stroke="#ddd"/>'
+            f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{tick}</text>'
+        )
+    for t_index, task in enumerate(tasks):
+        x0 = left + t_index * group + 12
+        for r_index, report in enumerate(reports):
+            summary = report.summary.tasks.get(task)
+            if summary is None or summary.score is None:
+                continue
+            mean = summary.bootstrap.mean if summary.bootstrap else summary.score
+            std = summary.bootstrap.std if summary.bootstrap else 0.0
+            x = x0 + r_index * 22
+            y = top + height * (1 - mean)
+            colour = _COLOURS[r_index % len(_COLOURS)]
+            parts.append(
+                f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{height * mean:.1f}" '
+                f'fill="{colour}"><title>{html.escape(report.name)} {html.escape(task)}: '
+                f"{100 * mean:.1f} ± {100 * std:.1f}</title></rect>"
+            )
+            if std:
+                hi, lo = (
+                    top + height * (1 - min(1.0, mean + std)),
+                    top + height * (1 - max(0.0, mean - std)),
+                )
+                parts.append(
+                    f'<line x1="{x + bar / 2}" x2="{x + bar / 2}" y1="{hi:.1f}" '
+                    f'y2="{lo:.1f}" stroke="#222"/>'
+                )
+        parts.append(
+            f'<text x="{x0}" y="{top + height + 14}" transform="rotate(30 {x0} '
+            f'{top + height + 14})">{html.escape(task)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _confusion(task: TaskSummary) -> str:
+    if task.confusion is None:
+        return ""
+    labels, matrix = task.confusion.labels, task.confusion.matrix
+    peak = max((v for row in matrix for v in row), default=1) or 1
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+    rows = []
+    for label, row in zip(labels, matrix, strict=True):
+        cells = "".join(
+            f'<td style="background: rgba(43,108,176,{v / peak:.2f})">{v}</td>' for v in row
+        )
+        rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
+    return (
+        f"<details><summary>confusion matrix: {html.escape(task.task)}</summary>"
+        f'<table class="cm"><tr><th>reference \\ predicted</th>{head}</tr>'
+        + "".join(rows)
+        + "</table></details>"
+    )
+
+
+def render_html(reports: list[RunReport]) -> str:
+    """A self-contained page: the markdown tables as HTML, score bars, confusion matrices."""
+
+    def table(markdown_lines: list[str]) -> str:
+        rows = [line.strip("|").split("|") for line in markdown_lines if not line.startswith("|-")]
+        out = ["<table>"]
+        for index, cells in enumerate(rows):
+            tag = "th" if index == 0 else "td"
+            out.append(
+                "<tr>"
+                + "".join(
+                    f"<{tag}>{html.escape(c.strip().replace('**', ''))}</{tag}>" for c in cells
+                )
+                + "</tr>"
+            )
+        out.append("</table>")
+        return "".join(out)
+
+    markdown = render_markdown(reports).strip().split("\n\n")
+    legend = "".join(
+        f'<span style="color:{_COLOURS[i % len(_COLOURS)]}">■</span> {html.escape(r.name)} '
+        f"({html.escape(r.method)}, {html.escape(r.model)}) "
+        for i, r in enumerate(reports)
+    )
+    matrices = "".join(
+        f"<h3>{html.escape(r.name)}</h3>" + "".join(_confusion(t) for t in r.summary.tasks.values())
+        for r in reports
+    )
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:"
+        "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "th{background:#f4f4f4}.cm td{min-width:2em;text-align:center}"
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'\">"
+        f"<title>medagent evaluation report</title><style>{style}</style></head><body>"
+        "<h1>Evaluation report</h1><p>Scores are % (mean ± std over bootstrap replicates); "
+        "failed items count as wrong.</p>"
+        f"<h2>Scores</h2>{table(markdown[0].splitlines())}<p>{legend}</p>{_bars(reports)}"
+        f"<h2>Runs</h2>{table(markdown[1].splitlines())}"
+        f"<h2>Confusion matrices</h2>{matrices}</body></html>"
+    )

@@ -1,0 +1,352 @@
+"""The evaluation runner: concurrent, resumable, and never losing a finished item.
+
+``RUN_DIR/results.jsonl`` gets one line per finished item, flushed and fsynced as it finishes;
+``RUN_DIR/manifest.json`` says how the run was configured (and its hash); ``RUN_DIR/items/<id>``
+holds each item's trajectory and raw responses. Rerunning the same command skips finished
+items; ``rerun_failed`` retries only failures; a changed configuration is refused unless
+``new_run`` (which sets the old results aside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medagent.errors import ConfigError, MedagentError
+from medagent.evals._methods import ItemMethod
+from medagent.evals._records import EvalItem, ItemResult
+from medagent.models import ChatModel
+
+__all__ = ["EvalRunner", "Prices", "RunConfig", "RunOutcome", "load_results"]
+
+
+class Prices(BaseModel):
+    """USD per million tokens, for cost accounting (none given: no cost reported)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
+        ) / 1e6
+
+
+class RunConfig(BaseModel):
+    """Everything that changes results; its hash guards resumed runs against mixing configs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    data_path: str
+    dataset_sha256: str
+    tasks: list[str] | None = None
+    limit: int | None = None
+    method: str
+    method_params: dict[str, Any] = Field(default_factory=dict)
+    backend: str
+    model: str
+    seed: int | None = 0
+    cache: bool = False
+
+    def hash(self) -> str:
+        text = json.dumps(self.model_dump(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RunOutcome(BaseModel):
+    """What one invocation did."""
+
+    run_dir: Path
+    total: int
+    skipped: int
+    ran: int
+    ok: int
+    failed: int
+    elapsed_s: float
+
+
+def load_results(path: Path) -> dict[str, ItemResult]:
+    """The latest result per item id; a torn last line (killed mid-write) is ignored."""
+    results: dict[str, ItemResult] = {}
+    if not path.exists():
+        return results
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            result = ItemResult.model_validate_json(line)
+        except ValueError:
+            continue
+        results[result.id] = result
+    return results
+
+
+def _safe_name(item_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", item_id)[:120] or "item"
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in (
+        "medagent",
+        "langgraph",
+        "pydantic",
+        "httpx",
+        "openslide-python",
+        "torch",
+        "transformers",
+        "vllm",
+        "ray",
+    ):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+class ResultsFile:
+    """Appends result lines durably: one write, flush and fsync per finished item."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    async def append(self, result: ItemResult) -> None:
+        line = result.model_dump_json() + "\n"
+        async with self._lock:
+            # fsync takes milliseconds: in a thread, so the other items' requests go on.
+            await asyncio.to_thread(self._write, line)
+
+    def _write(self, line: str) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def compact(self) -> None:
+        """Keep one line per item (the latest), atomically: reruns append, this tidies."""
+        latest = load_results(self.path)
+        partial = self.path.with_suffix(".jsonl.partial")
+        with partial.open("w", encoding="utf-8") as handle:
+            for result in latest.values():
+                handle.write(result.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(self.path)
+
+
+Progress = Callable[[ItemResult, int, int], None]
+
+
+class EvalRunner:
+    """Runs ``method`` with ``model`` over items, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        model: ChatModel | Callable[[], ChatModel],
+        method: ItemMethod,
+        config: RunConfig,
+        run_dir: str | Path,
+        *,
+        concurrency: int = 4,
+        item_timeout_s: float = 900.0,
+        rerun_failed: bool = False,
+        new_run: bool = False,
+        prices: Prices | None = None,
+        executor: Literal["local", "ray"] = "local",
+        ray_address: str | None = None,
+        on_result: Progress | None = None,
+        score: Callable[[EvalItem, str | None], tuple[bool | None, float | None]] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        self.model = model
+        self.method = method
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.concurrency = concurrency
+        self.item_timeout_s = item_timeout_s
+        self.rerun_failed = rerun_failed
+        self.new_run = new_run
+        self.prices = prices
+        self.executor = executor
+        self.ray_address = ray_address
+        self.on_result = on_result or (lambda result, done, total: None)
+        if score is None:
+            from medagent.evals._summary import score_item
+
+            score = score_item
+        self.score = score
+        self.results = ResultsFile(self.run_dir / "results.jsonl")
+
+    # -- preparing -----------------------------------------------------------------------------
+    def _check_manifest(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "manifest.json"
+        config_hash = self.config.hash()
+        if path.exists():
+            previous = json.loads(path.read_text())
+            if previous.get("config_hash") != config_hash:
+                if not self.new_run:
+                    raise ConfigError(
+                        f"{self.run_dir} holds a run with another configuration "
+                        f"({previous.get('config_hash')} vs {config_hash}); rerun with the same "
+                        "options to resume, pass --new-run to start over there, or use "
+                        "another --out"
+                    )
+                stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+                for name in ("results.jsonl", "manifest.json"):
+                    old = self.run_dir / name
+                    if old.exists():
+                        old.rename(self.run_dir / f"{old.stem}.{stamp}{old.suffix}")
+        manifest = {
+            "config": self.config.model_dump(),
+            "config_hash": config_hash,
+            "method": self.method.name,
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+            "prices": self.prices.model_dump() if self.prices else None,
+            "executor": self.executor,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        if not path.exists():
+            path.write_text(json.dumps(manifest, indent=2, default=str))
+
+    def pending(self, items: Sequence[EvalItem]) -> list[EvalItem]:
+        """The items this invocation has to run."""
+        done = load_results(self.results.path)
+        if self.rerun_failed:
+            return [i for i in items if i.id in done and done[i.id].status != "ok"]
+        return [i for i in items if i.id not in done]
+
+    def make_model(self) -> ChatModel:
+        """The model instance (a factory is called: Ray workers build their own)."""
+        if isinstance(self.model, ChatModel):
+            return self.model
+        return self.model()
+
+    # -- running -------------------------------------------------------------------------------
+    async def run_item(self, item: EvalItem, model: ChatModel) -> ItemResult:
+        """One item, start to finish; failures become a result, never an exception."""
+        item_dir = self.run_dir / "items" / _safe_name(item.id)
+        started = time.perf_counter()
+        hits_before = getattr(model, "hits", 0)
+        base: dict[str, Any] = {
+            "id": item.id,
+            "task": item.task,
+            "config_hash": self.config.hash(),
+            "reference": item.answer,
+            "metadata": {"metric": item.metric},
+        }
+        try:
+            output = await asyncio.wait_for(
+                self.method(item, model, item_dir), timeout=self.item_timeout_s
+            )
+        except TimeoutError:
+            return ItemResult(
+                **base,
+                status="timeout",
+                latency_s=time.perf_counter() - started,
+                error=f"no answer within {self.item_timeout_s:g} s",
+                finished_at=datetime.now(UTC).isoformat(),
+            )
+        except MedagentError as exc:
+            return ItemResult(
+                **base,
+                status="failed",
+                error=str(exc),
+                latency_s=time.perf_counter() - started,
+                finished_at=datetime.now(UTC).isoformat(),
+            )
+        correct, score = self.score(item, output.prediction) if output.ok else (False, None)
+        trajectory = str(output.trajectory.relative_to(self.run_dir)) if output.trajectory else None
+        return ItemResult(
+            **base,
+            status="ok" if output.ok else "failed",
+            answer=output.answer,
+            prediction=output.prediction,
+            correct=correct,
+            score=score,
+            agent_status=output.agent_status,
+            error=output.error,
+            steps=output.steps,
+            prompt_tokens=output.prompt_tokens,
+            completion_tokens=output.completion_tokens,
+            latency_s=time.perf_counter() - started,
+            cost_usd=(
+                self.prices.cost(output.prompt_tokens, output.completion_tokens)
+                if self.prices
+                else None
+            ),
+            cached_calls=getattr(model, "hits", 0) - hits_before,
+            trajectory=trajectory,
+            finished_at=datetime.now(UTC).isoformat(),
+        )
+
+    async def run(self, items: Sequence[EvalItem]) -> RunOutcome:
+        """Run what is pending; every finished item is on disk before the next one counts."""
+        self._check_manifest()
+        todo = self.pending(items)
+        started = time.perf_counter()
+        counts = {"ok": 0, "failed": 0}
+        total = len(todo)
+
+        async def record(result: ItemResult) -> None:
+            await self.results.append(result)
+            counts["ok" if result.status == "ok" else "failed"] += 1
+            self.on_result(result, counts["ok"] + counts["failed"], total)
+
+        if self.executor == "ray":
+            from medagent.evals._ray import run_on_ray
+
+            await run_on_ray(self, todo, record)
+        else:
+            model = self.make_model()
+            slots = asyncio.Semaphore(self.concurrency)
+
+            async def one(item: EvalItem) -> None:
+                async with slots:
+                    result = await self.run_item(item, model)
+                await record(result)
+
+            await asyncio.gather(*(one(item) for item in todo))
+        self.results.compact()
+        return RunOutcome(
+            run_dir=self.run_dir,
+            total=len(items),
+            skipped=len(items) - total,
+            ran=total,
+            ok=counts["ok"],
+            failed=counts["failed"],
+            elapsed_s=time.perf_counter() - started,
+        )

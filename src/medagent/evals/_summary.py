@@ -1,0 +1,300 @@
+"""Scoring one item and summarizing a run: per-task scores with bootstrap error bars.
+
+Failed and timed-out items count as wrong answers in the scores (a run cannot look better by
+failing), and are counted separately too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from medagent.evals._metrics import (
+    BootstrapResult,
+    MetricFn,
+    ScoreName,
+    _bootstrap_mean_values,
+    _bootstrap_values,
+    _Floats,
+    _pairs,
+    accuracy,
+    balanced_accuracy,
+    confusion_matrix,
+    normalize_yes_no,
+    yes_no_accuracy,
+)
+from medagent.evals._records import EvalItem, ItemResult, MetricType
+from medagent.evals._text_metrics import normalized_match, token_f1
+
+__all__ = [
+    "ConfusionMatrix",
+    "OverallSummary",
+    "RunStats",
+    "RunSummary",
+    "ScorableItem",
+    "TaskSummary",
+    "score_item",
+    "summarize",
+]
+
+
+# -- one item ------------------------------------------------------------------------------------
+class ScorableItem(Protocol):
+    """What ``score_item`` reads from an item (``EvalItem`` has both)."""
+
+    @property
+    def answer(self) -> str | None: ...
+
+    @property
+    def metric(self) -> MetricType: ...
+
+
+def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None, float | None]:
+    """``(correct, score)`` for one prediction, by the item's metric type.
+
+    - ``accuracy`` / ``balanced_accuracy``: correct = prediction == reference (exact strings;
+      both are already normalized), no score.
+    - ``yes_no``: correct when both normalize to the same yes/no (``normalize_yes_no``).
+    - ``open``: correct = normalized match, score = SQuAD token F1.
+    - ``insight``, or no usable reference: ``(None, None)`` (insights need a judge).
+    """
+    reference = item.answer
+    if reference is None or item.metric == "insight":
+        return None, None
+    if item.metric == "yes_no":
+        expected = normalize_yes_no(reference)
+        if expected is None:
+            return None, None
+        return normalize_yes_no(prediction) == expected, None
+    if item.metric == "open":
+        return normalized_match(reference, prediction), token_f1(reference, prediction)
+    return prediction == reference, None
+
+
+# -- a run ---------------------------------------------------------------------------------------
+class ConfusionMatrix(BaseModel):
+    """Rows: reference labels; columns: predicted labels (``NO_ANSWER`` for none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class RunStats(BaseModel):
+    """Counts and costs over a set of results; failed = status ``failed`` or ``timeout``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    n_ok: int
+    n_failed: int
+    n_timeout: int
+    mean_steps: float
+    prompt_tokens: int
+    completion_tokens: int
+    mean_tokens: float
+    mean_latency_s: float
+    total_latency_s: float
+    cost_usd: float | None = Field(description="sum of the known costs; None when none is known")
+
+
+class TaskSummary(RunStats):
+    """One task's scores. ``score`` is the task's main metric over its scorable items."""
+
+    task: str
+    metric: MetricType
+    n_scored: int = Field(description="items in the score (those with a usable reference)")
+    n_missing: int = Field(description="items given to summarize that have no result")
+    score_name: ScoreName
+    score: float | None
+    normalized_match: float | None = Field(None, description="open questions only")
+    bootstrap: BootstrapResult | None = None
+    confusion: ConfusionMatrix | None = None
+
+
+class OverallSummary(RunStats):
+    """Every result together; ``score`` is the unweighted mean of the tasks' main metrics.
+
+    Tasks without a score (nothing scorable) are left out of the mean. The mean mixes whatever
+    the tasks measure (balanced accuracy, accuracy, token F1): read it with the per-task rows.
+    """
+
+    n_tasks: int
+    score: float | None
+    bootstrap: BootstrapResult | None = Field(
+        None, description="mean over tasks of each replicate (every task resampled alike)"
+    )
+
+
+class RunSummary(BaseModel):
+    """What ``summarize`` returns: per-task summaries (by task name) and the whole run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tasks: dict[str, TaskSummary]
+    overall: OverallSummary
+    bootstrap_replicates: int
+    seed: int
+
+
+def _run_stats(results: Sequence[ItemResult]) -> dict[str, Any]:
+    n = len(results)
+    prompt = sum(r.prompt_tokens for r in results)
+    completion = sum(r.completion_tokens for r in results)
+    latency = sum(r.latency_s for r in results)
+    costs = [r.cost_usd for r in results if r.cost_usd is not None]
+    return {
+        "n": n,
+        "n_ok": sum(r.status == "ok" for r in results),
+        "n_failed": sum(r.status != "ok" for r in results),
+        "n_timeout": sum(r.status == "timeout" for r in results),
+        "mean_steps": sum(r.steps for r in results) / n if n else 0.0,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "mean_tokens": (prompt + completion) / n if n else 0.0,
+        "mean_latency_s": latency / n if n else 0.0,
+        "total_latency_s": latency,
+        "cost_usd": sum(costs) if costs else None,
+    }
+
+
+def _classification(metric: MetricType) -> tuple[MetricFn, ScoreName]:
+    if metric == "balanced_accuracy":
+        return balanced_accuracy, "balanced_accuracy"
+    if metric == "yes_no":
+        return yes_no_accuracy, "accuracy"
+    return accuracy, "accuracy"
+
+
+def _summarize_task(
+    task: str,
+    metric: MetricType,
+    results: list[ItemResult],
+    references: list[str | None],
+    n_missing: int,
+    replicates: int,
+    seed: int,
+) -> tuple[TaskSummary, _Floats | None]:
+    # Failed and timed-out items are wrong answers: their prediction is None whatever they hold.
+    preds = [r.prediction if r.status == "ok" else None for r in results]
+    fields: dict[str, Any] = {"score": None}
+    replicate_values: _Floats | None = None
+    if metric in ("insight", "open"):
+        if metric == "insight":
+            # Judged items carry their own 0..1 score; a failed or unjudged item scores 0.
+            values = [(r.score or 0.0) if r.status == "ok" else 0.0 for r in results]
+            fields["score_name"] = "judge_score"
+        else:
+            refs, answers = _pairs(references, preds)
+            values = [token_f1(r, a) for r, a in zip(refs, answers, strict=True)]
+            matches = [normalized_match(r, a) for r, a in zip(refs, answers, strict=True)]
+            fields["score_name"] = "token_f1"
+            fields["normalized_match"] = sum(matches) / len(matches) if matches else None
+        fields["n_scored"] = len(values)
+        if values:
+            fields["score"] = sum(values) / len(values)
+            if replicates:
+                replicate_values = _bootstrap_mean_values(values, replicates, seed)
+    else:
+        metric_fn, fields["score_name"] = _classification(metric)
+        refs, answers = _pairs(references, preds)
+        if metric == "yes_no":
+            # Score and tabulate the normalized answers; references neither yes nor no drop out.
+            pairs = zip(refs, answers, strict=True)
+            kept = [(normalize_yes_no(r), normalize_yes_no(a)) for r, a in pairs]
+            refs = [r for r, _ in kept if r is not None]
+            answers = [a for r, a in kept if r is not None]
+        fields["n_scored"] = len(refs)
+        if refs:
+            fields["score"] = metric_fn(refs, answers)
+            labels, matrix = confusion_matrix(refs, answers)
+            fields["confusion"] = ConfusionMatrix(labels=labels, matrix=matrix)
+            if replicates:
+                replicate_values = _bootstrap_values(metric_fn, refs, answers, replicates, seed)
+    if replicate_values is not None:
+        fields["bootstrap"] = BootstrapResult.from_values(replicate_values)
+    summary = TaskSummary(
+        **_run_stats(results), **fields, task=task, metric=metric, n_missing=n_missing
+    )
+    return summary, replicate_values
+
+
+def _reference(result: ItemResult, items: Mapping[str, EvalItem] | None) -> str | None:
+    if result.reference is not None or items is None or result.id not in items:
+        return result.reference
+    return items[result.id].answer
+
+
+def summarize(
+    results: Sequence[ItemResult],
+    items: Mapping[str, EvalItem] | None = None,
+    bootstrap_replicates: int = 1000,
+    seed: int = 0,
+) -> RunSummary:
+    """Scores, bootstrap intervals and costs per task and for the whole run.
+
+    Main metric by the task's metric type: balanced accuracy (``balanced_accuracy``),
+    accuracy (``accuracy``, ``yes_no``), mean token F1 plus the normalized-match rate
+    (``open``), mean judge score from ``ItemResult.score`` (``insight``). Predictions are
+    rescored from ``reference`` / ``prediction``, not taken from ``correct``.
+
+    - Failed and timed-out items count as wrong answers (``None`` predictions) in every score,
+      as GIANT counts them, and are also counted in ``n_failed`` / ``n_timeout``.
+    - Items without a reference (none in the result, none in ``items``) are left out of the
+      score (``n_scored`` says how many counted).
+    - Metric types and missing references come from ``items`` (by id); without ``items``
+      every task is scored as ``accuracy``. Items without a result are counted in
+      ``n_missing`` only.
+    - Results repeated for the same id (a rerun) count once: the last one wins.
+    - Each task's bootstrap uses ``bootstrap_replicates`` and ``seed`` as ``bootstrap`` (or
+      ``bootstrap_mean`` over per-item scores) would, so it can be reproduced item by item;
+      0 replicates skips bootstrapping.
+
+    Raises ``ValueError`` when the items of one task have different metric types (a dataset
+    bug).
+    """
+    latest = {(r.task, r.id): r for r in results}
+    by_task: dict[str, list[ItemResult]] = {}
+    for result in latest.values():
+        by_task.setdefault(result.task, []).append(result)
+    items_by_task: dict[str, list[EvalItem]] = {}
+    for item in (items or {}).values():
+        items_by_task.setdefault(item.task, []).append(item)
+    tasks: dict[str, TaskSummary] = {}
+    replicate_sets: list[_Floats] = []
+    for task in sorted(set(by_task) | set(items_by_task)):
+        task_results = by_task.get(task, [])
+        task_items = items_by_task.get(task, [])
+        metrics = {i.metric for i in task_items}
+        if len(metrics) > 1:
+            raise ValueError(f"task {task!r} mixes metric types {sorted(metrics)}")
+        done = {r.id for r in task_results}
+        references = [_reference(r, items) for r in task_results]
+        summary, values = _summarize_task(
+            task,
+            metrics.pop() if metrics else "accuracy",
+            task_results,
+            references,
+            sum(i.id not in done for i in task_items),
+            bootstrap_replicates,
+            seed,
+        )
+        tasks[task] = summary
+        if values is not None:
+            replicate_sets.append(values)
+    scores = [t.score for t in tasks.values() if t.score is not None]
+    overall = OverallSummary(
+        **_run_stats(list(latest.values())),
+        n_tasks=len(tasks),
+        score=sum(scores) / len(scores) if scores else None,
+        bootstrap=BootstrapResult.from_values(np.mean(replicate_sets, axis=0))
+        if replicate_sets and len(replicate_sets) == len(scores)
+        else None,
+    )
+    return RunSummary(
+        tasks=tasks, overall=overall, bootstrap_replicates=bootstrap_replicates, seed=seed
+    )
