@@ -9,6 +9,7 @@ import pytest
 PACKAGES = [
     "medagent",
     "medagent.agents.giant",
+    "medagent.agents.rag",
     "medagent.artifacts",
     "medagent.errors",
     "medagent.evals",
@@ -16,6 +17,7 @@ PACKAGES = [
     "medagent.imaging",
     "medagent.models",
     "medagent.prompts",
+    "medagent.retrieval",
     "medagent.settings",
     "medagent.testing",
     "medagent.tools",

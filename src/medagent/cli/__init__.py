@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from medagent.cli import _ask, _eval, _model, _slide  # noqa: F401 - register the commands
+from medagent.cli import _ask, _eval, _model, _retrieval, _slide  # noqa: F401 - register
 from medagent.cli._app import app, build_settings, err_console
 from medagent.errors import MedagentError
 

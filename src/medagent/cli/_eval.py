@@ -54,8 +54,11 @@ def eval_run(
     data: Annotated[Path, typer.Option(help="The dataset file or folder.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Run folder; rerun the command to resume it.")],
     method: Annotated[
-        str, typer.Option(help="giant, thumbnail, patches, random-region or vqa.")
+        str, typer.Option(help="giant, thumbnail, patches, random-region, vqa or rag.")
     ] = "giant",
+    index: Annotated[
+        Path | None, typer.Option(help="rag: the index of similar cases with reports.")
+    ] = None,
     slides: Annotated[
         list[Path] | None, typer.Option(help="Folder holding the slides; repeatable.")
     ] = None,
@@ -138,7 +141,7 @@ def eval_run(
         wanted = set(tasks.split(","))
         items = [i for i in items if i.task in wanted]
     giant = GiantConfig(max_steps=steps, seed=seed, timeout_s=item_timeout)
-    item_method = make_method(method, giant=giant, votes=votes)
+    item_method = make_method(method, giant=giant, votes=votes, index=index)
     config = RunConfig(
         dataset=dataset,
         data_path=str(data),

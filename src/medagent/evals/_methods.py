@@ -23,11 +23,12 @@ __all__ = [
     "ItemMethod",
     "MethodName",
     "MethodOutput",
+    "RAGMethod",
     "VQAMethod",
     "make_method",
 ]
 
-MethodName = Literal["giant", "thumbnail", "patches", "random-region", "vqa"]
+MethodName = Literal["giant", "thumbnail", "patches", "random-region", "vqa", "rag"]
 
 
 class MethodOutput(BaseModel):
@@ -198,12 +199,67 @@ class VQAMethod:
         )
 
 
+class RAGMethod:
+    """MMed-RAG: the item's first image, answered with reports of similar cases."""
+
+    name = "rag"
+
+    def __init__(self, index: str | Path, *, config: Any = None) -> None:
+        from medagent.agents.rag import RAGConfig
+        from medagent.retrieval import open_index
+
+        self.index_path = Path(index)
+        self.searcher = open_index(self.index_path)
+        self.config = config or RAGConfig()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "index": str(self.index_path),
+            "index_count": len(self.searcher.index),
+            "config": self.config.model_dump(),
+        }
+
+    async def __call__(self, item: EvalItem, model: ChatModel, item_dir: Path) -> MethodOutput:
+        from PIL import Image
+
+        from medagent.agents.rag import RAGPipeline
+
+        if not item.images:
+            raise InputError(f"item {item.id} has no image; the rag method needs one")
+        try:
+            with Image.open(item.images[0]) as opened:
+                image = opened.convert("RGB")
+        except OSError as exc:
+            raise InputError(
+                f"item {item.id}: cannot read image {item.images[0]} ({exc})"
+            ) from None
+        pipeline = RAGPipeline(model, self.searcher, config=self.config)
+        result = await pipeline.ask(image, item.question, options=item.options)
+        trajectory = item_dir / "trajectory.json"
+        _write_json(trajectory, result.model_dump(mode="json"))
+        return MethodOutput(
+            answer=result.answer,
+            prediction=result.prediction,
+            agent_status=result.status,
+            ok=result.answer is not None,
+            error=result.error,
+            steps=1,
+            trajectory=trajectory,
+        )
+
+
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str))
 
 
-def make_method(name: str, *, giant: GiantConfig | None = None, votes: int = 1) -> ItemMethod:
+def make_method(
+    name: str,
+    *,
+    giant: GiantConfig | None = None,
+    votes: int = 1,
+    index: str | Path | None = None,
+) -> ItemMethod:
     """The method called ``name`` (``giant``, ``thumbnail``, ``patches``, ``random-region``,
     ``vqa``)."""
     agents: dict[str, Method] = {
@@ -222,6 +278,10 @@ def make_method(name: str, *, giant: GiantConfig | None = None, votes: int = 1) 
             seed=config.seed,
             max_corrections=config.max_corrections,
         )
+    if name == "rag":
+        if index is None:
+            raise ConfigError("the rag method needs --index INDEX_DIR (see medagent index build)")
+        return RAGMethod(index)
     raise ConfigError(
-        f"unknown method {name!r}: choose giant, thumbnail, patches, random-region or vqa"
+        f"unknown method {name!r}: choose giant, thumbnail, patches, random-region, vqa or rag"
     )

@@ -6,6 +6,7 @@ real ones without weights worth downloading or a GPU.
   replies and injected faults (dropped connections, 500, 429, slow and malformed replies).
 - ``write_pyramid_tiff`` / ``synthetic_tissue``: tiled pyramidal TIFFs with known levels and
   pixel spacing, painted with H&E-coloured blobs, that OpenSlide opens like a scan.
+- ``build_tiny_clip``: a tiny random-weight CLIP for the ``hf`` image embedder.
 - ``build_tiny_sam``: a tiny random-weight SAM for the segment tool's model path.
 - ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
   transformers and vLLM backends.
@@ -17,6 +18,11 @@ Heavy dependencies (torch, transformers) are imported inside the functions that 
 from medagent.models import ScriptedModel, ScriptedReply
 from medagent.testing._slides import synthetic_tissue, write_pyramid_tiff
 from medagent.testing._stub_server import StubFault, StubOpenAIServer
+from medagent.testing._tiny_clip import (
+    TINY_CLIP_IMAGE_SIZE,
+    TINY_CLIP_PROJECTION_DIM,
+    build_tiny_clip,
+)
 from medagent.testing._tiny_sam import TINY_SAM_IMAGE_SIZE, build_tiny_sam
 from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
 
@@ -25,8 +31,11 @@ __all__ = [
     "ScriptedReply",
     "StubFault",
     "StubOpenAIServer",
+    "TINY_CLIP_IMAGE_SIZE",
+    "TINY_CLIP_PROJECTION_DIM",
     "TINY_SAM_IMAGE_SIZE",
     "TINY_VLM_CHAT_TEMPLATE",
+    "build_tiny_clip",
     "build_tiny_sam",
     "build_tiny_vlm",
     "synthetic_tissue",

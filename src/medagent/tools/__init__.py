@@ -22,6 +22,14 @@ from medagent.tools._measure import (
     measure_polyline,
 )
 from medagent.tools._sam import SamMask, SamSegmenter, load_sam
+from medagent.tools._search import (
+    ImageSearcher,
+    SearchInput,
+    SearchOutput,
+    SimilarCase,
+    SimilarImage,
+    search_similar,
+)
 from medagent.tools._segment import (
     NucleiParams,
     SegmentedObject,
@@ -46,6 +54,7 @@ from medagent.tools.base import Tool, ToolContext, ToolFailure, tool
 __all__ = [
     "AngleInput",
     "DistanceInput",
+    "ImageSearcher",
     "MaskInput",
     "MeasureInput",
     "MeasureOutput",
@@ -57,9 +66,13 @@ __all__ = [
     "Quantity",
     "SamMask",
     "SamSegmenter",
+    "SearchInput",
+    "SearchOutput",
     "SegmentInput",
     "SegmentOutput",
     "SegmentedObject",
+    "SimilarCase",
+    "SimilarImage",
     "SlideFacts",
     "Spacing",
     "TissueInput",
@@ -77,6 +90,7 @@ __all__ = [
     "measure_polygon",
     "measure_polyline",
     "overview",
+    "search_similar",
     "segment",
     "segment_nuclei",
     "segment_tissue",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,6 +29,9 @@ from medagent.imaging import (
     draw_scale_bar,
 )
 from medagent.models import ToolSpec
+
+if TYPE_CHECKING:
+    from medagent.tools._search import ImageSearcher
 
 __all__ = ["Tool", "ToolContext", "ToolFailure", "store_view", "tool"]
 
@@ -51,6 +54,8 @@ class ToolContext:
     #: SAM checkpoint (folder or cached hub id) for ``segment(method="sam")``; chosen by
     #: whoever runs the agent, never by the model.
     sam_model: str | None = None
+    #: Similar-case search for ``search_similar`` (``medagent.retrieval.IndexSearcher``).
+    searcher: ImageSearcher | None = None
     _renderer: Renderer | None = field(default=None, repr=False)
 
     def require_slide(self) -> Slide:

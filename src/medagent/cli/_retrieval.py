@@ -1,0 +1,304 @@
+"""``medagent index`` (build, search, info) and ``medagent rag`` (ask, pairs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from medagent.cli._app import (
+    BackendOpt,
+    BaseUrlOpt,
+    DeviceOpt,
+    ModelOpt,
+    RetriesOpt,
+    ScriptOpt,
+    TimeoutOpt,
+    app,
+    build_settings,
+    console,
+)
+from medagent.errors import ConfigError
+
+__all__ = ["index_app", "rag_app"]
+
+index_app = typer.Typer(
+    help="Image indexes for similar-case search: build, search, info.", no_args_is_help=True
+)
+rag_app = typer.Typer(
+    help="MMed-RAG: answers grounded in reports of similar cases; preference pairs.",
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
+app.add_typer(rag_app, name="rag")
+
+EmbedderOpt = Annotated[
+    str, typer.Option(help="default (no weights, offline) or hf (a CLIP/SigLIP model).")
+]
+EmbedModelOpt = Annotated[
+    str | None, typer.Option("--embed-model", help="hf embedder: model folder or hub id.")
+]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@index_app.command("build")
+def index_build(
+    out: Annotated[Path, typer.Option(help="Index folder (resumes an unfinished build).")],
+    images: Annotated[Path | None, typer.Option(help="A folder of images.")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="CSV with file, label, domain, report columns.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="vqa-rad")] = None,
+    data: Annotated[Path | None, typer.Option(help="The dataset folder (with --dataset).")] = None,
+    slide: Annotated[Path | None, typer.Option(help="Index a slide's tissue tiles.")] = None,
+    tile_px: Annotated[int, typer.Option(help="--slide: tile size in pixels.")] = 256,
+    embedder: EmbedderOpt = "default",
+    embed_model: EmbedModelOpt = None,
+    kind: Annotated[str, typer.Option(help="auto, flat, ivf, hnsw or ivfpq.")] = "auto",
+) -> None:
+    """Embed images into a FAISS index with their metadata.
+
+    medagent index build --images cases/ --labels cases.csv --out idx/cases
+    medagent index build --dataset vqa-rad --data vqa-rad/ --out idx/vqa-rad
+    medagent index build --slide slide.svs --out idx/slide
+    """
+    from medagent.retrieval import (
+        IndexConfig,
+        build_index,
+        images_from_dataset,
+        images_from_folder,
+        images_from_slide,
+        make_embedder,
+    )
+
+    chosen = [x for x in (images, dataset, slide) if x is not None]
+    if len(chosen) != 1:
+        raise ConfigError("give exactly one of --images DIR, --dataset vqa-rad, --slide PATH")
+    if kind not in ("auto", "flat", "ivf", "hnsw", "ivfpq"):
+        raise ConfigError(f"--kind {kind!r}: choose auto, flat, ivf, hnsw or ivfpq")
+    if embedder not in ("default", "hf"):
+        raise ConfigError(f"--embedder {embedder!r}: choose default or hf")
+    model = make_embedder("hf" if embedder == "hf" else "default", embed_model)
+    sources: Any
+    if images is not None:
+        sources = list(images_from_folder(images, labels))
+    elif slide is not None:
+        sources = list(images_from_slide(slide, tile_px=tile_px))
+    else:
+        if dataset != "vqa-rad" or data is None:
+            raise ConfigError("--dataset supports vqa-rad, with --data FOLDER")
+        from medagent.evals import load_vqarad
+
+        sources = list(images_from_dataset(load_vqarad(data, split="all").items))
+    with _progress() as progress:
+        task = progress.add_task("embedding", total=len(sources))
+        index = build_index(
+            out,
+            sources,
+            model,
+            config=IndexConfig.model_validate({"kind": kind}),
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            total=len(sources),
+        )
+    info = index.info()
+    console.print(f"{info.count} images in {out} ({info.kind}, {info.embedder}, dim {info.dim})")
+
+
+@index_app.command("search")
+def index_search(
+    index: Annotated[Path, typer.Argument(help="Index folder.")],
+    image: Annotated[Path | None, typer.Option(help="Query image file.")] = None,
+    slide: Annotated[Path | None, typer.Option(help="Query slide (with --region).")] = None,
+    region: Annotated[str | None, typer.Option(help="X,Y,W,H in level-0 pixels.")] = None,
+    k: Annotated[int, typer.Option(help="How many neighbours.")] = 5,
+    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The most similar indexed images to an image or a slide region."""
+    from medagent.imaging import Region, Renderer, open_image
+    from medagent.retrieval import open_index
+
+    source = image or slide
+    if source is None or (image is not None and slide is not None):
+        raise ConfigError("give --image FILE, or --slide PATH with --region X,Y,W,H")
+    with open_image(source) as opened:
+        renderer = Renderer(opened)
+        try:
+            wanted = Region.parse(region) if region else None
+        except ValueError as exc:
+            raise ConfigError(f"--region: {exc}") from None
+        query = renderer.render(wanted, 512).image if wanted else renderer.overview(512).image
+    hits = open_index(index).search_image(query, k, domain)
+    if as_json:
+        console.print_json(json.dumps([h.model_dump(mode="json") for h in hits]))
+        return
+    table = Table("rank", "score", "id", "label", "domain", "source")
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(
+            str(rank), f"{hit.score:.3f}", hit.id, hit.label or "—", hit.domain or "—", hit.source
+        )
+    console.print(table)
+
+
+@index_app.command("info")
+def index_info(
+    index: Annotated[Path, typer.Argument(help="Index folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Size, kind, embedder and counts per domain and label."""
+    from medagent.retrieval import ImageIndex
+
+    info = ImageIndex.load(index).info()
+    if as_json:
+        console.print_json(info.model_dump_json())
+        return
+    console.print(f"{info.count} vectors, dim {info.dim}, {info.kind}, embedder {info.embedder}")
+    console.print(f"domains: {info.domains}")
+    console.print(f"labels: {dict(list(info.labels.items())[:20])}")
+
+
+@rag_app.command("ask")
+def rag_ask(
+    image: Annotated[Path, typer.Argument(help="The image (PNG, JPEG, DICOM, …).")],
+    question: Annotated[str, typer.Argument(help="The question.")],
+    index: Annotated[Path, typer.Option(help="Index of similar cases with reports.")],
+    options: Annotated[str | None, typer.Option(help='Options separated by ";".')] = None,
+    no_rag: Annotated[bool, typer.Option(help="Answer without retrieved reports.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    script: ScriptOpt = None,
+    timeout: TimeoutOpt = None,
+    max_retries: RetriesOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Answer a question about an image, grounded in reports of similar cases.
+
+      medagent rag ask cxr.png "Is there a pleural effusion?" --index idx/vqa-rad \\
+          --base-url http://127.0.0.1:8000/v1 --model M
+    """
+    from medagent.agents.rag import RAGPipeline
+    from medagent.imaging import Renderer, open_image
+    from medagent.models import build_model
+    from medagent.retrieval import open_index
+
+    settings = build_settings(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        script=script,
+        timeout_s=timeout,
+        max_retries=max_retries,
+        device=device,
+    )
+    with open_image(image) as opened:
+        picture = Renderer(opened).overview(1024).image
+    chat_model = build_model(settings)
+    pipeline = RAGPipeline(chat_model, open_index(index))
+    choices = [o.strip() for o in options.split(";") if o.strip()] if options else None
+
+    async def _run() -> Any:
+        try:
+            return await pipeline.ask(picture, question, options=choices, use_rag=not no_rag)
+        finally:
+            await chat_model.aclose()
+
+    result = asyncio.run(_run())
+    if as_json:
+        console.print_json(result.model_dump_json())
+    else:
+        console.print(
+            f"domain: {result.domain}; {len(result.reports)} of "
+            f"{result.candidates} retrieved reports used"
+        )
+        for report in result.reports:
+            console.print(f"  {report.score:.3f}  {report.report[:120]}", markup=False)
+        console.print(f"answer: {result.answer}  [{result.status}]", markup=False)
+    if result.answer is None:
+        raise typer.Exit(1)
+
+
+@rag_app.command("pairs")
+def rag_pairs(
+    data: Annotated[Path, typer.Option(help="The VQA-RAD folder.")],
+    index: Annotated[Path, typer.Option(help="Index of similar cases with reports.")],
+    out: Annotated[Path, typer.Option(help="DPO JSONL file to write.")],
+    dataset: Annotated[str, typer.Option(help="vqa-rad")] = "vqa-rad",
+    split: Annotated[str, typer.Option(help="train, test or all.")] = "train",
+    limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    seed: Annotated[int, typer.Option(help="Noise images and 2a subsampling.")] = 0,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    script: ScriptOpt = None,
+    timeout: TimeoutOpt = None,
+    max_retries: RetriesOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Mine MMed-RAG preference pairs (stages 1, 2a, 2b, 2c) as DPO JSONL."""
+    from medagent.agents.rag import RAGPipeline, pairs_from_runs, write_pairs
+    from medagent.evals import load_vqarad
+    from medagent.models import build_model
+    from medagent.retrieval import open_index
+
+    if dataset != "vqa-rad":
+        raise ConfigError("--dataset supports vqa-rad")
+    settings = build_settings(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        script=script,
+        timeout_s=timeout,
+        max_retries=max_retries,
+        device=device,
+    )
+    if split not in ("train", "test", "all"):
+        raise ConfigError(f"--split {split!r}: choose train, test or all")
+    loaded = load_vqarad(data, split=split, limit=limit)  # type: ignore[arg-type]
+    items = [i for i in loaded.items if i.answer]
+    chat_model = build_model(settings)
+    pipeline = RAGPipeline(chat_model, open_index(index))
+
+    async def _run() -> list[Any]:
+        runs = []
+        try:
+            with _progress() as progress:
+                task = progress.add_task("four runs per item", total=len(items))
+                for n, item in enumerate(items):
+                    runs.append(
+                        await pipeline.four_runs(
+                            item.id,
+                            item.images[0],
+                            item.question,
+                            item.answer or "",
+                            options=item.options,
+                            seed=seed + n,
+                        )
+                    )
+                    progress.update(task, completed=n + 1)
+        finally:
+            await chat_model.aclose()
+        return runs
+
+    pairs = pairs_from_runs(asyncio.run(_run()), seed=seed)
+    write_pairs(pairs, out)
+    counts: dict[str, int] = {}
+    for pair in pairs:
+        counts[pair.stage] = counts.get(pair.stage, 0) + 1
+    console.print(f"{len(pairs)} pairs → {out} (by stage: {counts})")
