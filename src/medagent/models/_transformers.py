@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,14 @@ from PIL import Image
 from pydantic import BaseModel
 
 from medagent.artifacts import ArtifactStore, fit_long_side
-from medagent.errors import ConfigError, DependencyMissingError, InputError, ModelError
+from medagent.errors import ConfigError, DependencyMissingError, ModelError
+from medagent.models._hf_loading import (
+    first_line,
+    load_error,
+    pick_device,
+    pick_dtype,
+    resolve_location,
+)
 from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
@@ -34,7 +39,6 @@ from medagent.models.base import GenerateParams, Reply, Usage, UsageTotals
 __all__ = ["TransformersBackend"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def _require(package: str, purpose: str = "The transformers backend") -> None:
@@ -43,15 +47,6 @@ def _require(package: str, purpose: str = "The transformers backend") -> None:
         __import__(package)
     except ImportError:
         raise DependencyMissingError(package, "hf", purpose) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def to_template_messages(
@@ -145,73 +140,22 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        location = self._location()
-        device = self._pick_device(torch)
-        dtype = self._pick_dtype(torch, device)
+        location = resolve_location(self.source, "medagent.testing.build_tiny_vlm")
+        device = pick_device(torch, self.device_setting)
+        dtype = pick_dtype(torch, self.dtype_setting, device)
         try:
             processor = AutoProcessor.from_pretrained(location)  # type: ignore[no-untyped-call]
             model = AutoModelForImageTextToText.from_pretrained(location, dtype=dtype)
         except OSError as exc:
-            raise self._load_error(location, exc) from None
+            raise load_error(location, exc) from None
         except ValueError as exc:
             raise ConfigError(
                 f"{location} is not an image-text-to-text model transformers can load: "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from None
         self._device = device
         self._model = model.to(device).eval()
         self._processor = processor
-
-    def _location(self) -> str:
-        """A folder that exists or a hub id; anything else is a path that is not there."""
-        text = str(self.source)
-        path = Path(text).expanduser()
-        if path.exists():
-            if not path.is_dir() or not (path / "config.json").is_file():
-                raise InputError(
-                    f"{path} is not a model folder (no config.json); pass a folder written by "
-                    "save_pretrained or a Hugging Face hub id",
-                    path=str(path),
-                )
-            return str(path)
-        if isinstance(self.source, Path) or not _HUB_ID.match(text):
-            raise InputError(
-                f"model folder {path} does not exist; pass a folder written by save_pretrained "
-                "(medagent.testing.build_tiny_vlm makes a tiny one) or a hub id like org/name",
-                path=str(path),
-            )
-        return text
-
-    def _load_error(self, location: str, exc: OSError) -> ConfigError:
-        if Path(location).is_dir():
-            return ConfigError(f"cannot load the model in {location}: {_first_line(exc)}")
-        if _offline():
-            return ConfigError(
-                f"model {location!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                "is set; download it first (hf download "
-                f"{location}) or pass a local model folder"
-            )
-        return ConfigError(f"cannot load model {location!r} from the hub: {_first_line(exc)}")
-
-    def _pick_device(self, torch: Any) -> Any:
-        if self.device_setting != "auto":
-            try:
-                return torch.device(self.device_setting)
-            except RuntimeError as exc:
-                raise ConfigError(
-                    f"device {self.device_setting!r} is not valid: {_first_line(exc)}"
-                ) from None
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-
-    def _pick_dtype(self, torch: Any, device: Any) -> Any:
-        if self.dtype_setting == "auto":
-            # bf16 halves memory on GPUs; CPUs are often slow or inexact in it.
-            return torch.bfloat16 if device.type == "cuda" else torch.float32
-        return getattr(torch, self.dtype_setting)
 
     # -- generation ------------------------------------------------------------------------
 
@@ -239,7 +183,7 @@ class TransformersBackend:
                 raise
             except (RuntimeError, MemoryError) as exc:  # how torch reports OOM, device errors
                 self.usage_totals.failures += 1
-                raise ModelError(f"generation with {self.name} failed: {_first_line(exc)}") from exc
+                raise ModelError(f"generation with {self.name} failed: {first_line(exc)}") from exc
         self.usage_totals.add(reply.usage)
         return reply
 
@@ -336,7 +280,7 @@ class TransformersBackend:
                 text=prompt, images=images or None, return_tensors="pt", add_special_tokens=False
             )
         except (ValueError, TemplateError) as exc:  # no template, image count mismatch, ...
-            raise ModelError(f"{self.name} cannot take these messages: {_first_line(exc)}") from exc
+            raise ModelError(f"{self.name} cannot take these messages: {first_line(exc)}") from exc
         inputs = inputs.to(self._device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)

@@ -11,8 +11,6 @@ only: its pooled output, or the mean of its last hidden states when it has no po
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +18,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medagent.errors import ConfigError, DependencyMissingError, InputError, ModelError
+from medagent.errors import ConfigError, DependencyMissingError, ModelError
+from medagent.models._hf_loading import (
+    first_line,
+    load_error,
+    pick_device,
+    pick_dtype,
+    resolve_location,
+)
 from medagent.retrieval._default_embedder import _as_rgb
 from medagent.retrieval.base import Vectors
 
 __all__ = ["HFEmbedder"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def _require(package: str) -> None:
@@ -36,47 +40,6 @@ def _require(package: str) -> None:
         __import__(package)
     except ImportError:
         raise DependencyMissingError(package, "hf", "The 'hf' embedder") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _location(source: str | Path) -> str:
-    """A folder that exists or a hub id; anything else is a path that is not there."""
-    text = str(source)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise InputError(
-                f"{path} is not a model folder (no config.json); pass a folder written by "
-                "save_pretrained or a Hugging Face hub id",
-                path=str(path),
-            )
-        return str(path)
-    if isinstance(source, Path) or not _HUB_ID.match(text):
-        raise InputError(
-            f"model folder {path} does not exist; pass a folder written by save_pretrained "
-            "(medagent.testing.build_tiny_clip makes a tiny one) or a hub id like org/name",
-            path=str(path),
-        )
-    return text
-
-
-def _load_error(location: str, exc: OSError) -> ConfigError:
-    if Path(location).is_dir():
-        return ConfigError(f"cannot load the embedding model in {location}: {_first_line(exc)}")
-    if _offline():
-        return ConfigError(
-            f"model {location!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
-            f"set; download it first (hf download {location}) or pass a local model folder"
-        )
-    return ConfigError(f"cannot load model {location!r} from the hub: {_first_line(exc)}")
 
 
 def _pooled(output: Any) -> Any:
@@ -121,14 +84,14 @@ class HFEmbedder:
         self.batch_size = batch_size
         self.device_setting = device
         self.dtype_setting = dtype
-        self._location = _location(model)
+        self._location = resolve_location(model, "medagent.testing.build_tiny_clip")
         try:
             self._config: Any = AutoConfig.from_pretrained(self._location)
         except OSError as exc:
-            raise _load_error(self._location, exc) from None
+            raise load_error(self._location, exc, "the embedding model") from None
         except ValueError as exc:
             raise ConfigError(
-                f"{self._location} is not a model transformers can load: {_first_line(exc)}"
+                f"{self._location} is not a model transformers can load: {first_line(exc)}"
             ) from None
         self._model: Any = None
         self._processor: Any = None
@@ -157,38 +120,20 @@ class HFEmbedder:
         import torch
         from transformers import AutoModel, AutoProcessor
 
-        device = self._pick_device(torch)
-        dtype = (
-            (torch.bfloat16 if device.type == "cuda" else torch.float32)  # CPUs: slow in bf16
-            if self.dtype_setting == "auto"
-            else getattr(torch, self.dtype_setting)
-        )
+        device = pick_device(torch, self.device_setting)
+        dtype = pick_dtype(torch, self.dtype_setting, device)
         try:
             processor = AutoProcessor.from_pretrained(self._location)  # type: ignore[no-untyped-call]
             model = AutoModel.from_pretrained(self._location, dtype=dtype)
         except OSError as exc:
-            raise _load_error(self._location, exc) from None
+            raise load_error(self._location, exc, "the embedding model") from None
         except ValueError as exc:
             raise ConfigError(
-                f"{self._location} is not a model transformers can load: {_first_line(exc)}"
+                f"{self._location} is not a model transformers can load: {first_line(exc)}"
             ) from None
         self._device = device
         self._model = model.to(device).eval()
         self._processor = processor
-
-    def _pick_device(self, torch: Any) -> Any:
-        if self.device_setting != "auto":
-            try:
-                return torch.device(self.device_setting)
-            except RuntimeError as exc:
-                raise ConfigError(
-                    f"device {self.device_setting!r} is not valid: {_first_line(exc)}"
-                ) from None
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
 
     # -- embedding -------------------------------------------------------------------------
 
@@ -235,7 +180,7 @@ class HFEmbedder:
                 text=texts, padding=padding, truncation=True, return_tensors="pt"
             )
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.name} cannot tokenize text: {_first_line(exc)}") from None
+            raise ConfigError(f"{self.name} cannot tokenize text: {first_line(exc)}") from None
         return self._forward(self._model.get_text_features, inputs)
 
     def _forward(self, call: Callable[..., Any], inputs: Any) -> Any:
@@ -254,4 +199,4 @@ class HFEmbedder:
             with torch.inference_mode():
                 return _pooled(call(**tensors)).float().cpu().numpy()
         except (RuntimeError, MemoryError) as exc:  # how torch reports OOM and device errors
-            raise ModelError(f"embedding with {self.name} failed: {_first_line(exc)}") from exc
+            raise ModelError(f"embedding with {self.name} failed: {first_line(exc)}") from exc
