@@ -53,6 +53,26 @@ def vqa_items(folder: Path, count: int) -> Path:
     return path
 
 
+def stub_run_args(data: Path, run_dir: Path, concurrency: int) -> list[str]:
+    """``eval run`` of the vqa method over ``data`` against a stub server (--base-url added)."""
+    return [
+        "eval",
+        "run",
+        "--dataset",
+        "jsonl",
+        "--data",
+        str(data),
+        "--method",
+        "vqa",
+        "--model",
+        "stub-model",
+        "--concurrency",
+        str(concurrency),
+        "--out",
+        str(run_dir),
+    ]
+
+
 def start_and_wait(
     args: list[str], server: StubOpenAIServer, run_dir: Path, lines: int
 ) -> subprocess.Popen[str]:
@@ -77,22 +97,7 @@ def start_and_wait(
 def test_a_killed_run_loses_nothing_and_resumes(tmp_path: Path) -> None:
     data = vqa_items(tmp_path / "data", 12)
     run_dir = tmp_path / "run"
-    args = [
-        "eval",
-        "run",
-        "--dataset",
-        "jsonl",
-        "--data",
-        str(data),
-        "--method",
-        "vqa",
-        "--model",
-        "stub-model",
-        "--concurrency",
-        "2",
-        "--out",
-        str(run_dir),
-    ]
+    args = stub_run_args(data, run_dir, concurrency=2)
     with StubOpenAIServer(default_text='{"answer": "yes"}', latency_s=0.4) as server:
         process = start_and_wait(args, server, run_dir, lines=3)
         results = run_dir / "results.jsonl"
@@ -227,22 +232,7 @@ def test_multipathqa_end_to_end_with_generated_slides(shared_data: Path, tmp_pat
 def test_ctrl_c_leaves_a_resumable_run_and_exits_non_zero(tmp_path: Path) -> None:
     data = vqa_items(tmp_path / "data", 8)
     run_dir = tmp_path / "run"
-    args = [
-        "eval",
-        "run",
-        "--dataset",
-        "jsonl",
-        "--data",
-        str(data),
-        "--method",
-        "vqa",
-        "--model",
-        "stub-model",
-        "--concurrency",
-        "1",
-        "--out",
-        str(run_dir),
-    ]
+    args = stub_run_args(data, run_dir, concurrency=1)
     with StubOpenAIServer(default_text='{"answer": "yes"}', latency_s=0.3) as server:
         process = start_and_wait(args, server, run_dir, lines=2)
         results = run_dir / "results.jsonl"
