@@ -264,6 +264,30 @@ def test_removed_ids_are_never_returned_even_after_reload(
     assert f"img-{back}" in loaded
 
 
+@pytest.mark.parametrize("cache", [0, 50, 100_000])
+def test_cached_records_stay_true_to_their_vectors_through_removal_and_compaction(
+    small: tuple[Array, Array], cache: int
+):
+    """Records are cached by row; compaction renumbers rows, so a stale cache would pair a
+    hit's score with another vector's record. Each hit's score must be its own vector's."""
+    data, queries = small
+    index = build(data, SMALL_KINDS["flat"].model_copy(update={"record_cache": cache}), 1_000)
+
+    def consistent() -> None:
+        for q, hits in zip(queries, index.search(queries, 10), strict=True):
+            for hit in hits:
+                assert hit.score == pytest.approx(float(data[int(hit.record.id[4:])] @ q), abs=1e-5)
+                assert hit.record == records(1, int(hit.record.id[4:]))[0]
+
+    consistent()  # fills the cache
+    assert len(index._records) <= cache
+    index.remove([f"img-{i}" for i in range(0, 3_000, 3)])
+    consistent()  # refills the cache after the removal
+    index.compact()  # rows renumbered
+    consistent()
+    assert len(index._records) <= cache
+
+
 def test_hnsw_keeps_removed_vectors_until_compaction(small: tuple[Array, Array], tmp_path: Path):
     data, queries = small
     index = build(data, SMALL_KINDS["hnsw"], batch=1_000)

@@ -256,7 +256,7 @@ class MetadataStore:
 def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
     """A pydantic model from values it validated before (all fields given), without validating.
 
-    Search builds a record and a ``Neighbour`` per hit; at thousands of queries per second
+    Search builds records from SQLite rows; at thousands of records per query batch
     ``model_validate`` (or even ``model_construct``, 3x slower than this) is most of the cost.
     This sets what ``model_construct`` sets: the field dict, the fields-set, no extras/privates.
     """
