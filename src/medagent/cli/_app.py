@@ -7,15 +7,17 @@ it down.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from medagent._version import __version__
 from medagent.errors import ConfigError
 from medagent.settings import BackendName, Settings
+
+_C = TypeVar("_C", bound=BaseModel)
 
 __all__ = [
     "BackendOpt",
@@ -27,6 +29,7 @@ __all__ = [
     "TimeoutOpt",
     "app",
     "build_settings",
+    "config_from_flags",
     "console",
     "err_console",
     "model_app",
@@ -144,6 +147,18 @@ DeviceOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def config_from_flags(model: type[_C], **flags: Any) -> _C:
+    """A command's config model from its flags; flags left out (None) keep the model's default,
+    and an invalid value is a one-line error naming the flag (``--max-steps``)."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).replace("_", "-") if first["loc"] else "option"
+        raise ConfigError(f"invalid --{name}: {first['msg']}") from None
 
 
 def build_settings(**flags: Any) -> Settings:

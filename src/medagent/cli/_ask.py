@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from medagent.cli._app import (
@@ -20,6 +19,7 @@ from medagent.cli._app import (
     TimeoutOpt,
     app,
     build_settings,
+    config_from_flags,
     console,
     err_console,
 )
@@ -38,17 +38,6 @@ def _print_event(event: Any) -> None:
         console.print(f"step {event.step:>2}  [yellow]{event.kind}[/yellow]: {event.text}")
     elif event.kind == "answer":
         console.print(f"step {event.step:>2}  [green]answer[/green]: {event.text}")
-
-
-def _giant_config(**flags: Any) -> Any:
-    from medagent.agents.giant import GiantConfig
-
-    given = {key: value for key, value in flags.items() if value is not None}
-    try:
-        return GiantConfig(**given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
 
 
 def _report(result: Any, as_json: bool) -> None:
@@ -123,6 +112,10 @@ def ask(
         typer.Option(help="Run folder (resumes an unfinished run there). [runs/TIMESTAMP-ID]"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="Compiled prompts (a 'giant' program) for giant or random-region."),
+    ] = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -140,6 +133,7 @@ def ask(
     model's reasoning). Exits 0 when answered, 1 when not, 2 on a usage error.
     """
     from medagent.agents.giant import GiantNavigator
+    from medagent.cli._optimize import load_prompts
     from medagent.imaging import open_image
     from medagent.models import build_model
 
@@ -154,7 +148,10 @@ def ask(
         max_retries=max_retries,
         device=device,
     )
-    config = _giant_config(
+    from medagent.agents.giant import GiantConfig
+
+    config = config_from_flags(
+        GiantConfig,
         max_steps=steps,
         long_side=long_side,
         max_images_in_context=max_images,
@@ -174,6 +171,7 @@ def ask(
         votes=votes,
         on_event=None if as_json else _print_event,
         sam_model=settings.sam_model,
+        prompts=load_prompts(prompts),
     )
 
     async def _run() -> Any:

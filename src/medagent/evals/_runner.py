@@ -18,12 +18,12 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medagent._version import package_versions
 from medagent.errors import ConfigError, MedagentError
 from medagent.evals._methods import ItemMethod
 from medagent.evals._records import EvalItem, ItemResult
@@ -112,26 +112,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in (
-        "medagent",
-        "langgraph",
-        "pydantic",
-        "httpx",
-        "openslide-python",
-        "torch",
-        "transformers",
-        "vllm",
-        "ray",
-    ):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 class ResultsFile:
@@ -233,7 +213,7 @@ class EvalRunner:
             "config": self.config.model_dump(),
             "config_hash": config_hash,
             "method": self.method.name,
-            "versions": _versions(),
+            "versions": package_versions(),
             "git_commit": _git_commit(),
             "prices": self.prices.model_dump() if self.prices else None,
             "executor": self.executor,

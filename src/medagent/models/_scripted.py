@@ -1,14 +1,17 @@
 """The scripted backend: a TEST DOUBLE that replays prepared replies, one per request.
 
 It exists to test agent logic and failure handling deterministically. It never looks at the
-images or the question; it is not a model and must not be used to report results.
+images; it is not a model and must not be used to report results. A ``responder`` (a function
+of the request) can stand in for the script where a test needs replies that depend on the
+prompt, e.g. to check that a prompt optimizer finds the wording that makes the answer right.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +23,7 @@ from medagent.models._messages import Message, ToolCall, ToolSpec
 from medagent.models._structured import parse_structured
 from medagent.models.base import GenerateParams, Reply, Usage, UsageTotals
 
-__all__ = ["RecordedRequest", "ScriptedModel", "ScriptedReply", "load_script"]
+__all__ = ["RecordedRequest", "Responder", "ScriptedModel", "ScriptedReply", "load_script"]
 
 
 class ScriptedToolCall(BaseModel):
@@ -92,24 +95,34 @@ def load_script(path: str | Path) -> list[ScriptedReply]:
     return replies
 
 
+Responder = Callable[[RecordedRequest], ScriptedReply | dict[str, Any]]
+"""Computes the reply to one request (the request is already recorded when it is called)."""
+
+
 class ScriptedModel:
     """Replays ``replies`` in order and records every request it receives.
 
     Errors in the script are raised as the real backends raise them (``ModelTimeoutError``,
     ``ModelResponseError``), so retry and failure paths can be tested without a server.
+    With ``responder`` instead of ``replies``, each reply is computed from its request.
     """
 
     def __init__(
         self,
-        replies: Sequence[ScriptedReply | dict[str, Any]] | str | Path,
+        replies: Sequence[ScriptedReply | dict[str, Any]] | str | Path | None = None,
         *,
+        responder: Responder | None = None,
         name: str = "scripted",
     ) -> None:
+        if (replies is None) == (responder is None):
+            raise ConfigError("a scripted model needs exactly one of replies or responder")
+        self.responder = responder
+        self.script_path: Path | None = None
+        self.replies: list[ScriptedReply] = []
         if isinstance(replies, str | Path):
-            self.script_path: Path | None = Path(replies)
+            self.script_path = Path(replies)
             self.replies = load_script(replies)
-        else:
-            self.script_path = None
+        elif replies is not None:
             self.replies = [ScriptedReply.model_validate(r) for r in replies]
         self.name = name
         self.usage_totals = UsageTotals()
@@ -117,6 +130,9 @@ class ScriptedModel:
 
     @property
     def remaining(self) -> int:
+        """Replies left to replay (unlimited, ``sys.maxsize``, with a responder)."""
+        if self.responder is not None:
+            return sys.maxsize
         return len(self.replies) - len(self.requests)
 
     async def aclose(self) -> None:
@@ -133,21 +149,23 @@ class ScriptedModel:
     ) -> Reply:
         started = time.perf_counter()
         index = len(self.requests)
-        self.requests.append(
-            RecordedRequest(
-                messages=list(messages),
-                schema_name=schema.__name__ if schema else None,
-                tools=[t.name for t in tools or []],
-                params=params or GenerateParams(),
-            )
+        request = RecordedRequest(
+            messages=list(messages),
+            schema_name=schema.__name__ if schema else None,
+            tools=[t.name for t in tools or []],
+            params=params or GenerateParams(),
         )
-        if index >= len(self.replies):
+        self.requests.append(request)
+        if self.responder is not None:
+            scripted = ScriptedReply.model_validate(self.responder(request))
+        elif index >= len(self.replies):
             where = f" in {self.script_path}" if self.script_path else ""
             raise ConfigError(
                 f"the scripted backend ran out of replies after {len(self.replies)} "
                 f"requests; add more lines{where}"
             )
-        scripted = self.replies[index]
+        else:
+            scripted = self.replies[index]
         if scripted.error == "timeout":
             self.usage_totals.failures += 1
             raise ModelTimeoutError("scripted timeout", endpoint="scripted")

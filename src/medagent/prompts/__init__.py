@@ -1,5 +1,51 @@
-"""Prompts: templates as files (``templates/``), loaded and hashed for run manifests."""
+"""Prompts: templates as files (``templates/``), loaded and hashed for run manifests; typed
+signatures, prompt programs and the optimizers that tune them, saved as compiled JSON.
+"""
 
+from medagent.prompts._bootstrap import BootstrapFewShot
+from medagent.prompts._compiled import CompiledProgram, PromptVersionWarning, load_compiled
+from medagent.prompts._instruction_search import InstructionSearch
+from medagent.prompts._modules import ChainOfThought, Demo, Example, Predict, Prediction, tracing
+from medagent.prompts._optimizer import (
+    BudgetExhausted,
+    CandidateRecord,
+    Evaluation,
+    Metric,
+    OptimizationResult,
+    ProgressEvent,
+    evaluate,
+)
+from medagent.prompts._program import Program
+from medagent.prompts._random_search import RandomSearch
+from medagent.prompts._signature import InputField, Signature
 from medagent.prompts._templates import PromptTemplate, load_template
+from medagent.prompts._vqa import VQAAnswer, vqa_program
 
-__all__ = ["PromptTemplate", "load_template"]
+__all__ = [
+    "BootstrapFewShot",
+    "BudgetExhausted",
+    "CandidateRecord",
+    "ChainOfThought",
+    "CompiledProgram",
+    "Demo",
+    "Evaluation",
+    "Example",
+    "InputField",
+    "InstructionSearch",
+    "Metric",
+    "OptimizationResult",
+    "Predict",
+    "Prediction",
+    "Program",
+    "ProgressEvent",
+    "PromptTemplate",
+    "PromptVersionWarning",
+    "RandomSearch",
+    "Signature",
+    "VQAAnswer",
+    "evaluate",
+    "load_compiled",
+    "load_template",
+    "tracing",
+    "vqa_program",
+]

@@ -14,7 +14,7 @@ from medagent.agents.giant._actions import (
 from medagent.agents.giant._answers import majority_vote, normalize_answer
 from medagent.agents.giant._config import GiantConfig, Method
 from medagent.agents.giant._graph import GiantEvent, GiantState, prune_images
-from medagent.agents.giant._navigator import GiantNavigator, GiantResult
+from medagent.agents.giant._navigator import GiantNavigator, GiantResult, giant_program
 from medagent.agents.giant._trajectory import RunLog, Status, StepRecord, Trajectory
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "StepRecord",
     "Trajectory",
     "ZoomAction",
+    "giant_program",
     "majority_vote",
     "normalize_answer",
     "prune_images",

@@ -69,6 +69,8 @@ class RunContext:
     options: list[str] | None
     method: Literal["giant", "random-region"] = "giant"
     on_event: Callable[[GiantEvent], None] = lambda event: None
+    system_prompt: str | None = None  # a compiled program's instructions (else the template)
+    example_turns: list[Message] = dataclasses.field(default_factory=list)  # its demos
     _tissue: TissueMask | None = None
 
     def emit(self, event: GiantEvent) -> None:
@@ -95,14 +97,17 @@ def _options_text(options: list[str] | None) -> str:
 
 
 def prune_images(messages: list[Message], keep: int | None) -> list[Message]:
-    """Keep the first image (the overview) and the latest ``keep - 1``; others become text."""
+    """Keep the first image (the overview) and the latest ``keep - 1``; others become text.
+
+    Demo images (a compiled prompt's worked examples) are part of the prompt: always kept.
+    """
     if keep is None:
         return messages
     positions = [
         (m_index, p_index)
         for m_index, message in enumerate(messages)
         for p_index, part in enumerate(message.content)
-        if isinstance(part, ImagePart)
+        if isinstance(part, ImagePart) and not (part.artifact and part.artifact.kind == "demo")
     ]
     kept = set(positions[:1] + (positions[1:][-(keep - 1) :] if keep > 1 else []))
     pruned: list[Message] = []
@@ -158,7 +163,7 @@ def build_graph(run: RunContext) -> StateGraph[GiantState]:
         if state.get("message_count"):
             return {}
         view = overview(run.tools, long_side=config.long_side)
-        system = load_template("giant/system").render(steps=config.max_steps)
+        system = run.system_prompt or load_template("giant/system").render(steps=config.max_steps)
         if run.method == "random-region":
             system += (
                 "\nIn this setting you cannot choose where to look: answer "
@@ -166,6 +171,8 @@ def build_graph(run: RunContext) -> StateGraph[GiantState]:
                 "picked at random.\n"
             )
         run.log.add_message(Message.system(system))
+        for turn in run.example_turns:
+            run.log.add_message(turn)
         question = load_template("giant/question").render(
             question=run.question,
             options=_options_text(run.options),

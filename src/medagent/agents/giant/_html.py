@@ -8,12 +8,12 @@ Everything the model (or the question's author) wrote is untrusted and goes thro
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable, Iterator
 
+from medagent.agents._page import CSP, escape, image_tag, missing_image
 from medagent.agents.giant._trajectory import StepRecord, Trajectory
-from medagent.artifacts import ArtifactRef, ArtifactStore, data_url, to_jpeg
+from medagent.artifacts import ArtifactStore, data_url, to_jpeg
 from medagent.errors import InputError
 from medagent.imaging import Region, draw_boxes
 
@@ -30,8 +30,6 @@ _STATUS_COLOURS = {
 
 # Defence in depth: even if something escaped ``html.escape``, the page may not run scripts or
 # fetch anything; images come only from data: URLs.
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:16px;
 color:#202124;background:#fafafa}
@@ -59,24 +57,6 @@ pre{white-space:pre-wrap;word-break:break-word;background:#f8f9fa;padding:8px;ma
 """
 
 
-def _e(value: object) -> str:
-    """Escaped text, quotes included, so it is safe in element content and attributes alike."""
-    return html.escape(str(value), quote=True)
-
-
-def _missing(artifact_id: str, why: str) -> str:
-    return f'<div class="missing">image {_e(artifact_id)} is missing: {_e(why)}</div>'
-
-
-def _img(artifacts: ArtifactStore, ref: ArtifactRef, alt: str) -> str:
-    """The stored image as an ``<img>``; a placeholder when its file is gone or unreadable."""
-    try:
-        src = artifacts.data_url(ref)
-    except (InputError, KeyError) as exc:  # KeyError: a media type the store does not know
-        return _missing(ref.id, str(exc))
-    return f'<img src="{_e(src)}" alt="{_e(alt)}" width="{ref.width}" height="{ref.height}">'
-
-
 def _boxes(steps: Iterable[StepRecord]) -> list[tuple[int, Region]]:
     """Every region a step showed, with its step number (the label drawn on the overview)."""
     return [(s.step, s.region) for s in steps if s.region is not None]
@@ -88,7 +68,7 @@ def _overview(trajectory: Trajectory, artifacts: ArtifactStore) -> str:
         return '<p class="muted">No overview was recorded.</p>'
     boxes = _boxes(trajectory.steps)
     if ref.region is None or not boxes:
-        image = _img(artifacts, ref, "overview")
+        image = image_tag(artifacts, ref, "overview")
     else:
         try:
             drawn = draw_boxes(
@@ -98,17 +78,18 @@ def _overview(trajectory: Trajectory, artifacts: ArtifactStore) -> str:
                 labels=[str(step) for step, _ in boxes],
             )
         except (InputError, KeyError) as exc:
-            image = _missing(ref.id, str(exc))
+            image = missing_image(ref.id, str(exc))
         else:
             src = data_url(to_jpeg(drawn), "image/jpeg")
             image = (
-                f'<img src="{_e(src)}" alt="overview with the regions looked at" '
+                f'<img src="{escape(src)}" alt="overview with the regions looked at" '
                 f'width="{drawn.width}" height="{drawn.height}">'
             )
     legend = "".join(
-        f'<li><a href="#step-{step}">step {step}</a>: {_e(region)}</li>' for step, region in boxes
+        f'<li><a href="#step-{step}">step {step}</a>: {escape(region)}</li>'
+        for step, region in boxes
     )
-    shows = f"shows {_e(ref.region)}" if ref.region is not None else "region unknown"
+    shows = f"shows {escape(ref.region)}" if ref.region is not None else "region unknown"
     return (
         f'<section class="overview"><h2>Overview</h2><figure style="margin:0">{image}'
         f'<figcaption class="muted">{shows}; boxes are numbered by step</figcaption></figure>'
@@ -136,19 +117,19 @@ def _header(trajectory: Trajectory) -> str:
         else "unknown"
     )
     rows: list[tuple[str, str]] = [
-        ("status", f'<span class="status" style="background:{colour}">{_e(t.status)}</span>'),
-        ("answer", f'<span class="answer">{_e(t.answer)}</span>' if t.answer else "—"),
-        ("prediction", _e(t.prediction) if t.prediction else "—"),
+        ("status", f'<span class="status" style="background:{colour}">{escape(t.status)}</span>'),
+        ("answer", f'<span class="answer">{escape(t.answer)}</span>' if t.answer else "—"),
+        ("prediction", escape(t.prediction) if t.prediction else "—"),
     ]
     if t.votes:
         ranked = sorted(t.votes.items(), key=lambda kv: (-kv[1], kv[0]))
-        rows.append(("votes", ", ".join(f"{_e(k)}: {v}" for k, v in ranked)))
+        rows.append(("votes", ", ".join(f"{escape(k)}: {v}" for k, v in ranked)))
     if t.error:
-        rows.append(("error", f'<span class="error">{_e(t.error)}</span>'))
+        rows.append(("error", f'<span class="error">{escape(t.error)}</span>'))
     rows += [
-        ("method", _e(t.method)),
-        ("model", _e(t.model)),
-        ("slide", _e(t.slide_path)),
+        ("method", escape(t.method)),
+        ("model", escape(t.model)),
+        ("slide", escape(t.slide_path)),
         (
             "slide size",
             f"{slide.width} × {slide.height} px, {slide.level_count} levels, {spacing}"
@@ -159,16 +140,17 @@ def _header(trajectory: Trajectory) -> str:
         ("elapsed", f"{t.elapsed_s:.1f} s"),
         (
             "started",
-            _e(t.started_at) + (f" — finished {_e(t.finished_at)}" if t.finished_at else ""),
+            escape(t.started_at)
+            + (f" — finished {escape(t.finished_at)}" if t.finished_at else ""),
         ),
-        ("run id", _e(t.run_id)),
+        ("run id", escape(t.run_id)),
     ]
     options = ""
     if t.options:
-        options = "<ol>" + "".join(f"<li>{_e(o)}</li>" for o in t.options) + "</ol>"
-    config = _e(json.dumps(t.config, indent=2, default=str, ensure_ascii=False))
+        options = "<ol>" + "".join(f"<li>{escape(o)}</li>" for o in t.options) + "</ol>"
+    config = escape(json.dumps(t.config, indent=2, default=str, ensure_ascii=False))
     return (
-        f"<header><h1>{_e(t.question)}</h1>{options}{_facts(rows)}"
+        f"<header><h1>{escape(t.question)}</h1>{options}{_facts(rows)}"
         f"<details><summary>configuration</summary><pre>{config}</pre></details></header>"
     )
 
@@ -178,7 +160,7 @@ def _outputs(record: StepRecord) -> str:
     if not record.outputs:
         return ""
     attempts = "".join(
-        f"<p class='muted'>attempt {i}</p><pre>{_e(text)}</pre>"
+        f"<p class='muted'>attempt {i}</p><pre>{escape(text)}</pre>"
         for i, text in enumerate(record.outputs, start=1)
     )
     summary = f"raw output ({len(record.outputs)} attempt{'s' if len(record.outputs) > 1 else ''})"
@@ -186,21 +168,21 @@ def _outputs(record: StepRecord) -> str:
 
 
 def _errors(record: StepRecord) -> str:
-    return "".join(f'<p class="error">refused: {_e(error)}</p>' for error in record.errors)
+    return "".join(f'<p class="error">refused: {escape(error)}</p>' for error in record.errors)
 
 
 def _step(record: StepRecord, artifacts: ArtifactStore) -> str:
-    badges = f'<span class="badge">{_e(record.kind)}</span>'
+    badges = f'<span class="badge">{escape(record.kind)}</span>'
     if record.clamped:
         badges += '<span class="badge warn">clamped</span>'
     answer = (record.action or {}).get("answer")
     rows: list[tuple[str, str]] = []
     if answer is not None:
-        rows.append(("answer", f'<span class="answer">{_e(answer)}</span>'))
+        rows.append(("answer", f'<span class="answer">{escape(answer)}</span>'))
     if record.requested is not None and record.requested != record.region:
-        rows.append(("requested", _e(record.requested)))
+        rows.append(("requested", escape(record.requested)))
     if record.region is not None:
-        rows.append(("shown", _e(record.region) + (" (clamped)" if record.clamped else "")))
+        rows.append(("shown", escape(record.region) + (" (clamped)" if record.clamped else "")))
     if record.level is not None:
         rows.append(("level", str(record.level)))
     if record.mpp is not None:
@@ -210,13 +192,13 @@ def _step(record: StepRecord, artifacts: ArtifactStore) -> str:
         ("time", f"model {record.model_s:.2f} s, tool {record.tool_s:.2f} s"),
         ("context", f"{record.sent_messages} messages, {len(record.images_sent)} images"),
     ]
-    notes = "".join(f"<li>{_e(note)}</li>" for note in record.notes)
+    notes = "".join(f"<li>{escape(note)}</li>" for note in record.notes)
     figure = (
-        f"<figure>{_img(artifacts, record.artifact, f'step {record.step}')}</figure>"
+        f"<figure>{image_tag(artifacts, record.artifact, f'step {record.step}')}</figure>"
         if record.artifact is not None
         else ""
     )
-    reasoning = f'<p class="reasoning">{_e(record.reasoning)}</p>' if record.reasoning else ""
+    reasoning = f'<p class="reasoning">{escape(record.reasoning)}</p>' if record.reasoning else ""
     return (
         f'<article class="step" id="step-{record.step}"><h2>Step {record.step}{badges}</h2>'
         f'<div class="row">{figure}<div class="text">{reasoning}{_facts(rows)}'
@@ -228,17 +210,17 @@ def _step(record: StepRecord, artifacts: ArtifactStore) -> str:
 def _patch_card(record: StepRecord, artifacts: ArtifactStore) -> str:
     """A small card: the patch, its answer; the rest folded away (a baseline has dozens)."""
     image = (
-        _img(artifacts, record.artifact, f"patch {record.step}")
+        image_tag(artifacts, record.artifact, f"patch {record.step}")
         if record.artifact is not None
         else '<div class="missing">no image</div>'
     )
     answer = (record.action or {}).get("answer")
-    shown = _e(record.region) if record.region is not None else ""
-    details = f'<p class="reasoning">{_e(record.reasoning)}</p>' if record.reasoning else ""
+    shown = escape(record.region) if record.region is not None else ""
+    details = f'<p class="reasoning">{escape(record.reasoning)}</p>' if record.reasoning else ""
     details += f'<p class="muted">{shown}</p>{_errors(record)}{_outputs(record)}'
     return (
         f'<div class="card" id="step-{record.step}">{image}<div><b>#{record.step}</b> '
-        + (f'<span class="answer">{_e(answer)}</span>' if answer is not None else "no answer")
+        + (f'<span class="answer">{escape(answer)}</span>' if answer is not None else "no answer")
         + f"</div><details><summary>details</summary>{details}</details></div>"
     )
 
@@ -276,7 +258,7 @@ def render_trajectory_html(trajectory: Trajectory, artifacts: ArtifactStore) -> 
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
         f"<body>{body}</body></html>\n"
     )

@@ -9,29 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+import string
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
+from medagent._version import package_versions
+from medagent.agents.giant._actions import AnswerAction
 from medagent.agents.giant._config import GiantConfig, Method
 from medagent.agents.giant._graph import GiantEvent, GiantState, RunContext, build_graph
 from medagent.agents.giant._trajectory import RunLog, Status, Trajectory
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import ConfigError, InputError
 from medagent.imaging import RenderPolicy, Slide, open_image
-from medagent.models import ChatModel
-from medagent.prompts import load_template
+from medagent.models import ChatModel, ImagePart, Message
+from medagent.prompts import (
+    CompiledProgram,
+    InputField,
+    Predict,
+    Program,
+    Signature,
+    load_template,
+)
 from medagent.tools import ToolContext
 from medagent.tools._view import slide_facts
 
-__all__ = ["TEMPLATES", "GiantNavigator", "GiantResult", "prompt_hashes"]
+__all__ = ["TEMPLATES", "GiantNavigator", "GiantResult", "giant_program", "prompt_hashes"]
 
 TEMPLATES = [
     "giant/thumbnail",
@@ -69,28 +78,51 @@ def prompt_hashes() -> dict[str, str]:
     return {name: load_template(name).sha256 for name in TEMPLATES}
 
 
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in (
-        "medagent",
-        "langgraph",
-        "pydantic",
-        "openslide-python",
-        "httpx",
-        "torch",
-        "transformers",
-    ):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+def giant_program() -> Program:
+    """GIANT's tunable prompt, as a program with one predictor, ``navigate``.
+
+    Its instructions are the system prompt (``$steps`` is filled in with the turn limit); its
+    demos are worked questions (overview, question, options → answer) shown before the real
+    one. Save a tuned copy with ``program.save(path)`` and pass it as ``prompts``.
+    """
+    signature = Signature(
+        name="giant.navigate",
+        instructions=load_template("giant/system").text.strip(),
+        inputs=(
+            InputField(name="overview", kind="image", optional=True, description="the whole slide"),
+            InputField(name="question", description="the question about the slide"),
+            InputField(
+                name="options",
+                kind="list",
+                optional=True,
+                description="the choices; answer with the number of the correct option",
+            ),
+        ),
+        output=AnswerAction,
+        description="navigate a whole-slide image by zooming, then answer the question",
+    )
+    return Program(
+        "giant",
+        {"navigate": Predict(signature)},
+        description="A pathologist's navigation of a gigapixel slide: look at an overview, zoom "
+        "into regions, answer a question about the slide.",
+    )
+
+
+def _giant_prompts(prompts: CompiledProgram | Program | None) -> Program | None:
+    if prompts is None or isinstance(prompts, Program):
+        if prompts is not None and prompts.name != "giant":
+            raise ConfigError(f"GIANT takes the 'giant' prompt program, not {prompts.name!r}")
+        return prompts
+    return giant_program().load(prompts)
 
 
 class GiantNavigator:
     """Navigates a slide with a VLM, GIANT-style (or runs one of its baselines).
 
-    ``model`` is any ``ChatModel``; ``on_event`` receives progress events (for a CLI or UI).
+    ``model`` is any ``ChatModel``; ``on_event`` receives progress events (for a CLI or UI);
+    ``prompts`` (a compiled ``giant`` program, see ``giant_program``) replaces the system prompt
+    and adds its demos as worked examples before the question.
     """
 
     def __init__(
@@ -103,10 +135,16 @@ class GiantNavigator:
         on_event: Callable[[GiantEvent], None] | None = None,
         sam_model: str | None = None,
         votes: int = 1,
+        prompts: CompiledProgram | Program | None = None,
     ) -> None:
         if votes < 1:
             raise ConfigError(f"votes must be at least 1, not {votes}")
+        if prompts is not None and method not in ("giant", "random-region"):
+            raise ConfigError(
+                f"compiled prompts apply to the giant and random-region methods, not {method}"
+            )
         self.votes = votes
+        self.prompts = _giant_prompts(prompts)
         self.model = model
         self.config = config or GiantConfig()
         self.method = method
@@ -115,6 +153,12 @@ class GiantNavigator:
         self.sam_model = sam_model
 
     # -- public API ---------------------------------------------------------------------------
+    @staticmethod
+    def prompt_program() -> Program:
+        """GIANT's tunable prompt (``navigate``): tune or edit it, ``save`` it, pass it back as
+        ``prompts``."""
+        return giant_program()
+
     def run(
         self,
         slide: Slide | str | Path,
@@ -166,6 +210,7 @@ class GiantNavigator:
                 method=self.method,
                 on_event=self.on_event,
                 sam_model=self.sam_model,
+                prompts=self.prompts,
             )
             results.append(
                 await single._run(slide, question, options, directory / f"vote-{index + 1}")
@@ -235,7 +280,12 @@ class GiantNavigator:
             "backend": type(self.model).__name__,
             "config": self.config.model_dump(),
             "prompts": prompt_hashes(),
-            "versions": _versions(),
+            "prompt_program": (
+                {"name": self.prompts.name, "sha256": self.prompts.sha256()}
+                if self.prompts is not None
+                else None
+            ),
+            "versions": package_versions(),
             "seed": self.config.seed,
             "created_at": datetime.now(UTC).isoformat(),
         }
@@ -295,6 +345,7 @@ class GiantNavigator:
     ) -> dict[str, Any]:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+        system, examples = self._compiled_turns(tools.artifacts)
         run = RunContext(
             model=self.model,
             tools=tools,
@@ -304,6 +355,8 @@ class GiantNavigator:
             options=options,
             method="random-region" if self.method == "random-region" else "giant",
             on_event=self.on_event,
+            system_prompt=system,
+            example_turns=examples,
         )
         graph = build_graph(run)
         settings: RunnableConfig = {
@@ -333,6 +386,24 @@ class GiantNavigator:
                     error=f"no answer within the {self.config.timeout_s:g} s limit",
                 )
                 return latest
+
+    def _compiled_turns(self, artifacts: ArtifactStore) -> tuple[str | None, list[Message]]:
+        """The compiled system prompt and demo turns, demo images moved into the run's store
+        (trajectories hold artifact ids, never pixels)."""
+        if self.prompts is None:
+            return None, []
+        navigate = self.prompts.predictor("navigate")
+        system = string.Template(navigate.instructions).safe_substitute(steps=self.config.max_steps)
+        turns = []
+        for message in navigate.demo_messages():
+            parts = [
+                ImagePart(artifact=artifacts.put(part.image, kind="demo"))
+                if isinstance(part, ImagePart) and part.image is not None
+                else part
+                for part in message.content
+            ]
+            turns.append(message.model_copy(update={"content": parts}))
+        return system.strip() + "\n", turns
 
     def _finish(
         self,
