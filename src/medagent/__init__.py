@@ -34,12 +34,16 @@ from medagent.settings import Settings
 
 if TYPE_CHECKING:
     from medagent.agents.giant import GiantConfig, GiantNavigator, GiantResult
+    from medagent.agents.insight import InsightAgent, InsightConfig, InsightReport
 
 _LAZY = {
     # The agents pull in LangGraph (~0.5 s); load them when first used.
     "GiantConfig": "medagent.agents.giant",
     "GiantNavigator": "medagent.agents.giant",
     "GiantResult": "medagent.agents.giant",
+    "InsightAgent": "medagent.agents.insight",
+    "InsightConfig": "medagent.agents.insight",
+    "InsightReport": "medagent.agents.insight",
 }
 
 
@@ -62,6 +66,9 @@ __all__ = [
     "GiantNavigator",
     "GiantResult",
     "InputError",
+    "InsightAgent",
+    "InsightConfig",
+    "InsightReport",
     "MedagentError",
     "Message",
     "ModelError",

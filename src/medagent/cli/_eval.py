@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from medagent.cli._app import (
@@ -54,10 +55,28 @@ def eval_run(
     data: Annotated[Path, typer.Option(help="The dataset file or folder.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Run folder; rerun the command to resume it.")],
     method: Annotated[
-        str, typer.Option(help="giant, thumbnail, patches, random-region, vqa or rag.")
+        str,
+        typer.Option(help="giant, thumbnail, patches, random-region, vqa, rag or insight."),
     ] = "giant",
     index: Annotated[
-        Path | None, typer.Option(help="rag: the index of similar cases with reports.")
+        Path | None,
+        typer.Option(help="rag, insight: the index of similar cases (with reports)."),
+    ] = None,
+    roots: Annotated[int, typer.Option(help="insight: root questions, one branch each.")] = 3,
+    depth: Annotated[int, typer.Option(help="insight: questions per branch.")] = 4,
+    adaptive: Annotated[
+        bool, typer.Option(help="insight: end a branch when nothing new is found.")
+    ] = False,
+    matcher: Annotated[
+        str,
+        typer.Option(
+            help="insight: match insights to references with the run's model as judge "
+            "(score > 5 of 10) or by ROUGE-L > 0.5 (rouge; no model calls)."
+        ),
+    ] = "judge",
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="giant, random-region, vqa: compiled prompts from medagent optimize."),
     ] = None,
     slides: Annotated[
         list[Path] | None, typer.Option(help="Folder holding the slides; repeatable.")
@@ -141,7 +160,25 @@ def eval_run(
         wanted = set(tasks.split(","))
         items = [i for i in items if i.task in wanted]
     giant = GiantConfig(max_steps=steps, seed=seed, timeout_s=item_timeout)
-    item_method = make_method(method, giant=giant, votes=votes, index=index)
+    from medagent.cli._optimize import load_prompts
+
+    if matcher not in ("judge", "rouge"):
+        raise ConfigError(f"--matcher {matcher!r}: choose judge or rouge")
+    from medagent.agents.insight import InsightConfig
+
+    try:
+        insight = InsightConfig(roots=roots, depth=depth, adaptive=adaptive)
+    except ValidationError as error:
+        raise ConfigError(f"--roots/--depth: {error.errors()[0]['msg']}") from None
+    item_method = make_method(
+        method,
+        giant=giant,
+        votes=votes,
+        index=index,
+        prompts=load_prompts(prompts),
+        insight=insight,
+        matcher="rouge" if matcher == "rouge" else "judge",
+    )
     config = RunConfig(
         dataset=dataset,
         data_path=str(data),

@@ -3,11 +3,16 @@
 from medagent.evals._judge import JudgeVerdict, judge, matched
 from medagent.evals._methods import (
     GiantMethod,
+    InsightMethod,
     ItemMethod,
     MethodName,
     MethodOutput,
+    RAGMethod,
     VQAMethod,
+    insight_matcher,
     make_method,
+    vqa_example,
+    vqa_metric,
 )
 from medagent.evals._metrics import (
     BootstrapResult,
@@ -60,6 +65,7 @@ __all__ = [
     "EvalRunner",
     "GiantMethod",
     "InsightCase",
+    "InsightMethod",
     "ItemMethod",
     "ItemResult",
     "JudgeVerdict",
@@ -69,6 +75,7 @@ __all__ = [
     "MissingImage",
     "OverallSummary",
     "Prices",
+    "RAGMethod",
     "ReferenceInsight",
     "ResultStatus",
     "RunConfig",
@@ -85,6 +92,7 @@ __all__ = [
     "confusion_matrix",
     "corpus_bleu",
     "exact_match",
+    "insight_matcher",
     "judge",
     "load_dataset",
     "load_insight",
@@ -105,5 +113,7 @@ __all__ = [
     "score_item",
     "summarize",
     "token_f1",
+    "vqa_example",
+    "vqa_metric",
     "yes_no_accuracy",
 ]

@@ -6,6 +6,7 @@ failing), and are counted separately too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -59,10 +60,14 @@ def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None,
       both are already normalized), no score.
     - ``yes_no``: correct when both normalize to the same yes/no (``normalize_yes_no``).
     - ``open``: correct = normalized match, score = SQuAD token F1.
-    - ``insight``, or no usable reference: ``(None, None)`` (insights need a judge).
+    - ``insight``: no correct, score = the insight F1 the insight method put in its prediction
+      (a JSON object with ``f1``; it judged the insights itself), else ``None``.
+    - no usable reference: ``(None, None)``.
     """
+    if item.metric == "insight":
+        return None, _insight_f1(prediction)
     reference = item.answer
-    if reference is None or item.metric == "insight":
+    if reference is None:
         return None, None
     if item.metric == "yes_no":
         expected = normalize_yes_no(reference)
@@ -72,6 +77,16 @@ def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None,
     if item.metric == "open":
         return normalized_match(reference, prediction), token_f1(reference, prediction)
     return prediction == reference, None
+
+
+def _insight_f1(prediction: str | None) -> float | None:
+    """The ``f1`` of an insight method's prediction (``{"f1": …, "recall": …, …}``)."""
+    try:
+        data = json.loads(prediction) if prediction else None
+    except json.JSONDecodeError:
+        return None
+    value = data.get("f1") if isinstance(data, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 # -- a run ---------------------------------------------------------------------------------------

@@ -1,0 +1,238 @@
+"""``InsightAgent``: an analysis goal over a slide or images in, an ``InsightReport`` out.
+
+Each run gets a folder: ``artifacts/`` (every image shown or produced by a tool),
+``events.jsonl`` (each model call and progress event as it happens), ``manifest.json``,
+``insights.json`` (the report) and ``insights.html`` (the same, as a self-contained page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from medagent._version import package_versions
+from medagent.agents.insight._config import InsightConfig
+from medagent.agents.insight._context import RunContext, Source
+from medagent.agents.insight._graph import InsightState, build_graph
+from medagent.agents.insight._modules import rank_insights
+from medagent.agents.insight._outputs import MAX_IMAGES
+from medagent.agents.insight._report import InsightEvent, InsightReport, Status
+from medagent.artifacts import ArtifactStore
+from medagent.errors import ConfigError
+from medagent.imaging import RenderPolicy, Slide, open_image
+from medagent.models import ChatModel
+from medagent.prompts import load_template
+from medagent.tools import ImageSearcher, ToolContext
+
+__all__ = ["TEMPLATES", "InsightAgent", "ImagesArg", "prompt_hashes"]
+
+TEMPLATES = [
+    "insight/role",
+    "insight/roots",
+    "insight/agent",
+    "insight/tools",
+    "insight/tool_result",
+    "insight/final",
+    "insight/compose",
+    "insight/summary",
+    "insight/reports",
+]
+
+ImagesArg = str | Path | Slide | Sequence[str | Path | Slide]
+
+
+def prompt_hashes() -> dict[str, str]:
+    """Content hashes of every prompt template the insight agent uses."""
+    return {name: load_template(name).sha256 for name in TEMPLATES}
+
+
+def _as_list(images: ImagesArg) -> list[str | Path | Slide]:
+    if isinstance(images, str | Path | Slide):
+        return [images]
+    return list(images)
+
+
+class InsightAgent:
+    """Discovers multi-step insights in medical images for an analysis goal (MedInsightAgent).
+
+    ``model`` is any ``ChatModel``. ``searcher`` (e.g. ``medagent.retrieval.open_index(DIR)``)
+    adds similar-case search and report retrieval to the tools. ``on_event`` receives progress.
+    """
+
+    def __init__(
+        self,
+        model: ChatModel,
+        config: InsightConfig | None = None,
+        *,
+        searcher: ImageSearcher | None = None,
+        runs_dir: str | Path = "runs",
+        on_event: Callable[[InsightEvent], None] | None = None,
+        sam_model: str | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config or InsightConfig()
+        self.searcher = searcher
+        self.runs_dir = Path(runs_dir)
+        self.on_event = on_event or (lambda event: None)
+        self.sam_model = sam_model
+
+    def run(
+        self, images: ImagesArg, goal: str, *, run_dir: str | Path | None = None
+    ) -> InsightReport:
+        """Blocking form of ``arun`` (works inside notebooks too)."""
+        coroutine = self.arun(images, goal, run_dir=run_dir)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
+
+    async def arun(
+        self, images: ImagesArg, goal: str, *, run_dir: str | Path | None = None
+    ) -> InsightReport:
+        """Analyse ``images`` (one slide, or one or more images) for ``goal``."""
+        if not goal.strip():
+            raise ConfigError("the analysis goal is empty; say what the analysis is for")
+        given = _as_list(images)
+        if not given:
+            raise ConfigError("no image given; pass a slide or at least one image")
+        if len(given) > MAX_IMAGES:
+            raise ConfigError(f"{len(given)} images given; at most {MAX_IMAGES} per run")
+        opened = [item if isinstance(item, Slide) else open_image(item) for item in given]
+        directory = Path(run_dir) if run_dir else self._new_run_dir()
+        try:
+            return await self._run(opened, goal.strip(), directory)
+        finally:
+            for item, slide in zip(given, opened, strict=True):
+                if not isinstance(item, Slide):
+                    slide.close()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _new_run_dir(self) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        return self.runs_dir / f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+    def _manifest(self, slides: list[Slide], goal: str, run_id: str) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "method": "insight",
+            "goal": goal,
+            "images": [str(s.path.resolve()) for s in slides],
+            "model": self.model.name,
+            "backend": type(self.model).__name__,
+            "config": self.config.model_dump(mode="json"),
+            "index": self.searcher is not None,
+            "prompts": prompt_hashes(),
+            "versions": package_versions(),
+            "seed": self.config.seed,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+
+    async def _run(self, slides: list[Slide], goal: str, directory: Path) -> InsightReport:
+        directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once per run
+        run_id = uuid.uuid4().hex[:12]
+        manifest = self._manifest(slides, goal, run_id)
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        events = directory / "events.jsonl"
+        events.write_text("")  # a rerun in the same folder starts its log afresh
+        artifacts = ArtifactStore(directory / "artifacts")
+        sources = [
+            Source(
+                number=number,
+                slide=slide,
+                tools=ToolContext(
+                    artifacts=artifacts,
+                    slide=slide,
+                    policy=RenderPolicy(long_side=self.config.long_side),
+                    sam_model=self.sam_model,
+                    searcher=self.searcher,
+                ),
+            )
+            for number, slide in enumerate(slides, start=1)
+        ]
+        run = RunContext(
+            model=self.model,
+            config=self.config,
+            goal=goal,
+            sources=sources,
+            artifacts=artifacts,
+            events_path=events,
+            searcher=self.searcher,
+            on_event=self.on_event,
+        )
+        started = time.perf_counter()
+        app = build_graph(run).compile()
+        state: dict[str, Any]
+        try:
+            state = dict(
+                await asyncio.wait_for(
+                    app.ainvoke(InsightState(), {"recursion_limit": 4 * self.config.depth + 10}),
+                    timeout=self.config.timeout_s,
+                )
+            )
+        except TimeoutError:
+            state = {
+                "status": "timeout",
+                "error": f"the run did not finish within the {self.config.timeout_s:g} s limit",
+            }
+            for record in run.questions:
+                if record.status == "pending":
+                    record.status = "timeout"
+            run.ranked = rank_insights(run.insights)
+        status, error = self._status(run, state)
+        report = InsightReport(
+            run_id=run_id,
+            run_dir=str(directory),
+            goal=goal,
+            status=status,
+            error=error,
+            summary=run.summary,
+            insights=run.ranked,
+            findings=run.findings,
+            questions=run.questions,
+            sources=[s.record() for s in sources],
+            trace=run.trace,
+            model=self.model.name,
+            config=self.config.model_dump(mode="json"),
+            started_at=manifest["created_at"],
+            finished_at=datetime.now(UTC).isoformat(),
+            elapsed_s=time.perf_counter() - started,
+        )
+        self._write(report, artifacts)
+        self.on_event(InsightEvent(kind="done", text=status))
+        return report
+
+    @staticmethod
+    def _status(run: RunContext, state: dict[str, Any]) -> tuple[Status, str | None]:
+        """The run's status and, when it is not ``completed``, why."""
+        error: str | None = state.get("error")
+        if state.get("status") == "timeout":
+            return "timeout", error
+        if state.get("status") == "model_error":
+            return "model_error", error
+        if not run.ranked:
+            return "failed", error or "no question gave a valid answer (see the trace)"
+        refused = [c for c in run.trace if c.status != "ok"]
+        if refused:
+            unanswered = [q.id for q in run.questions if q.status != "answered"]
+            parts = [f"{len(refused)} model call(s) gave no valid output"]
+            if unanswered:
+                parts.append(f"unanswered: {', '.join(unanswered)}")
+            return "partial", "; ".join(parts)
+        return "completed", None
+
+    @staticmethod
+    def _write(report: InsightReport, artifacts: ArtifactStore) -> None:
+        from medagent.agents.insight._html import render_insight_html
+
+        report.json_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
+        report.html_path.write_text(render_insight_html(report, artifacts), encoding="utf-8")

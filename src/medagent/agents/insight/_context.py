@@ -1,0 +1,213 @@
+"""What every module of a run shares: the model, the images and their tools, and the records.
+
+The graph's state holds only control data (which branches are open, at what depth); the
+records a run produces — questions, insights, the trace of model calls — live here and are
+appended to ``events.jsonl`` as they happen, so a killed run still shows what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
+
+from medagent.agents.insight._config import InsightConfig
+from medagent.agents.insight._outputs import ToolName
+from medagent.agents.insight._report import (
+    CallStatus,
+    Finding,
+    Insight,
+    InsightEvent,
+    ModuleCall,
+    ModuleName,
+    QuestionRecord,
+    SourceImage,
+)
+from medagent.artifacts import ArtifactRef, ArtifactStore
+from medagent.imaging import ImageSlide, Slide
+from medagent.models import ChatModel, GenerateParams, Message, Structured, generate_structured
+from medagent.prompts import load_template
+from medagent.tools import ImageSearcher, ToolContext
+
+__all__ = ["ModelDown", "RunContext", "Source", "image_kind", "normalize_question"]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ModelDown(Exception):
+    """The model could not be reached (after the backend's retries): the run stops there."""
+
+
+def image_kind(slide: Slide) -> Literal["slide", "image"]:
+    """A whole-slide image, or a plain (radiology) image: the tools offered differ."""
+    if isinstance(slide, ImageSlide) or slide.format == "dicom":
+        return "image"
+    return "slide"
+
+
+def normalize_question(text: str) -> str:
+    """Lower case, letters and digits only: two wordings that differ only so are one question."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+@dataclass
+class Source:
+    """One input image, its tools (sharing the run's artifact store) and its overview."""
+
+    number: int
+    slide: Slide
+    tools: ToolContext
+    overview: ArtifactRef | None = None
+
+    @property
+    def kind(self) -> Literal["slide", "image"]:
+        return image_kind(self.slide)
+
+    def describe(self) -> str:
+        dims = self.slide.dimensions
+        spacing = (
+            f"{self.slide.mpp_x:.3g} µm per pixel"
+            if self.slide.mpp_x is not None
+            else "pixel spacing unknown"
+        )
+        what = "whole-slide image" if self.kind == "slide" else "image"
+        return (
+            f"Image {self.number}: {what}, {dims.width} x {dims.height} level-0 pixels, {spacing}"
+        )
+
+    def record(self) -> SourceImage:
+        return SourceImage(
+            path=str(self.slide.path),
+            kind=self.kind,
+            width=self.slide.dimensions.width,
+            height=self.slide.dimensions.height,
+            mpp=self.slide.mpp_x,
+            overview=self.overview,
+        )
+
+
+@dataclass
+class RunContext:
+    """Everything the modules need besides the graph state; built by the agent per run."""
+
+    model: ChatModel
+    config: InsightConfig
+    goal: str
+    sources: list[Source]
+    artifacts: ArtifactStore
+    events_path: Path
+    searcher: ImageSearcher | None = None
+    on_event: Callable[[InsightEvent], None] = lambda event: None
+    findings: list[Finding] = field(default_factory=list)
+    questions: list[QuestionRecord] = field(default_factory=list)
+    insights: list[Insight] = field(default_factory=list)
+    trace: list[ModuleCall] = field(default_factory=list)
+    summary: str = ""
+    ranked: list[Insight] = field(default_factory=list)
+
+    # -- what the model is offered -------------------------------------------------------------
+    @property
+    def tools(self) -> list[ToolName]:
+        """The tools of this run: region tools everywhere, tissue tools on slides, search with
+        an index."""
+        names: list[ToolName] = ["zoom"]
+        if any(s.kind == "slide" for s in self.sources):
+            names += ["tissue", "segment"]
+        names.append("measure")
+        if self.searcher is not None:
+            names += ["search_similar", "reports"]
+        return names
+
+    def params(self) -> GenerateParams:
+        return GenerateParams(
+            max_tokens=self.config.max_tokens,
+            temperature=self.config.temperature,
+            seed=self.config.seed,
+        )
+
+    def system(self) -> Message:
+        return Message.system(load_template("insight/role").render())
+
+    def images_intro(self) -> list[str | ArtifactRef]:
+        """The overviews, each after a line saying what it is (parts for ``Message.user``)."""
+        parts: list[str | ArtifactRef] = []
+        for source in self.sources:
+            parts.append(source.describe() + " (overview, guides in level-0 coordinates):")
+            if source.overview is not None:
+                parts.append(source.overview)
+        return parts
+
+    # -- records -------------------------------------------------------------------------------
+    def emit(self, event: InsightEvent) -> None:
+        self._append({"type": "event", "event": event.model_dump(mode="json")})
+        self.on_event(event)
+
+    def _append(self, entry: dict[str, object]) -> None:
+        with self.events_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    async def call(
+        self,
+        module: ModuleName,
+        messages: Sequence[Message],
+        schema: type[T],
+        *,
+        branch: int | None = None,
+        depth: int | None = None,
+        step: int | None = None,
+    ) -> T | None:
+        """One module's request, with correction rounds; ``None`` when no valid reply came.
+
+        Every call is traced. An unreachable model raises ``ModelDown``: the graph ends the run
+        with status ``model_error`` rather than asking again at every branch.
+        """
+        started = time.perf_counter()
+        result = await generate_structured(
+            self.model,
+            messages,
+            schema,
+            max_retries=self.config.max_corrections,
+            params=self.params(),
+            artifacts=self.artifacts,
+        )
+        status: CallStatus = "ok"
+        errors: list[str] = []
+        parsed = None
+        if isinstance(result, Structured):
+            parsed = result.value.model_dump(mode="json")
+            # A success keeps no reasons for the replies it refused first; their parse errors do.
+            errors = [r.parse_error or "not valid" for r in result.replies[:-1]]
+        else:
+            status, errors = result.kind, list(result.errors)
+        record = ModuleCall(
+            module=module,
+            branch=branch,
+            depth=depth,
+            step=step,
+            status=status,
+            outputs=[reply.text for reply in result.replies],
+            errors=errors,
+            parsed=parsed,
+            images_sent=[
+                part.artifact.id
+                for message in messages
+                for part in message.images
+                if part.artifact is not None
+            ],
+            prompt_tokens=sum(reply.usage.prompt_tokens for reply in result.replies),
+            completion_tokens=sum(reply.usage.completion_tokens for reply in result.replies),
+            model_s=time.perf_counter() - started,
+        )
+        self.trace.append(record)
+        self._append({"type": "call", "call": record.model_dump(mode="json")})
+        if isinstance(result, Structured):
+            value: T = result.value
+            return value
+        if result.kind == "model_error":
+            raise ModelDown(result.reason)
+        return None
