@@ -23,7 +23,14 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from medagent.errors import ModelError, ModelUnavailableError
-from medagent.models import GenerateParams, Message, OpenAIBackend, RetryPolicy, ToolSpec
+from medagent.models import (
+    GenerateParams,
+    Message,
+    OpenAIBackend,
+    Reply,
+    RetryPolicy,
+    ToolSpec,
+)
 from medagent.testing import build_tiny_vlm
 from medagent.testing._vllm_server import VLLMServer, VLLMServerError
 
@@ -127,6 +134,44 @@ async def test_schema_constrained_reply_parses_into_pydantic(backend: OpenAIBack
     )
     assert isinstance(reply.parsed, Finding), (reply.text, reply.parse_error)
     assert reply.finish_reason == "stop"
+    await backend.aclose()
+
+
+async def test_streamed_reply_arrives_in_pieces_and_equals_the_whole_one(
+    backend: OpenAIBackend,
+) -> None:
+    messages = [Message.user("Describe this tile.", Image.new("RGB", (64, 64), (180, 60, 140)))]
+    params = GenerateParams(max_tokens=24)
+    whole = await backend.generate(messages, params=params)
+    *pieces, reply = [item async for item in backend.generate_stream(messages, params=params)]
+    assert isinstance(reply, Reply)
+    assert len(pieces) > 1, "the reply did not arrive in pieces"
+    assert "".join(str(piece) for piece in pieces) == reply.text
+    # Greedy decoding: the streamed reply is the whole one, text, finish and usage alike.
+    assert reply.text == whole.text
+    assert reply.finish_reason == whole.finish_reason
+    assert reply.usage.prompt_tokens == whole.usage.prompt_tokens > 0
+    assert reply.usage.completion_tokens == whole.usage.completion_tokens > 0
+    assert reply.model == whole.model == backend.name
+    await backend.aclose()
+
+
+async def test_streamed_reply_with_tools_equals_the_whole_one(backend: OpenAIBackend) -> None:
+    # Tools offered: the stream goes through vLLM's streaming Hermes tool parser.
+    messages = [Message.user("Zoom into the tumour.", Image.new("RGB", (64, 64), "purple"))]
+    params = GenerateParams(max_tokens=48)
+    whole = await backend.generate(messages, tools=[ZOOM], params=params)
+    *pieces, reply = [
+        item async for item in backend.generate_stream(messages, tools=[ZOOM], params=params)
+    ]
+    assert isinstance(reply, Reply)
+    assert reply.text == whole.text
+    # Text from a <tool_call> block on is not streamed; what was streamed begins the reply.
+    assert reply.text.startswith("".join(str(piece) for piece in pieces).strip())
+    assert [c.model_dump(exclude={"id"}) for c in reply.tool_calls] == [
+        c.model_dump(exclude={"id"}) for c in whole.tool_calls
+    ]
+    assert reply.usage.completion_tokens == whole.usage.completion_tokens
     await backend.aclose()
 
 

@@ -20,7 +20,14 @@ from medagent.models._structured import (
 from medagent.models._sync import SyncChatModel
 from medagent.models._transformers import TransformersBackend
 from medagent.models._vllm import VLLMBackend
-from medagent.models.base import ChatModel, GenerateParams, Reply, Usage, UsageTotals
+from medagent.models.base import (
+    ChatModel,
+    GenerateParams,
+    Reply,
+    StreamingChatModel,
+    Usage,
+    UsageTotals,
+)
 
 __all__ = [
     "CachedModel",
@@ -34,6 +41,7 @@ __all__ = [
     "RetryPolicy",
     "ScriptedModel",
     "ScriptedReply",
+    "StreamingChatModel",
     "Structured",
     "StructuredFailure",
     "SyncChatModel",

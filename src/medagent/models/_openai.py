@@ -1,13 +1,18 @@
-"""Any OpenAI-compatible chat-completions server over httpx: vLLM, SGLang, Ollama, OpenAI."""
+"""Any OpenAI-compatible chat-completions server over httpx: vLLM, SGLang, Ollama, OpenAI.
+
+Replies come whole (``generate``) or streamed as server-sent events (``generate_stream``); both
+send the same request body and end in the same ``Reply``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -47,6 +52,7 @@ server ignored the forced choice (``auto``)."""
 
 _CONNECTIONS_PER_CLIENT = 8
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_TOOL_BLOCK = "<tool_call>"
 
 
 class _Retryable(Exception):
@@ -62,7 +68,8 @@ class OpenAIBackend:
 
     Retries (with exponential backoff and jitter) cover connection errors, timeouts, 429 (its
     ``Retry-After`` honoured), 5xx and unreadable bodies. Other 4xx answers are the caller's
-    mistake and are reported at once with the server's message.
+    mistake and are reported at once with the server's message. ``generate_stream`` retries the
+    same failures until the first chunk of a stream arrives, never after.
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class OpenAIBackend:
         params: GenerateParams | None = None,
         artifacts: ArtifactStore | None = None,
         tool_mode: Literal["native", "schema"] = "native",
+        stream: bool = False,
     ) -> dict[str, Any]:
         """The JSON body of a chat-completions request.
 
@@ -145,6 +153,7 @@ class OpenAIBackend:
         into a structured-output request for ``{"name", "arguments"}``: the tools stay in the
         prompt with ``tool_choice`` "none", and the server's JSON-schema decoding enforces the
         call. It is how tool calls work on servers whose tool parser does not constrain them.
+        ``stream`` asks for server-sent events, with a last chunk that carries the usage.
         """
         params = params or GenerateParams()
         body: dict[str, Any] = {
@@ -161,6 +170,9 @@ class OpenAIBackend:
             self._constrain(body, "tool_call", forced)
         elif schema is not None:
             self._constrain(body, schema.__name__, schema.model_json_schema())
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         return body
 
     def _constrain(self, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:
@@ -197,6 +209,78 @@ class OpenAIBackend:
             )
             reply = retry.model_copy(update={"raw": raw, "usage": usage})
         return reply
+
+    async def generate_stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: type[BaseModel] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        params: GenerateParams | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> AsyncGenerator[str | Reply, None]:
+        """``generate``, yielding the text as the server writes it, then the ``Reply``.
+
+        The ``Reply`` is the one ``generate`` would give: the chunks' text and tool-call
+        fragments (joined by their index) are put back together into a completion and read the
+        same way. With tools offered, text from a ``<tool_call>`` block on (a server without a
+        tool parser) is not yielded; the ``Reply`` holds the call.
+
+        Not streamed, the ``Reply`` alone is yielded: requests with a ``schema`` (their text is
+        JSON, not for display) and forced tool calls (``tool_choice`` "required" or a name: the
+        call may need ``generate``'s schema retry).
+
+        Failures before the first chunk are retried as in ``generate``. A stream that breaks
+        off after it raises ``ModelUnavailableError`` (connection lost), ``ModelTimeoutError``
+        (stalled past the timeout) or ``ModelResponseError`` (ended unfinished, unreadable
+        chunk, error event), and is not retried: the text yielded cannot be taken back.
+        """
+        params = params or GenerateParams()
+        forced = bool(tools) and params.tool_choice not in ("auto", "none")
+        if schema is not None or forced:
+            yield await self.generate(
+                messages, schema=schema, tools=tools, params=params, artifacts=artifacts
+            )
+            return
+        body = self.build_request(
+            messages, tools=tools, params=params, artifacts=artifacts, stream=True
+        )
+        started = time.perf_counter()
+        last: _Retryable | None = None
+        for attempt in range(1, self.retry.max_retries + 2):
+            if last is not None:
+                await asyncio.sleep(self.retry.delay(attempt - 1, last.retry_after, self._rng))
+            endpoint = self.pool.pick()
+            assembly = _StreamAssembly(hide_tool_blocks=bool(tools))
+            try:
+                # Closed at once if our caller stops early: it holds a connection and a slot.
+                async with contextlib.aclosing(self._stream(endpoint, body, assembly)) as pieces:
+                    async for piece in pieces:
+                        yield piece
+            except _Retryable as failure:
+                self.pool.record_failure(endpoint)
+                last = failure
+                continue
+            except ModelError:
+                self.usage_totals.failures += 1
+                raise
+            self.pool.record_success(endpoint)
+            reply = self._reply(
+                assembly.whole or assembly.completion(),
+                None,
+                bool(tools),
+                False,
+                endpoint,
+                attempt,
+                time.perf_counter() - started,
+            )
+            self.usage_totals.add(reply.usage)
+            if assembly.whole is not None and reply.text:
+                yield reply.text  # the server ignored "stream": its text comes in one piece
+            yield reply
+            return
+        assert last is not None
+        raise self._gave_up(last)
 
     async def _complete(
         self,
@@ -247,11 +331,15 @@ class OpenAIBackend:
             self.usage_totals.add(reply.usage)
             return reply
         assert last is not None
+        raise self._gave_up(last)
+
+    def _gave_up(self, last: _Retryable) -> ModelError:
+        """The last attempt's error, counted and saying how many attempts were made."""
         self.usage_totals.failures += 1
         self.usage_totals.retries += self.retry.max_retries
         error = last.error
         error.args = (f"{error} (gave up after {self.retry.max_retries + 1} attempts)",)
-        raise error
+        return error
 
     async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{endpoint.url}/chat/completions"
@@ -259,41 +347,87 @@ class OpenAIBackend:
             try:
                 response = await self._http().post(url, json=body, timeout=self.timeout_s)
             except httpx.TimeoutException:
-                raise _Retryable(
-                    ModelTimeoutError(
-                        f"the model server at {endpoint.url} did not answer within "
-                        f"{self.timeout_s:g} s; raise --timeout or check the server's load",
-                        endpoint=endpoint.url,
-                    )
-                ) from None
+                raise self._no_answer(endpoint) from None
             except httpx.TransportError as exc:
                 raise _Retryable(_unreachable(endpoint.url, exc)) from None
         if response.status_code == 200:
-            try:
-                data = response.json()
-                if not isinstance(data, dict) or not data.get("choices"):
-                    raise ValueError("no choices")
-            except (json.JSONDecodeError, ValueError):
-                raise _Retryable(
-                    ModelResponseError(
-                        f"the server at {endpoint.url} sent a reply that is not a chat "
-                        f"completion: {response.text[:120]!r}",
-                        endpoint=endpoint.url,
-                        status_code=200,
-                        body=response.text[:2000],
-                    )
-                ) from None
-            return data
-        error = ModelResponseError(
-            f"the server at {endpoint.url} answered HTTP {response.status_code}: "
-            f"{_server_message(response)}",
-            endpoint=endpoint.url,
-            status_code=response.status_code,
-            body=response.text[:2000],
+            return _completion_json(endpoint, response)
+        raise _status_error(endpoint, response)
+
+    def _no_answer(self, endpoint: Endpoint) -> _Retryable:
+        return _Retryable(
+            ModelTimeoutError(
+                f"the model server at {endpoint.url} did not answer within "
+                f"{self.timeout_s:g} s; raise --timeout or check the server's load",
+                endpoint=endpoint.url,
+            )
         )
-        if response.status_code in _RETRYABLE_STATUS:
-            raise _Retryable(error, parse_retry_after(response.headers.get("retry-after")))
-        raise error
+
+    async def _stream(
+        self, endpoint: Endpoint, body: dict[str, Any], assembly: _StreamAssembly
+    ) -> AsyncGenerator[str, None]:
+        """One streamed attempt: yields the text to show as chunks arrive into ``assembly``.
+
+        Raises ``_Retryable`` only while no chunk has arrived; after that, failures are final.
+        """
+        url = f"{endpoint.url}/chat/completions"
+        async with endpoint.slots:
+            try:
+                async with self._http().stream(
+                    "POST", url, json=body, timeout=self.timeout_s
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise _status_error(endpoint, response)
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        await response.aread()
+                        assembly.whole = _completion_json(endpoint, response)
+                        return
+                    async for data in _sse_data(response):
+                        if data.strip() == "[DONE]":
+                            assembly.done = True
+                            break
+                        piece = assembly.add(_chunk(endpoint, data, assembly.chunks))
+                        if piece:
+                            yield piece
+            except httpx.TimeoutException:
+                if not assembly.chunks:
+                    raise self._no_answer(endpoint) from None
+                self.pool.record_failure(endpoint)
+                raise ModelTimeoutError(
+                    f"the stream from {endpoint.url} stalled for over {self.timeout_s:g} s after "
+                    f"{assembly.chunks} chunks; the partial reply was dropped",
+                    endpoint=endpoint.url,
+                ) from None
+            except httpx.TransportError as exc:
+                if not assembly.chunks:
+                    raise _Retryable(_unreachable(endpoint.url, exc)) from None
+                self.pool.record_failure(endpoint)
+                raise ModelUnavailableError(
+                    f"the stream from {endpoint.url} broke off after {assembly.chunks} chunks "
+                    f"({type(exc).__name__}); the partial reply was dropped",
+                    endpoint=endpoint.url,
+                ) from None
+        if assembly.whole is not None:
+            return
+        if not assembly.chunks:
+            raise _Retryable(
+                ModelResponseError(
+                    f"the server at {endpoint.url} sent an empty stream",
+                    endpoint=endpoint.url,
+                    status_code=200,
+                )
+            )
+        if not assembly.done and assembly.finish_reason is None:
+            self.pool.record_failure(endpoint)
+            raise ModelResponseError(
+                f"the stream from {endpoint.url} ended after {assembly.chunks} chunks without "
+                "finishing (no finish_reason, no [DONE]); the partial reply was dropped",
+                endpoint=endpoint.url,
+            )
+        tail = assembly.flush()
+        if tail:
+            yield tail
 
     def _reply(
         self,
@@ -334,6 +468,192 @@ class OpenAIBackend:
             endpoint=endpoint.url,
             raw=data,
         )
+
+
+class _StreamAssembly:
+    """A streamed completion put back together: text, tool calls by index, finish, usage.
+
+    ``completion()`` gives it the shape of a whole (non-streamed) completion, so both paths
+    read replies with the same code. ``whole`` holds the body of a server that ignored
+    ``"stream": true`` and answered at once.
+    """
+
+    def __init__(self, *, hide_tool_blocks: bool) -> None:
+        self.hide_tool_blocks = hide_tool_blocks
+        self.chunks = 0
+        self.done = False
+        self.whole: dict[str, Any] | None = None
+        self.text = ""
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.meta: dict[str, Any] = {}
+        self._shown = 0  # characters of text already yielded
+        self._block_at: int | None = None  # where a <tool_call> block began: no text after
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Take one chunk; returns the text that may be shown now."""
+        self.chunks += 1
+        for key in ("id", "created", "model"):
+            if key not in self.meta and chunk.get(key) is not None:
+                self.meta[key] = chunk[key]
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]  # the last one counts (vLLM may send running totals)
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.text += content
+            for fragment in delta.get("tool_calls") or []:
+                if isinstance(fragment, dict):
+                    self._add_call(fragment)
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        return self._showable(final=False)
+
+    def flush(self) -> str:
+        """Text held back at the end because it might have begun a ``<tool_call>`` tag."""
+        return self._showable(final=True)
+
+    def _showable(self, *, final: bool) -> str:
+        end = len(self.text)
+        if self.hide_tool_blocks:
+            if self._block_at is None:
+                # A tag cannot start before what was shown: a possible start is held back.
+                found = self.text.find(_TOOL_BLOCK, self._shown)
+                self._block_at = found if found >= 0 else None
+            if self._block_at is not None:
+                end = self._block_at
+            elif not final:
+                end -= _partial_tag(self.text)
+        piece = self.text[self._shown : end] if end > self._shown else ""
+        self._shown = max(self._shown, end)
+        return piece
+
+    def _add_call(self, fragment: dict[str, Any]) -> None:
+        index = fragment.get("index")
+        if not isinstance(index, int):
+            # Servers that leave the index out send each call whole: a new id is a new call.
+            known = {call["id"] for call in self.calls.values()}
+            new = not self.calls or (fragment.get("id") and fragment.get("id") not in known)
+            index = len(self.calls) if new else max(self.calls)
+        call = self.calls.setdefault(
+            index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        if fragment.get("id") and not call["id"]:
+            call["id"] = str(fragment["id"])
+        function = fragment.get("function") or {}
+        if function.get("name") and not call["function"]["name"]:
+            call["function"]["name"] = str(function["name"])
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            call["function"]["arguments"] += arguments
+        elif isinstance(arguments, dict):
+            call["function"]["arguments"] = json.dumps(arguments)
+
+    def completion(self) -> dict[str, Any]:
+        """The stream as the completion a non-streamed request would have returned."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        data: dict[str, Any] = {
+            **self.meta,
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+        }
+        if self.usage is not None:
+            data["usage"] = self.usage
+        return data
+
+
+def _partial_tag(text: str) -> int:
+    """How many characters at the end of ``text`` could be the start of ``<tool_call>``."""
+    for size in range(min(len(_TOOL_BLOCK) - 1, len(text)), 0, -1):
+        if text.endswith(_TOOL_BLOCK[:size]):
+            return size
+    return 0
+
+
+async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event; comments and other fields are skipped."""
+    lines: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if lines:
+                yield "\n".join(lines)
+                lines = []
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            lines.append(value.removeprefix(" "))
+    if lines:
+        yield "\n".join(lines)
+
+
+def _chunk(endpoint: Endpoint, data: str, received: int) -> dict[str, Any]:
+    """One event's JSON chunk; a server's error event or an unreadable chunk raises."""
+    try:
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError("not an object")
+    except (json.JSONDecodeError, ValueError):
+        error = ModelResponseError(
+            f"the stream from {endpoint.url} sent a chunk that is not JSON after {received} "
+            f"chunks: {data[:120]!r}",
+            endpoint=endpoint.url,
+            status_code=200,
+            body=data[:2000],
+        )
+        raise (error if received else _Retryable(error)) from None
+    if "error" in chunk or chunk.get("object") == "error":
+        detail = chunk.get("error", chunk)
+        message = detail.get("message", detail) if isinstance(detail, dict) else detail
+        code = detail.get("code") if isinstance(detail, dict) else None
+        error = ModelResponseError(
+            f"the server at {endpoint.url} reported an error in the stream: "
+            + " ".join(str(message).split())[:300],
+            endpoint=endpoint.url,
+            status_code=code if isinstance(code, int) else None,
+            body=data[:2000],
+        )
+        retry = not received and isinstance(code, int) and code in _RETRYABLE_STATUS
+        raise (_Retryable(error) if retry else error)
+    return chunk
+
+
+def _completion_json(endpoint: Endpoint, response: httpx.Response) -> dict[str, Any]:
+    """A 200 answer's chat completion; a body that is not one is worth another try."""
+    try:
+        data = response.json()
+        if not isinstance(data, dict) or not data.get("choices"):
+            raise ValueError("no choices")
+    except (json.JSONDecodeError, ValueError):
+        raise _Retryable(
+            ModelResponseError(
+                f"the server at {endpoint.url} sent a reply that is not a chat "
+                f"completion: {response.text[:120]!r}",
+                endpoint=endpoint.url,
+                status_code=200,
+                body=response.text[:2000],
+            )
+        ) from None
+    return data
+
+
+def _status_error(endpoint: Endpoint, response: httpx.Response) -> Exception:
+    """The error for an answer other than 200: retryable for 429, 5xx and the like."""
+    error = ModelResponseError(
+        f"the server at {endpoint.url} answered HTTP {response.status_code}: "
+        f"{_server_message(response)}",
+        endpoint=endpoint.url,
+        status_code=response.status_code,
+        body=response.text[:2000],
+    )
+    if response.status_code in _RETRYABLE_STATUS:
+        return _Retryable(error, parse_retry_after(response.headers.get("retry-after")))
+    return error
 
 
 def _has_call(reply: Reply, tools: Sequence[ToolSpec]) -> bool:

@@ -1,12 +1,13 @@
 """The contract every model backend fulfils: one async ``generate`` call.
 
 Agents depend on ``ChatModel`` only; which backend answers (an HTTP server, an in-process
-model, a script) is decided by whoever builds it (``build_model`` or the caller).
+model, a script) is decided by whoever builds it (``build_model`` or the caller). Streaming the
+text as it is generated is an optional extra, ``StreamingChatModel``, checked with ``isinstance``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from medagent.artifacts import ArtifactStore
 from medagent.models._messages import Message, ToolCall, ToolSpec
 
-__all__ = ["ChatModel", "GenerateParams", "Reply", "ToolChoice", "Usage", "UsageTotals"]
+__all__ = [
+    "ChatModel",
+    "GenerateParams",
+    "Reply",
+    "StreamingChatModel",
+    "ToolChoice",
+    "Usage",
+    "UsageTotals",
+]
 
 ToolChoice = Literal["auto", "required", "none"] | str
 """``auto``/``required``/``none``, or the name of one tool the model must call."""
@@ -115,3 +124,27 @@ class ChatModel(Protocol):
     ) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingChatModel(ChatModel, Protocol):
+    """A ``ChatModel`` that can also stream: an optional capability, checked with ``isinstance``.
+
+    ``generate_stream`` yields the reply's text in pieces as they are generated (so a user sees
+    the answer being written), then exactly one ``Reply`` as its last item: the same reply
+    ``generate`` would have given for the request (text, tool calls, usage). The pieces are for
+    display only; the ``Reply`` is what counts. Requests a backend cannot stream may yield the
+    ``Reply`` alone. Failures raise ``ModelError`` subclasses as ``generate`` does; once pieces
+    have been yielded a failed request is not retried (they cannot be taken back).
+
+    The chat agent checks for it and turns the pieces into ``token`` events.
+    """
+
+    def generate_stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        params: GenerateParams | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> AsyncIterator[str | Reply]: ...

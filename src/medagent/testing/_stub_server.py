@@ -12,6 +12,15 @@ or faults::
     {"fault": "429", "retry_after": 1}     HTTP 429 with a Retry-After header
     {"fault": "slow", "delay_s": 5}        answer only after delay_s (past a client timeout)
     {"fault": "malformed"}                 HTTP 200 whose body is not JSON
+    {"fault": "cut", "after_chunks": 2}    send part of the default reply, then close the
+                                           connection (a streamed reply: after_chunks events)
+
+A request with ``"stream": true`` gets its reply as server-sent events, the way OpenAI and vLLM
+send them: a role chunk, content deltas, tool-call deltas (the first with id and name, then
+argument fragments, keyed by ``index``), a chunk with the finish reason, a usage chunk with no
+choices when ``stream_options.include_usage`` is set, and ``data: [DONE]``. ``stream_chunk_chars``
+splits text and arguments into deltas of that many characters (default: one delta each), and
+``stream_interval_s`` waits between events, so a test can see pieces arrive one by one.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.models import ScriptedReply
 
@@ -39,9 +48,10 @@ class StubFault(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    fault: Literal["drop", "500", "429", "slow", "malformed"]
+    fault: Literal["drop", "500", "429", "slow", "malformed", "cut"]
     retry_after: float = 1.0
     delay_s: float = 5.0
+    after_chunks: int = Field(2, ge=0)
 
 
 ScriptEntry = ScriptedReply | StubFault
@@ -69,10 +79,14 @@ class StubOpenAIServer:
         model: str = "stub-model",
         port: int = 0,
         record: bool = True,
+        stream_chunk_chars: int | None = None,
+        stream_interval_s: float = 0.0,
     ) -> None:
         self._script: deque[ScriptEntry] = deque(_entry(item) for item in script)
         self.default_text = default_text
         self.latency_s = latency_s
+        self.stream_chunk_chars = stream_chunk_chars
+        self.stream_interval_s = stream_interval_s
         self.model = model
         self.record = record
         self.requests: list[dict[str, Any]] = []
@@ -213,7 +227,29 @@ class StubOpenAIServer:
             await asyncio.sleep(self.latency_s)
         if isinstance(entry, StubFault):
             return await self._fault(writer, entry, request)
-        return await self._send(writer, 200, self._completion(request, entry))
+        return await self._answer(writer, request, entry)
+
+    async def _answer(
+        self,
+        writer: asyncio.StreamWriter,
+        request: dict[str, Any],
+        entry: ScriptedReply | None,
+        cut_after: int | None = None,
+    ) -> bool:
+        """The reply, whole or streamed as the request asks; ``cut_after`` breaks it off."""
+        if request.get("stream"):
+            return await self._send_events(writer, self._events(request, entry), cut_after)
+        payload = self._completion(request, entry)
+        if cut_after is None:
+            return await self._send(writer, 200, payload)
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1") + payload[: len(payload) // 2])
+        await writer.drain()
+        writer.transport.abort()
+        return False
 
     async def _fault(
         self, writer: asyncio.StreamWriter, fault: StubFault, request: dict[str, Any]
@@ -232,10 +268,84 @@ class StubOpenAIServer:
             )
         if fault.fault == "malformed":
             return await self._send(writer, 200, b"<html>upstream proxy error</html>")
+        if fault.fault == "cut":
+            return await self._answer(writer, request, None, cut_after=fault.after_chunks)
         await asyncio.sleep(fault.delay_s)
-        return await self._send(writer, 200, self._completion(request, None))
+        return await self._answer(writer, request, None)
 
     def _completion(self, request: dict[str, Any], entry: ScriptedReply | None) -> bytes:
+        number, message, finish = self._message(entry)
+        completion = {
+            "id": f"chatcmpl-stub-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", self.model),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": _usage(request, message),
+        }
+        return json.dumps(completion).encode()
+
+    def _events(self, request: dict[str, Any], entry: ScriptedReply | None) -> list[str]:
+        """The reply as the ``data`` of each server-sent event, ending with ``[DONE]``."""
+        number, message, finish = self._message(entry)
+        head = {
+            "id": f"chatcmpl-stub-{number}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.get("model", self.model),
+        }
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            return {**head, "choices": [choice]}
+
+        chunks = [chunk({"role": "assistant", "content": ""})]
+        chunks += [chunk({"content": piece}) for piece in self._pieces(message["content"] or "")]
+        for index, call in enumerate(message.get("tool_calls") or []):
+            function = call["function"]
+            opening = {"index": index, "id": call["id"], "type": "function"}
+            name = {"name": function["name"], "arguments": ""}
+            chunks.append(chunk({"tool_calls": [{**opening, "function": name}]}))
+            chunks += [
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in self._pieces(function["arguments"])
+            ]
+        chunks.append(chunk({}, finish))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**head, "choices": [], "usage": _usage(request, message)})
+        return [json.dumps(c) for c in chunks] + ["[DONE]"]
+
+    def _pieces(self, text: str) -> list[str]:
+        size = self.stream_chunk_chars
+        if not text or size is None:
+            return [text] if text else []
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+    async def _send_events(
+        self, writer: asyncio.StreamWriter, events: list[str], cut_after: int | None
+    ) -> bool:
+        """Server-sent events in a chunked body, as streaming servers send them."""
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1"))
+        for sent, event in enumerate(events):
+            if cut_after is not None and sent >= cut_after:
+                await writer.drain()
+                writer.transport.abort()
+                return False
+            if sent and self.stream_interval_s:
+                await asyncio.sleep(self.stream_interval_s)
+            payload = f"data: {event}\n\n".encode()
+            writer.write(f"{len(payload):x}\r\n".encode("latin-1") + payload + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    def _message(self, entry: ScriptedReply | None) -> tuple[int, dict[str, Any], str]:
+        """The reply's number, its assistant message and its finish reason."""
         number = next(self._ids)
         message: dict[str, Any] = {"role": "assistant", "content": self.default_text}
         finish = "stop"
@@ -254,20 +364,7 @@ class StubOpenAIServer:
             message["content"] = json.dumps(entry.json_)
         elif entry is not None and entry.text is not None:
             message["content"] = entry.text
-        prompt_words = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
-        completion = {
-            "id": f"chatcmpl-stub-{number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.get("model", self.model),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {
-                "prompt_tokens": prompt_words,
-                "completion_tokens": len(str(message["content"] or "").split()),
-                "total_tokens": prompt_words + len(str(message["content"] or "").split()),
-            },
-        }
-        return json.dumps(completion).encode()
+        return number, message, finish
 
     @staticmethod
     async def _send(
@@ -287,6 +384,17 @@ class StubOpenAIServer:
         writer.write(head.encode("latin-1") + payload)
         await writer.drain()
         return True
+
+
+def _usage(request: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
+    """Words standing in for tokens: enough for tests to see usage carried through."""
+    prompt_words = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
+    completion_words = len(str(message["content"] or "").split())
+    return {
+        "prompt_tokens": prompt_words,
+        "completion_tokens": completion_words,
+        "total_tokens": prompt_words + completion_words,
+    }
 
 
 def _error_body(message: str, code: int) -> bytes:
