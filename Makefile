@@ -7,14 +7,14 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medagent-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so the [hf] extra's range is already satisfied by the CPU wheel.
 	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[hf,eval,distributed,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[hf,eval,distributed,server,mcp,optimize,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,8 +29,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-## test: lint, then the whole test suite (slow tests included)
-test: lint
+## browser: the Debian chromium the browser tests drive (installed when missing, as root)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+## test: lint, then the whole test suite (slow and browser tests included)
+test: lint browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:

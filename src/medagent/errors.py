@@ -6,7 +6,8 @@ The hierarchy::
     ├── ConfigError               a setting, flag or argument is wrong
     ├── DependencyMissingError    an optional extra is not installed
     ├── InputError                a file or path the user gave cannot be used
-    │   └── SlideOpenError        an image or slide file cannot be opened
+    │   ├── SlideOpenError        an image or slide file cannot be opened
+    │   └── PathRefusedError      a path from a client would leave the allowed folders
     ├── RegionError               a region to read is empty, outside the image or too large
     ├── PHIRefusedError           an associated image (label, macro) was asked for without consent
     └── ModelError                talking to a model failed
@@ -32,6 +33,7 @@ __all__ = [
     "ModelTimeoutError",
     "ModelUnavailableError",
     "PHIRefusedError",
+    "PathRefusedError",
     "RegionError",
     "SlideOpenError",
 ]
@@ -63,6 +65,11 @@ class InputError(MedagentError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(message)
+
+
+class PathRefusedError(InputError):
+    """A path from a client (web request, MCP call) would leave the allowed folders: ``..``,
+    an absolute path elsewhere, percent-encoded traversal, a symlink that leads out."""
 
 
 class SlideOpenError(InputError):

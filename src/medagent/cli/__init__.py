@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import sys
 
-from medagent.cli import _ask, _eval, _model, _retrieval, _slide  # noqa: F401 - register
+from medagent.cli import (  # noqa: F401 - register
+    _ask,
+    _chat,
+    _eval,
+    _insight,
+    _model,
+    _optimize,
+    _retrieval,
+    _serve,
+    _slide,
+)
 from medagent.cli._app import app, build_settings, err_console
 from medagent.errors import MedagentError
 

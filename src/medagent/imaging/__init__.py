@@ -16,6 +16,11 @@ from medagent.imaging._overlay import (
 from medagent.imaging._pil import ImageSlide
 from medagent.imaging._region import Point, Region, Size
 from medagent.imaging._render import Rendered, Renderer, RenderPolicy, choose_level
+from medagent.imaging._roots import (
+    SLIDE_SUFFIXES,
+    list_under_roots,
+    resolve_under_roots,
+)
 from medagent.imaging._tissue import (
     TissueMask,
     TissueParams,
@@ -34,6 +39,7 @@ __all__ = [
     "RenderPolicy",
     "Rendered",
     "Renderer",
+    "SLIDE_SUFFIXES",
     "Size",
     "Slide",
     "SlideInfo",
@@ -47,7 +53,9 @@ __all__ = [
     "draw_mask",
     "draw_scale_bar",
     "iter_tissue_tiles",
+    "list_under_roots",
     "open_image",
+    "resolve_under_roots",
     "tissue_mask",
     "tissue_pixels",
 ]

@@ -1,0 +1,222 @@
+"""The web app under load: concurrent chat sessions and Deep Zoom tiles on loopback.
+
+Starts ``medagent serve`` (its own process, scripted backend: each turn is a zoom then an
+answer, so the time measured is the server's — agent graph, checkpoints, crop encoding, SSE —
+not a model's). Then:
+
+1. ``--sessions`` (50) clients at once each open a session and send ``--turns`` (3) messages,
+   reading the streamed events; every error (HTTP status, missing turn_end, error event) is
+   counted. Latency of an event = time from sending the message to the event's arrival;
+   reported as p50/p95 for the first event, for every event, and for turn_end.
+2. Tiles: every tile of the Deep Zoom pyramid fetched once by 16 clients (cold: rendered), then
+   again (warm: from the tile cache): tiles per second.
+3. The server's resident memory (VmRSS) and peak (VmHWM) from /proc.
+
+    python benchmarks/bench_server.py [--sessions 50] [--turns 3] [--slide PATH]
+
+Without ``--slide`` it uses the real CMU slide from ../shared/data when present, else a
+generated 20,000 x 15,000 px pyramid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ZOOM = {"name": "zoom", "arguments": {"x": 400, "y": 300, "width": 800, "height": 600}}
+CMU = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "cmu-1-small-region.svs"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _slide(work: Path, given: str | None) -> Path:
+    if given:
+        return Path(given).resolve()
+    if CMU.exists():
+        return CMU
+    from medagent.testing import synthetic_tissue, write_pyramid_tiff
+
+    path = work / "slides" / "bench.tif"
+    path.parent.mkdir(parents=True)
+    return write_pyramid_tiff(path, synthetic_tissue(20_000, 15_000, seed=1), mpp=0.5, levels=5)
+
+
+def _start(slide: Path, work: Path, turns: int) -> tuple[subprocess.Popen[bytes], str]:
+    script = work / "script.jsonl"
+    script.write_text(
+        "\n".join([json.dumps({"tool_calls": [ZOOM]}), json.dumps({"text": "An answer."})] * turns)
+    )
+    port = _free_port()
+    command = [sys.executable, "-m", "medagent", "serve", "--slides", str(slide.parent)]
+    command += ["--port", str(port), "--data", str(work / "data"), "--backend", "scripted"]
+    command += ["--script", str(script), "--burst", str(turns), "--messages-per-minute", "600"]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not start within 60 s")
+
+
+async def _session(
+    client: httpx.AsyncClient, slide: str, turns: int, stats: dict[str, list[float]]
+) -> int:
+    """One user: a session and ``turns`` messages; returns the number of errors seen."""
+    errors = 0
+    reply = await client.post("/api/sessions", json={"slide": slide})
+    if reply.status_code != 201:
+        return turns
+    session = reply.json()["id"]
+    for turn in range(turns):
+        sent = time.perf_counter()
+        ended, first = False, True
+        async with client.stream(
+            "POST", f"/api/sessions/{session}/messages", json={"text": f"question {turn}"}
+        ) as stream:
+            if stream.status_code != 200:
+                errors += 1
+                continue
+            async for line in stream.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                elapsed = time.perf_counter() - sent
+                event = json.loads(line[5:])
+                stats["event"].append(elapsed)
+                if first:
+                    stats["first"].append(elapsed)
+                    first = False
+                if event["type"] == "error":
+                    errors += 1
+                if event["type"] == "turn_end":
+                    stats["turn_end"].append(elapsed)
+                    ended = True
+        errors += 0 if ended else 1
+    return errors
+
+
+async def _chat_load(base: str, slide: str, sessions: int, turns: int) -> dict[str, Any]:
+    stats: dict[str, list[float]] = {"first": [], "event": [], "turn_end": []}
+    limits = httpx.Limits(max_connections=sessions + 10)
+    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
+        started = time.perf_counter()
+        errors = await asyncio.gather(
+            *(_session(client, slide, turns, stats) for _ in range(sessions))
+        )
+        wall = time.perf_counter() - started
+    return {"errors": sum(errors), "wall_s": wall, **stats}
+
+
+async def _tiles(base: str, slide: str, clients: int = 16) -> tuple[int, float, float]:
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        info = (await client.post("/api/sessions", json={"slide": slide})).json()
+        urls = _tile_urls((await client.get(info["dzi"])).text, info["id"])
+        rates = []
+        for _ in ("cold", "warm"):
+            queue = list(urls)
+            started = time.perf_counter()
+            await asyncio.gather(*(_fetch_all(client, queue) for _ in range(clients)))
+            rates.append(len(urls) / (time.perf_counter() - started))
+    return len(urls), rates[0], rates[1]
+
+
+async def _fetch_all(client: httpx.AsyncClient, queue: list[str]) -> None:
+    """One client taking tile URLs from the shared list until it is empty."""
+    while queue:
+        reply = await client.get(queue.pop())
+        reply.raise_for_status()
+
+
+def _tile_urls(dzi: str, session: str, max_tiles: int = 4000) -> list[str]:
+    """Every tile of the pyramid, coarse levels first, up to ``max_tiles``."""
+    import math
+    import re
+
+    found = re.search(r'TileSize="(\d+)".*Width="(\d+)" Height="(\d+)"', dzi, re.S)
+    assert found is not None, dzi
+    tile, width, height = (int(v) for v in found.groups())
+    levels = math.ceil(math.log2(max(width, height))) + 1
+    urls = []
+    for level in range(levels):
+        scale = 2 ** (levels - 1 - level)
+        w, h = math.ceil(width / scale), math.ceil(height / scale)
+        for col in range(math.ceil(w / tile)):
+            for row in range(math.ceil(h / tile)):
+                urls.append(f"/api/sessions/{session}/slide_files/{level}/{col}_{row}.jpeg")
+    return urls[:max_tiles]
+
+
+def _memory(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _pct(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--slide", default=None, help="slide file (default: the CMU slide)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        slide = _slide(work, args.slide)
+        process, base = _start(slide, work, args.turns)
+        try:
+            idle_rss, _ = _memory(process.pid)
+            chat = asyncio.run(_chat_load(base, slide.name, args.sessions, args.turns))
+            count, cold, warm = asyncio.run(_tiles(base, slide.name))
+            rss, peak = _memory(process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    print(f"slide: {slide.name}; {os.cpu_count()} CPUs; server: medagent serve (scripted)")
+    turns = args.sessions * args.turns
+    print(
+        f"chat: {args.sessions} sessions x {args.turns} turns = {turns} turns in "
+        f"{chat['wall_s']:.1f} s ({turns / chat['wall_s']:.1f} turns/s), errors: {chat['errors']}"
+    )
+    for name in ("first", "event", "turn_end"):
+        values = chat[name]
+        print(
+            f"  latency to {name + ' event' if name != 'event' else 'each event':<16} "
+            f"p50 {1000 * _pct(values, 50):7.1f} ms   p95 {1000 * _pct(values, 95):7.1f} ms"
+            f"   (n={len(values)})"
+        )
+    print(f"tiles: {count} tiles, cold {cold:.0f} tiles/s, warm (cached) {warm:.0f} tiles/s")
+    print(f"server memory: idle {idle_rss:.0f} MiB, after load {rss:.0f} MiB, peak {peak:.0f} MiB")
+    if chat["errors"]:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""``ChatAgent``: multi-turn chat over one slide or image, streamed as ``ChatEvent``s.
+
+Each conversation is a LangGraph thread; its messages (artifact ids, never pixels) and events
+are checkpointed, so with a persistent checkpointer (``AsyncSqliteSaver``) a thread carries on
+in a new process exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from medagent.agents.chat._config import ChatConfig, ChatEvent
+from medagent.agents.chat._graph import ChatRuntime, ChatState, UserTurn, build_graph
+from medagent.artifacts import ArtifactStore
+from medagent.errors import ConfigError, InputError
+from medagent.imaging import Region, Slide, open_image
+from medagent.models import ChatModel
+from medagent.prompts import load_template
+from medagent.tools import ImageSearcher
+
+__all__ = ["ChatAgent", "build_chat_graph"]
+
+ChatGraph = CompiledStateGraph[ChatState, Any, ChatState, ChatState]
+
+
+class ChatAgent:
+    """A tool-calling chat over ``slide`` (a path, or an open ``Slide``).
+
+    ``astream(thread_id, message, region=...)`` runs one user turn and yields its events;
+    ``ahistory(thread_id)`` returns every event of the thread so far. Without a checkpointer
+    threads live in memory for the life of the agent.
+    """
+
+    def __init__(
+        self,
+        model: ChatModel,
+        slide: str | Path | Slide,
+        *,
+        artifacts: ArtifactStore,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        config: ChatConfig | None = None,
+        searcher: ImageSearcher | None = None,
+    ) -> None:
+        self.config = config or ChatConfig()
+        self.slide = slide if isinstance(slide, Slide) else open_image(slide)
+        self.artifacts = artifacts
+        self.runtime = ChatRuntime(
+            model=model,
+            artifacts=artifacts,
+            config=self.config,
+            slide=self.slide,
+            searcher=searcher,
+        )
+        self._graph: ChatGraph = build_graph(self.runtime).compile(
+            checkpointer=checkpointer if checkpointer is not None else InMemorySaver()
+        )
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def graph(self) -> ChatGraph:
+        """The compiled LangGraph (for inspection, or to drive it directly)."""
+        return self._graph
+
+    def _settings(self, thread_id: str) -> RunnableConfig:
+        if not isinstance(thread_id, str) or not thread_id.strip():
+            raise ConfigError("a chat needs a thread id (any non-empty string)")
+        # Per turn: listen, finish, and a think/act pair per reply, tool calls plus the answer.
+        steps = 2 * (self.config.max_tool_calls + 1) * (self.config.max_corrections + 1) + 8
+        return {"configurable": {"thread_id": thread_id}, "recursion_limit": steps}
+
+    async def astream(
+        self, thread_id: str, message: str, *, region: Region | None = None
+    ) -> AsyncIterator[ChatEvent]:
+        """Send one user message (optionally pointing at a level-0 ``region``); yields the
+        turn's events as they happen, ending with ``turn_end``.
+
+        Model failures and unusable replies arrive as an ``error`` event, never as an
+        exception; an empty message without a region raises ``InputError``.
+        """
+        settings = self._settings(thread_id)
+        if not message.strip():
+            if region is None:
+                raise InputError("the message is empty; type a question or point at a region")
+            message = load_template("chat/region_question").text.strip()
+        turn = UserTurn(message=message, region=region).model_dump(mode="json")
+        lock = self._locks.setdefault(thread_id, asyncio.Lock())
+        async with lock:
+            snapshot = await self._graph.aget_state(settings)
+            values = snapshot.values or {}
+            if values.get("slide") not in (None, str(self.slide.path)):
+                raise ConfigError(
+                    f"thread {thread_id!r} is about {values['slide']}, not {self.slide.path}; "
+                    "use a new thread id"
+                )
+            if snapshot.next and not snapshot.interrupts:
+                # Stopped mid-turn (the process was killed): finish that turn first.
+                async for event in self._run(None, settings):
+                    yield event
+            first = not values.get("messages") and not (await self._waiting(settings))
+            payload: Any = (
+                ChatState(inbox=turn, slide=str(self.slide.path)) if first else Command(resume=turn)
+            )
+            async for event in self._run(payload, settings):
+                yield event
+
+    async def _waiting(self, settings: RunnableConfig) -> bool:
+        return bool((await self._graph.aget_state(settings)).interrupts)
+
+    async def _run(self, payload: Any, settings: RunnableConfig) -> AsyncIterator[ChatEvent]:
+        async for chunk in self._graph.astream(payload, settings, stream_mode="custom"):
+            if isinstance(chunk, dict) and "type" in chunk:
+                yield ChatEvent.model_validate(chunk)
+
+    async def ahistory(self, thread_id: str) -> list[ChatEvent]:
+        """Every event of every turn of the thread so far (empty for an unknown thread)."""
+        snapshot = await self._graph.aget_state(self._settings(thread_id))
+        return [ChatEvent.model_validate(e) for e in (snapshot.values or {}).get("events", [])]
+
+
+def build_chat_graph(config: RunnableConfig | None = None) -> ChatGraph:
+    """The chat graph for LangGraph's CLI and Studio (see ``langgraph.json``).
+
+    The backend comes from ``MEDAGENT_*`` settings when the first message arrives; the image
+    from the ``slide`` path in the thread's first input, e.g.
+    ``{"slide": "slide.svs", "inbox": {"message": "What tissue is this?"}}``; later turns
+    resume the interrupt with ``{"message": ..., "region": {...}}``. Views are stored under
+    ``configurable.artifacts_dir`` (default: the cache folder's ``chat-artifacts``).
+    """
+    from medagent.models import build_model
+    from medagent.settings import Settings
+
+    settings = Settings()
+    configurable = (config or {}).get("configurable") or {}
+    folder = configurable.get("artifacts_dir") or settings.cache_dir / "chat-artifacts"
+    runtime = ChatRuntime(
+        model=lambda: build_model(settings),
+        artifacts=ArtifactStore(folder),
+        config=ChatConfig(seed=settings.seed),
+    )
+    return build_graph(runtime).compile()

@@ -1,0 +1,465 @@
+"""The chat as a LangGraph graph: listen → think ⇄ act → finish → listen → …
+
+One thread is one conversation. Between turns the graph waits in ``listen`` on a LangGraph
+``interrupt``; a user message (with an optional region the user points at) resumes it, so a
+region can be injected at any point of the conversation and the thread's whole state — the
+messages as artifact ids, every event — lives in the checkpointer.
+
+Events are written to LangGraph's custom stream as they happen and kept in the state, so a
+thread's history can be replayed after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypedDict, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.graph import START, StateGraph
+from langgraph.types import interrupt
+from pydantic import BaseModel, ValidationError
+
+from medagent.agents.chat._actions import action_schema, read_action, read_native
+from medagent.agents.chat._config import ChatConfig, ChatEvent, ChatEventType
+from medagent.agents.giant import prune_images
+from medagent.artifacts import ArtifactRef, ArtifactStore
+from medagent.errors import ConfigError, MedagentError, ModelError, ModelResponseError
+from medagent.imaging import Region, RenderPolicy, Slide, open_image
+from medagent.models import (
+    ChatModel,
+    GenerateParams,
+    Message,
+    Reply,
+    StreamingChatModel,
+    ToolCall,
+    ToolSpec,
+)
+from medagent.prompts import load_template
+from medagent.tools import (
+    ImageSearcher,
+    SearchOutput,
+    Tool,
+    ToolContext,
+    ToolFailure,
+    measure,
+    overview,
+    search_similar,
+    segment,
+    tissue,
+    zoom,
+)
+from medagent.tools._view import slide_facts
+
+__all__ = ["ChatRuntime", "ChatState", "UserTurn", "build_graph"]
+
+T = TypeVar("T")
+
+_TOOLS: dict[str, Tool[Any, Any]] = {
+    t.name: t for t in (overview, zoom, tissue, segment, measure, search_similar)
+}
+# Status codes with which servers refuse tool calling (vLLM without --enable-auto-tool-choice,
+# Ollama for models without tools): the JSON action schema still works there.
+_TOOLS_REFUSED = {400, 404, 422, 501}
+
+
+class UserTurn(BaseModel):
+    """What resumes a waiting thread: the user's message and the region pointed at, if any."""
+
+    message: str
+    region: Region | None = None
+
+
+class ChatState(TypedDict, total=False):
+    """A thread's state: control values, and the conversation and events as plain JSON."""
+
+    slide: str | None  # path of the image (set with the first message)
+    inbox: dict[str, Any] | None  # a UserTurn given as input instead of through the interrupt
+    messages: Annotated[list[dict[str, Any]], operator.add]
+    events: Annotated[list[dict[str, Any]], operator.add]
+    turn: int
+    seq: int  # next event number in the turn
+    calls: int  # tool calls made in the turn
+    boxes: int  # numbered views in the thread
+    pending: dict[str, Any] | None  # tool calls waiting to run, and the words before them
+    mode: Literal["native", "schema"] | None  # how tools are called, once decided
+    route: str
+
+
+@dataclass
+class ChatRuntime:
+    """What the nodes need besides the state; shared by every thread of one agent.
+
+    ``slide`` is fixed for an agent; without it (a graph loaded by LangGraph's CLI) each thread
+    opens the path given as ``slide`` in its first input. ``model`` may be a factory so that a
+    graph can be built before a backend is configured.
+    """
+
+    model: ChatModel | Callable[[], ChatModel]
+    artifacts: ArtifactStore
+    config: ChatConfig = field(default_factory=ChatConfig)
+    slide: Slide | None = None
+    searcher: ImageSearcher | None = None
+    _built: ChatModel | None = field(default=None, repr=False)
+    _contexts: dict[str, ToolContext] = field(default_factory=dict, repr=False)
+    # Tools render with one shared renderer cache; threads of one agent take turns at it.
+    _tool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def chat_model(self) -> ChatModel:
+        if self._built is None:
+            self._built = self.model() if callable(self.model) else self.model
+        return self._built
+
+    def tools(self) -> list[Tool[Any, Any]]:
+        """The tools offered; ``search_similar`` only when there is an index to search."""
+        return [
+            _TOOLS[name]
+            for name in self.config.tools
+            if name != "search_similar" or self.searcher is not None
+        ]
+
+    def context(self, slide_path: str | None) -> ToolContext:
+        slide = self.slide
+        key = str(slide.path) if slide is not None else (slide_path or "")
+        if key not in self._contexts:
+            if slide is None:
+                if not slide_path:
+                    raise ConfigError(
+                        "no image to chat about: give 'slide' (a path) with the first message"
+                    )
+                slide = open_image(slide_path)
+            self._contexts[key] = ToolContext(
+                artifacts=self.artifacts,
+                slide=slide,
+                policy=RenderPolicy(
+                    long_side=self.config.image_long_side, cache_entries=self.config.view_cache
+                ),
+                sam_model=self.config.sam_model,
+                searcher=self.searcher,
+            )
+        return self._contexts[key]
+
+    async def run_tool(self, ctx: ToolContext, call: ToolCall) -> BaseModel:
+        tool = _TOOLS.get(call.name)
+        if tool is None or tool not in self.tools():
+            names = ", ".join(t.name for t in self.tools())
+            return ToolFailure(
+                tool=call.name or "?",
+                kind="invalid_arguments",
+                message=f"there is no tool named {call.name!r}; the tools are: {names}",
+            )
+        arguments: dict[str, Any] | str = (
+            call.arguments if call.arguments is not None else call.raw_arguments
+        )
+
+        return await self.in_thread(lambda: tool.run(ctx, arguments))
+
+    async def in_thread(self, work: Callable[[], T]) -> T:
+        """Run image work off the event loop: reading and rendering a region takes long enough
+        to stall every other stream."""
+
+        def locked() -> T:
+            with self._tool_lock:
+                return work()
+
+        return await asyncio.to_thread(locked)
+
+
+class _Emitter:
+    """Numbers events, writes them to the stream at once, and keeps them for the state."""
+
+    def __init__(
+        self,
+        state: ChatState,
+        config: RunnableConfig,
+        *,
+        turn: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        self.thread_id = str((config.get("configurable") or {}).get("thread_id", ""))
+        self.turn = state.get("turn", 0) if turn is None else turn
+        self.seq = state.get("seq", 0) if seq is None else seq
+        self.boxes = state.get("boxes", 0)
+        self.events: list[dict[str, Any]] = []
+        self._write = get_stream_writer()
+
+    def __call__(self, kind: ChatEventType, **fields: Any) -> None:
+        event = ChatEvent(
+            type=kind, thread_id=self.thread_id, turn=self.turn, seq=self.seq, **fields
+        )
+        self.seq += 1
+        data = event.model_dump(mode="json")
+        self._write(data)
+        self.events.append(data)
+
+    def crop(self, ref: ArtifactRef, whole: Region) -> None:
+        box = None
+        if ref.region is not None and ref.region != whole:
+            self.boxes += 1
+            box = self.boxes
+        self("crop", region=ref.region, box=box, artifact_id=ref.id)
+
+    def update(self, **values: Any) -> ChatState:
+        """The node's state update: its events and counters, and ``values``."""
+        state = ChatState(events=self.events, seq=self.seq, boxes=self.boxes)
+        state.update(values)  # type: ignore[typeddict-item]
+        return state
+
+
+def _load(messages: list[dict[str, Any]]) -> list[Message]:
+    return [Message.model_validate(m) for m in messages]
+
+
+def _dump(*messages: Message) -> list[dict[str, Any]]:
+    return [m.model_dump(mode="json") for m in messages]
+
+
+def _views(result: BaseModel) -> list[ArtifactRef]:
+    """The images a tool result shows the model: its view, or a search's neighbours."""
+    if isinstance(result, SearchOutput):
+        return [case.thumbnail for case in result.cases if case.thumbnail is not None]
+    artifact = getattr(result, "artifact", None)
+    return [artifact] if isinstance(artifact, ArtifactRef) else []
+
+
+def _text(result: BaseModel) -> str:
+    to_text = getattr(result, "to_text", None)
+    return str(to_text()) if callable(to_text) else result.model_dump_json()
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "message"
+    return f"{where}: {first['msg']}; send {{'message': TEXT, 'region': {{x, y, width, height}}}}"
+
+
+def _schema_prompt(tools: Sequence[ToolSpec]) -> str:
+    import json
+
+    listing = "\n".join(
+        f"- {t.name}: {t.description}\n  arguments: {json.dumps(t.parameters)}" for t in tools
+    )
+    return load_template("chat/schema").render(tools=listing or "(none left for this message)")
+
+
+def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
+    """The chat graph over ``rt`` (compile it with a checkpointer: the interrupt needs one)."""
+    cfg = rt.config
+
+    def params() -> GenerateParams:
+        return GenerateParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
+
+    async def listen(state: ChatState, config: RunnableConfig) -> ChatState:
+        raw = state.get("inbox") or interrupt(
+            {"waiting_for": "message", "turn": state.get("turn", 0) + 1}
+        )
+        emit = _Emitter(state, config, turn=state.get("turn", 0) + 1, seq=0)
+        try:
+            user = UserTurn.model_validate(raw)
+        except ValidationError as exc:
+            emit("turn_start", text=str(raw)[:200])
+            emit("error", text=f"the message could not be read: {_first_error(exc)}")
+            return emit.update(inbox=None, turn=emit.turn, calls=0, pending=None, route="finish")
+        emit("turn_start", text=user.message, region=user.region)
+        try:
+            ctx = rt.context(state.get("slide"))
+            whole = Region.whole(ctx.require_slide().dimensions)
+            added: list[Message] = []
+            parts: list[str | ArtifactRef] = [user.message]
+            if not state.get("messages"):
+                facts = slide_facts(ctx).to_text()
+                name = Path(ctx.require_slide().path).name
+                system = load_template("chat/system").render(
+                    image=f"{name}, {facts}", max_tool_calls=cfg.max_tool_calls
+                )
+                added.append(Message.system(system))
+                if cfg.overview_first:
+                    view = await rt.in_thread(lambda: overview(ctx))
+                    emit.crop(view.artifact, whole)
+                    parts += [load_template("chat/overview").render(facts=facts), view.artifact]
+            if user.region is not None:
+                r = user.region
+                crop = await rt.in_thread(
+                    lambda: zoom(ctx, x=r.x, y=r.y, width=r.width, height=r.height)
+                )
+                emit.crop(crop.artifact, whole)
+                parts += [
+                    load_template("chat/region").render(
+                        x=r.x, y=r.y, width=r.width, height=r.height
+                    ),
+                    crop.artifact,
+                ]
+            added.append(Message.user(*parts))
+        except MedagentError as exc:
+            emit("error", text=str(exc))
+            return emit.update(inbox=None, turn=emit.turn, calls=0, pending=None, route="finish")
+        return emit.update(
+            inbox=None, turn=emit.turn, calls=0, pending=None, route="think", messages=_dump(*added)
+        )
+
+    async def generate(
+        emit: _Emitter, sent: list[Message], tools: list[ToolSpec], mode: str
+    ) -> Reply:
+        model = rt.chat_model()
+        if mode == "schema":
+            return await model.generate(
+                sent, schema=action_schema(tools), params=params(), artifacts=rt.artifacts
+            )
+        if isinstance(model, StreamingChatModel):
+            reply: Reply | None = None
+            async for piece in model.generate_stream(
+                sent, tools=tools or None, params=params(), artifacts=rt.artifacts
+            ):
+                if isinstance(piece, Reply):
+                    reply = piece
+                elif piece:
+                    emit("token", text=piece)
+            if reply is None:
+                raise ModelResponseError("the model's stream ended without a reply")
+            return reply
+        return await model.generate(
+            sent, tools=tools or None, params=params(), artifacts=rt.artifacts
+        )
+
+    def request(
+        history: list[Message], tools: list[ToolSpec], mode: str, spent: bool
+    ) -> list[Message]:
+        messages = list(history)
+        if mode == "schema" and messages and messages[0].role == "system":
+            messages[0] = Message.system(messages[0].text + "\n" + _schema_prompt(tools))
+        if spent:
+            messages.append(
+                Message.user(load_template("chat/limit").render(max_tool_calls=cfg.max_tool_calls))
+            )
+        return prune_images(messages, cfg.max_images_in_context)
+
+    async def think(state: ChatState, config: RunnableConfig) -> ChatState:
+        emit = _Emitter(state, config)
+        history = _load(state.get("messages", []))
+        offered = [t.spec() for t in rt.tools()]
+        spent = bool(offered) and state.get("calls", 0) >= cfg.max_tool_calls
+        tools = [] if spent else offered
+        mode = state.get("mode") or ("schema" if cfg.tool_mode == "schema" else "native")
+        extra: list[Message] = []
+        errors: list[str] = []
+        attempts = 0
+        while attempts <= cfg.max_corrections:
+            sent = request(history, tools, mode, spent) + extra
+            try:
+                reply = await generate(emit, sent, tools, mode)
+            except ModelResponseError as exc:
+                if (
+                    mode == "native"
+                    and cfg.tool_mode == "auto"
+                    and exc.status_code in _TOOLS_REFUSED
+                ):
+                    mode = "schema"  # the server refuses tools: ask for JSON actions instead
+                    continue
+                emit("error", text=str(exc))
+                return emit.update(route="finish", mode=mode)
+            except ModelError as exc:
+                emit("error", text=str(exc))
+                return emit.update(route="finish", mode=mode)
+            attempts += 1
+            if mode == "schema":
+                decision = read_action(reply, tools, f"t{emit.turn}c{state.get('calls', 0)}")
+            else:
+                decision = read_native(reply, tools)
+            if decision.kind == "answer":
+                emit("answer", text=decision.text)
+                stored = Message.assistant(reply.text if mode == "schema" else decision.text)
+                return emit.update(route="finish", mode=mode, messages=_dump(stored))
+            if decision.kind == "calls":
+                stored = (
+                    reply.as_message()
+                    if mode == "native" and reply.tool_calls
+                    else Message.assistant(reply.text)
+                )
+                if mode == "native" and not reply.tool_calls:
+                    stored = Message.assistant("", decision.calls)
+                pending = {
+                    "calls": [c.model_dump(mode="json") for c in decision.calls],
+                    "text": decision.text.strip(),
+                }
+                return emit.update(route="act", mode=mode, pending=pending, messages=_dump(stored))
+            errors.append(decision.error or "the reply could not be used")
+            correction = (
+                load_template("chat/correction_schema").render(error=errors[-1])
+                if mode == "schema"
+                else load_template("chat/correction_native").render(
+                    error=errors[-1], or_call="" if spent else ", or call a tool"
+                )
+            )
+            extra = [Message.assistant(reply.text or "(empty)"), Message.user(correction)]
+        emit(
+            "error",
+            text=f"the model's reply could not be used after {attempts} tries: {errors[-1]}",
+        )
+        return emit.update(route="finish", mode=mode)
+
+    async def act(state: ChatState, config: RunnableConfig) -> ChatState:
+        emit = _Emitter(state, config)
+        pending = state.get("pending") or {}
+        calls = [ToolCall.model_validate(c) for c in pending.get("calls", [])]
+        mode = state.get("mode") or "native"
+        used = state.get("calls", 0)
+        ctx = rt.context(state.get("slide"))
+        whole = Region.whole(ctx.require_slide().dimensions)
+        added: list[Message] = []
+        results: list[str] = []
+        images: list[str | ArtifactRef] = []
+        words = pending.get("text") or None
+        for call in calls:
+            emit("tool_call", tool=call.name, arguments=call.arguments, text=words)
+            words = None
+            if used >= cfg.max_tool_calls:
+                result: BaseModel = ToolFailure(
+                    tool=call.name or "?",
+                    kind="failed",
+                    message=f"not run: the {cfg.max_tool_calls} tool calls for this message "
+                    "are used up",
+                )
+            else:
+                result = await rt.run_tool(ctx, call)
+                used += 1
+            text = _text(result)
+            emit("tool_result", tool=call.name, ok=not isinstance(result, ToolFailure), text=text)
+            for index, ref in enumerate(_views(result)):
+                if index == 0 and not isinstance(result, SearchOutput):
+                    emit.crop(ref, whole)
+                where = f" of {ref.region}" if ref.region is not None else ""
+                images += [f"{call.name}{where}:", ref]
+            if mode == "native":
+                added.append(Message.tool(call.id, text))
+            else:
+                results.append(f"Result of {call.name}: {text}")
+        if mode == "native" and images:
+            added.append(Message.user(load_template("chat/tool_images").render().strip(), *images))
+        elif mode == "schema":
+            added.append(Message.user("\n".join(results), *images))
+        return emit.update(route="think", calls=used, pending=None, messages=_dump(*added))
+
+    async def finish(state: ChatState, config: RunnableConfig) -> ChatState:
+        emit = _Emitter(state, config)
+        emit("turn_end")
+        return emit.update(route="listen", pending=None)
+
+    def after(state: ChatState) -> str:
+        return state.get("route", "finish")
+
+    graph: StateGraph[ChatState] = StateGraph(ChatState)
+    graph.add_node("listen", listen)
+    graph.add_node("think", think)
+    graph.add_node("act", act)
+    graph.add_node("finish", finish)
+    graph.add_edge(START, "listen")
+    graph.add_conditional_edges("listen", after, ["think", "finish"])
+    graph.add_conditional_edges("think", after, ["act", "finish"])
+    graph.add_edge("act", "think")
+    graph.add_edge("finish", "listen")
+    return graph

@@ -1,0 +1,146 @@
+"""``medagent serve``: the web app — chat with an agent over a slide in the browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medagent.cli._app import (
+    BackendOpt,
+    BaseUrlOpt,
+    DeviceOpt,
+    ModelOpt,
+    RetriesOpt,
+    ScriptOpt,
+    TimeoutOpt,
+    app,
+    build_settings,
+    err_console,
+)
+from medagent.errors import ConfigError
+
+
+@app.command("serve")
+def serve(
+    slides: Annotated[
+        list[Path],
+        typer.Option(
+            "--slides",
+            metavar="DIR",
+            help="Folder of slides the app may open (repeat for several). Nothing outside "
+            "these folders can be opened: no '..', no absolute paths elsewhere, no links out.",
+            show_default=False,
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind. Anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MEDAGENT_SERVER_TOKEN",
+            metavar="TOKEN",
+            help="Shared secret (16+ URL-safe characters, e.g. from `python -c 'import "
+            "secrets; print(secrets.token_urlsafe())'`). Clients send 'Authorization: Bearer "
+            "TOKEN'; a browser opens /?token=TOKEN once and gets a cookie. Required off "
+            "loopback.",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        Path,
+        typer.Option(
+            metavar="DIR",
+            help="Session table, SQLite checkpoints and crops; sessions survive restarts "
+            "as long as this folder does.",
+        ),
+    ] = Path(".medagent/server"),
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL|FILE",
+            help="postgresql://USER:PASS@HOST/DB to keep sessions in Postgres, so several "
+            "replicas can serve them (needs pip install 'medagent[postgres]' and --data on "
+            "shared storage); or a SQLite file. [default: DATA/checkpoints.sqlite]",
+            show_default=False,
+        ),
+    ] = None,
+    uploads: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Accept slide uploads (POST /api/uploads) into this folder. [off]",
+            show_default=False,
+        ),
+    ] = None,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest upload accepted, MB.")] = 4096,
+    messages_per_minute: Annotated[
+        float, typer.Option(help="Messages per minute per session, on average.")
+    ] = 20.0,
+    burst: Annotated[int, typer.Option(help="Messages a session may send at once.")] = 5,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    script: ScriptOpt = None,
+    timeout: TimeoutOpt = None,
+    max_retries: RetriesOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Serve the chat page: a deep-zoom slide viewer beside a chat with the agent.
+
+      medagent serve --slides /data/slides --base-url http://127.0.0.1:8000/v1 --model M
+
+    Open http://127.0.0.1:8000/, pick a slide, ask. The regions the agent looks at appear
+    as numbered boxes on the slide and as crops in the chat; "Ask about a region" lets you
+    drag a box and ask about it. Each session has its own address and survives a restart.
+
+    Binds 127.0.0.1 (this machine only) unless --host says otherwise, which needs --token.
+    With --backend scripted every session replays --script from its first line (a test
+    double: its answers mean nothing).
+    """
+    from medagent.models import build_model
+    from medagent.server import ServerConfig, create_app
+    from medagent.server import serve as run
+
+    for folder in slides:
+        if not folder.is_dir():
+            raise ConfigError(f"--slides {folder}: not a folder; give the folder of the slides")
+    config = ServerConfig.build(
+        slide_roots=tuple(slides),
+        host=host,
+        port=port,
+        token=token,
+        data_dir=data,
+        checkpoint=checkpoint,
+        upload_dir=uploads,
+        max_upload_mb=max_upload_mb,
+        messages_per_minute=messages_per_minute,
+        message_burst=burst,
+    )
+    settings = build_settings(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        script=script,
+        timeout_s=timeout,
+        max_retries=max_retries,
+        device=device,
+    )
+    first = build_model(settings)  # a bad backend setting fails here, before the port is taken
+    kwargs: dict[str, Any] = (
+        {"model_factory": lambda _session: build_model(settings)}
+        if settings.backend == "scripted"
+        else {"model": first}
+    )
+    application = create_app(config, **kwargs)
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    err_console.print(
+        f"medagent: chat over the slides in {', '.join(str(s) for s in slides)} at {where}"
+        + ("?token=TOKEN (once; then a cookie)" if config.token else ""),
+        markup=False,
+        highlight=False,
+    )
+    run(application, config)

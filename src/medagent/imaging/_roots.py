@@ -1,0 +1,109 @@
+"""Slide paths from outside (a web request, an MCP call) resolved under configured roots.
+
+Anything that takes a path from a client — the web app, the MCP server — goes through
+``resolve_under_roots``, so one set of rules decides what may be opened: ``..`` parts,
+absolute paths outside the roots, percent-encoded traversal and symlinks that lead out are
+refused. The check is made on the fully resolved path (symlinks followed), so a link inside a
+root that points elsewhere cannot be used to escape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote
+
+from medagent.errors import InputError, PathRefusedError
+
+__all__ = ["SLIDE_SUFFIXES", "list_under_roots", "resolve_under_roots"]
+
+_MAX_DECODES = 4
+
+#: What a slide listing offers: whole-slide formats, plain images, DICOM.
+SLIDE_SUFFIXES = frozenset(
+    {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff"}
+    | {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".dcm"}
+)
+
+
+def _decoded_forms(requested: str) -> list[str]:
+    """The text and each successive percent-decoding of it (double encoding included)."""
+    forms = [requested]
+    for _ in range(_MAX_DECODES):
+        decoded = unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return forms
+
+
+def _has_parent_part(text: str) -> bool:
+    return any(part == ".." for part in text.replace("\\", "/").split("/"))
+
+
+def resolve_under_roots(requested: str, roots: Sequence[Path]) -> Path:
+    """The existing file or folder ``requested`` names under one of ``roots``, resolved.
+
+    ``requested`` is relative to a root (tried in order) or absolute inside one. Raises
+    ``PathRefusedError`` for paths that would leave the roots and ``InputError`` when nothing
+    by that name exists under them; both messages are one line.
+    """
+    if not roots:
+        raise InputError("no slide folders are configured; pass --slides DIR")
+    if not requested or not requested.strip():
+        raise PathRefusedError("an empty slide path was given; name a file under the slide folder")
+    if "\x00" in requested:
+        raise PathRefusedError("the slide path contains a NUL byte")
+    if any(_has_parent_part(form) for form in _decoded_forms(requested)):
+        raise PathRefusedError(f"slide path {requested!r} contains '..'; give a path inside")
+    resolved_roots = [Path(root).expanduser().resolve() for root in roots]
+    if os.path.isabs(requested):
+        candidates = [Path(requested)]
+    else:
+        candidates = [root / requested for root in resolved_roots]
+    outside = False
+    for candidate in candidates:
+        resolved = candidate.resolve()
+        if not any(resolved.is_relative_to(root) for root in resolved_roots):
+            outside = True
+            continue
+        if resolved.exists():
+            return resolved
+    names = ", ".join(str(root) for root in resolved_roots)
+    if outside:
+        raise PathRefusedError(
+            f"slide path {requested!r} is outside the slide folders ({names}); "
+            "give a path inside one of them"
+        )
+    raise InputError(f"no file {requested!r} under the slide folders ({names})")
+
+
+def list_under_roots(
+    roots: Sequence[Path], *, limit: int = 500, contains: str | None = None
+) -> list[str]:
+    """Slide files under ``roots``, as names ``resolve_under_roots`` accepts, sorted per root,
+    at most ``limit``: what a client may open, and nothing it would be refused.
+
+    Hidden files and folders are skipped, linked folders are not entered, and a file linking
+    out of the roots is left out. A name an earlier root shadows is given as its absolute path.
+    """
+    found: list[str] = []
+    for root in (Path(r).expanduser().resolve() for r in roots):
+        for folder, dirs, files in os.walk(root):  # does not descend into linked folders
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if Path(name).suffix.lower() not in SLIDE_SUFFIXES or name.startswith("."):
+                    continue
+                path = Path(folder) / name
+                relative = path.relative_to(root).as_posix()
+                if contains and contains.lower() not in relative.lower():
+                    continue
+                try:
+                    resolved = resolve_under_roots(relative, roots)
+                except InputError:  # refused (a link out) or vanished: not listed
+                    continue
+                found.append(relative if resolved == path.resolve() else str(path.resolve()))
+                if len(found) >= limit:
+                    return found
+    return found

@@ -1,0 +1,128 @@
+"""``create_app``: the FastAPI application for chat over a slide, and ``serve`` to run it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from medagent.server._chat import AgentFactory, ChatService, chat_agent_factory
+from medagent.server._config import ServerConfig
+from medagent.server._routes import add_error_handlers, api_router
+from medagent.server._security import RequestGuard
+from medagent.server._state import open_checkpointer, open_session_store
+from medagent.server._tiles import TileService
+from medagent.server._uploads import upload_router
+
+if TYPE_CHECKING:
+    from medagent.models import ChatModel
+
+__all__ = ["create_app", "serve"]
+
+STATIC = Path(str(resources.files("medagent.server") / "static"))
+#: The page loads only its own files: no CDN, no inline script, nothing framed elsewhere.
+#: Inline styles stay allowed: OpenSeadragon positions its elements with style attributes.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def create_app(
+    config: ServerConfig,
+    *,
+    model: ChatModel | None = None,
+    model_factory: Callable[[str], ChatModel] | None = None,
+    agent_factory: AgentFactory = chat_agent_factory,
+) -> FastAPI:
+    """The web app. Give one ``model`` shared by every session (the app closes it on
+    shutdown), or a ``model_factory`` building one per session id (e.g. a scripted test
+    double that replays its script from the start in each session)."""
+    if (model is None) == (model_factory is None):
+        raise ValueError("give exactly one of model= or model_factory=")
+
+    def model_for(session_id: str) -> ChatModel:
+        if model_factory is not None:
+            return model_factory(session_id)
+        assert model is not None
+        return model
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            checkpointer = await stack.enter_async_context(
+                open_checkpointer(config.data_dir, config.checkpoint)
+            )
+            store = await stack.enter_async_context(
+                open_session_store(
+                    config.data_dir, config.checkpoint if config.uses_postgres else None
+                )
+            )
+            chats = ChatService(
+                config,
+                store=store,
+                checkpointer=checkpointer,
+                model_for=model_for,
+                open_slide=lambda path: tiles.slide(path).slide,
+                agent_factory=agent_factory,
+            )
+            app.state.chats = chats
+            try:
+                yield
+            finally:
+                await chats.aclose()
+                if model is not None:
+                    await model.aclose()
+
+    app = FastAPI(
+        title="medagent",
+        summary="Chat with an agent over a whole-slide image.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.config = config
+    app.state.tiles = tiles = TileService(
+        tile_size=config.tile_size,
+        overlap=config.tile_overlap,
+        quality=config.tile_quality,
+        cache_bytes=config.tile_cache_mb * 1024 * 1024,
+        open_slides=config.open_slides,
+    )
+    add_error_handlers(app)
+    app.include_router(api_router())
+    app.include_router(upload_router())
+
+    @app.get("/", include_in_schema=False)
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(RequestGuard, token=config.token, hosts=config.hosts)
+    return app
+
+
+def serve(app: FastAPI, config: ServerConfig) -> None:
+    """Run ``app`` with uvicorn on the configured host and port until interrupted."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,  # client addresses are not trusted from headers by default
+    )

@@ -1,0 +1,247 @@
+"""Sessions at run time: one chat agent per session, turns run to completion, limits applied.
+
+A turn runs as its own task and feeds a queue the HTTP response reads: a client that goes away
+mid-turn does not cut the turn short, so the history (checkpointed by the agent) stays whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from anyio import to_thread
+
+from medagent.artifacts import ArtifactStore
+from medagent.errors import MedagentError
+from medagent.imaging import Region, Slide, resolve_under_roots
+from medagent.server._config import ServerConfig
+from medagent.server._security import RateLimiter
+from medagent.server._state import SessionRecord, SessionStore
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    from medagent.agents.chat import ChatEvent
+    from medagent.models import ChatModel
+
+__all__ = [
+    "AgentContext",
+    "AgentFactory",
+    "ChatService",
+    "ChatSession",
+    "OpenSession",
+    "RateLimitedError",
+    "SessionNotFoundError",
+    "TurnInProgressError",
+    "chat_agent_factory",
+]
+
+log = logging.getLogger("medagent.server")
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+class SessionNotFoundError(LookupError):
+    """No session with that id (or its slide is no longer under a configured root)."""
+
+
+class TurnInProgressError(RuntimeError):
+    """The session is already answering; one turn at a time keeps the thread consistent."""
+
+
+class RateLimitedError(RuntimeError):
+    """The session sent messages faster than its limit; retry after ``retry_after`` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"too many messages in this session; retry in {retry_after} s")
+
+
+class ChatSession(Protocol):
+    """What the server needs of a chat agent (``medagent.agents.chat.ChatAgent``)."""
+
+    def astream(
+        self, thread_id: str, message: str, *, region: Region | None = None
+    ) -> AsyncIterator[ChatEvent]: ...
+
+    async def ahistory(self, thread_id: str) -> list[ChatEvent]: ...
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """Everything an agent for one session is built from.
+
+    ``slide`` is opened once per file and shared by every session on it (and the tiles): one
+    OpenSlide handle and tile cache instead of one per session.
+    """
+
+    session_id: str
+    slide_path: Path
+    slide: Slide
+    artifacts: ArtifactStore
+    checkpointer: BaseCheckpointSaver[Any]
+    model: ChatModel
+
+
+AgentFactory = Callable[[AgentContext], ChatSession]
+
+SESSION_VIEW_CACHE = 0
+"""Rendered views each session keeps in memory: none. A view takes tens of ms to render again
+and a few MB to keep; a server holding many sessions keeps the memory (the agent's default, 32,
+is for one chat)."""
+
+
+def chat_agent_factory(context: AgentContext) -> ChatSession:
+    """The real agent: ``ChatAgent`` over the session's slide, crops in its own store."""
+    from medagent.agents.chat import ChatAgent, ChatConfig
+
+    return ChatAgent(
+        context.model,
+        context.slide,
+        artifacts=context.artifacts,
+        checkpointer=context.checkpointer,
+        # many sessions share the process: each keeps only its latest views in memory
+        config=ChatConfig(view_cache=SESSION_VIEW_CACHE),
+    )
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    record: SessionRecord
+    slide_path: Path
+    artifacts: ArtifactStore
+    agent: ChatSession
+
+
+class ChatService:
+    """Creates and reopens sessions, runs turns, and applies the per-session limits."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        store: SessionStore,
+        checkpointer: BaseCheckpointSaver[Any],
+        model_for: Callable[[str], ChatModel],
+        open_slide: Callable[[Path], Slide],
+        agent_factory: AgentFactory = chat_agent_factory,
+    ) -> None:
+        self._config = config
+        self._roots = config.roots
+        self._store = store
+        self._checkpointer = checkpointer
+        self._model_for = model_for
+        self._open_slide = open_slide
+        self._agent_factory = agent_factory
+        self._open: OrderedDict[str, OpenSession] = OrderedDict()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._limiter = RateLimiter(config.messages_per_minute, config.message_burst)
+
+    def resolve(self, slide: str) -> Path:
+        """The slide file under a root (``PathRefusedError``/``InputError`` otherwise)."""
+        return resolve_under_roots(slide, self._roots)
+
+    async def create(self, slide: str) -> OpenSession:
+        self.resolve(slide)  # refuse before anything is written
+        record = await self._store.create(slide)
+        return await self.open(record.id)
+
+    async def open(self, session_id: str) -> OpenSession:
+        """The session, its agent built on first use; ``SessionNotFoundError`` when unknown."""
+        found = self._open.get(session_id)
+        if found is not None:
+            self._open.move_to_end(session_id)
+            return found
+        if not _SESSION_ID.fullmatch(session_id):
+            raise SessionNotFoundError(session_id)
+        record = await self._store.get(session_id)
+        if record is None:
+            raise SessionNotFoundError(session_id)
+        try:
+            # Resolved again on every load: roots may have changed since the session began.
+            path = self.resolve(record.slide)
+        except MedagentError:
+            raise SessionNotFoundError(session_id) from None
+        artifacts = await to_thread.run_sync(
+            ArtifactStore, self._config.data_dir / "sessions" / session_id / "crops"
+        )
+        context = AgentContext(
+            session_id=session_id,
+            slide_path=path,
+            slide=await to_thread.run_sync(self._open_slide, path),
+            artifacts=artifacts,
+            checkpointer=self._checkpointer,
+            model=self._model_for(session_id),
+        )
+        agent = await to_thread.run_sync(self._agent_factory, context)
+        found = self._open.get(session_id)  # another request may have opened it meanwhile
+        if found is not None:
+            return found
+        session = OpenSession(record=record, slide_path=path, artifacts=artifacts, agent=agent)
+        self._open[session_id] = session
+        while len(self._open) > self._config.open_agents:
+            oldest = next(iter(self._open))
+            if oldest in self._running:
+                break  # never drop an agent mid-turn; the bound is soft
+            del self._open[oldest]
+        return session
+
+    async def history(self, session: OpenSession) -> list[ChatEvent]:
+        return await session.agent.ahistory(session.record.id)
+
+    def start_turn(
+        self, session: OpenSession, text: str, region: Region | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Start a turn now (or refuse: 409, 429) and return its events as JSON objects."""
+        session_id = session.record.id
+        if session_id in self._running:
+            raise TurnInProgressError(session_id)
+        wait = self._limiter.take(session_id)
+        if wait:
+            raise RateLimitedError(wait)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        task = asyncio.create_task(self._pump(session, text, region, queue))
+        self._running[session_id] = task
+        task.add_done_callback(lambda _: self._running.pop(session_id, None))
+        return _drain(queue)
+
+    async def _pump(
+        self,
+        session: OpenSession,
+        text: str,
+        region: Region | None,
+        queue: asyncio.Queue[dict[str, Any] | None],
+    ) -> None:
+        session_id = session.record.id
+        try:
+            async for event in session.agent.astream(session_id, text, region=region):
+                queue.put_nowait(event.model_dump(mode="json"))
+        except MedagentError as exc:
+            queue.put_nowait({"type": "error", "thread_id": session_id, "text": str(exc)})
+        except Exception:
+            log.exception("turn failed in session %s", session_id)
+            queue.put_nowait(
+                {"type": "error", "thread_id": session_id, "text": "internal error; see the log"}
+            )
+        finally:
+            queue.put_nowait(None)
+
+    async def aclose(self) -> None:
+        """Let running turns finish briefly, then cancel them: shutdown must not hang."""
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._open.clear()
+
+
+async def _drain(queue: asyncio.Queue[dict[str, Any] | None]) -> AsyncIterator[dict[str, Any]]:
+    while (item := await queue.get()) is not None:
+        yield item

@@ -1,0 +1,118 @@
+"""What the web app is allowed to do: slide roots, binding, token, limits, where state lives."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medagent.errors import ConfigError
+
+__all__ = ["ServerConfig", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``: only this machine can connect."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerConfig(BaseModel):
+    """Settings of one web app; the CLI builds it from flags, tests build it directly.
+
+    The app refuses to exist on a non-loopback host without a token: anyone who can reach the
+    port could otherwise read every slide under the roots.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    slide_roots: tuple[Path, ...] = Field(
+        min_length=1, description="Folders whose slides may be opened; nothing outside them."
+    )
+    host: str = Field("127.0.0.1", description="Interface to bind; loopback needs no token.")
+    port: int = Field(8000, ge=0, le=65535)
+    token: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._~+/=-]{16,}$",
+        description="Shared secret, 16+ URL-safe characters; required off loopback.",
+    )
+    data_dir: Path = Field(
+        Path(".medagent/server"),
+        description="Session table, SQLite checkpoints and crops (shared storage for replicas).",
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="None: SQLite in data_dir; a file path: SQLite there; "
+        "postgresql://...: Postgres (sessions table too), for several replicas.",
+    )
+    allowed_hosts: tuple[str, ...] | None = Field(
+        None,
+        description="Host headers accepted; default without a token on loopback: localhost, "
+        "127.0.0.1, ::1 (stops DNS-rebinding pages from reaching an unauthenticated server).",
+    )
+    messages_per_minute: float = Field(20.0, gt=0, description="Per-session refill rate.")
+    message_burst: int = Field(5, ge=1, description="Messages a session may send at once.")
+    max_message_chars: int = Field(4000, ge=1)
+    tile_size: int = Field(254, ge=64, le=1024, description="Deep Zoom tile side (+ overlap).")
+    tile_overlap: int = Field(1, ge=0, le=8)
+    tile_quality: int = Field(80, ge=30, le=95, description="JPEG quality of tiles.")
+    tile_cache_mb: int = Field(64, ge=0, description="Encoded tiles kept in memory.")
+    open_slides: int = Field(16, ge=1, description="Slides kept open for tiles.")
+    open_agents: int = Field(256, ge=1, description="Session agents kept in memory.")
+    upload_dir: Path | None = Field(
+        None, description="Enables POST /api/uploads into this folder (also a slide root)."
+    )
+    max_upload_mb: int = Field(4096, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerConfig:
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"binding {self.host} exposes the slides to the network; set a token "
+                "(--token or MEDAGENT_SERVER_TOKEN, at least 16 characters) or bind 127.0.0.1"
+            )
+        return self
+
+    @classmethod
+    def build(cls, **values: object) -> ServerConfig:
+        """Like the constructor, but a bad value is one ``ConfigError`` line."""
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{where}: {message}" if where else message) from None
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Every folder slides may come from, resolved (uploads included)."""
+        roots = [root.expanduser().resolve() for root in self.slide_roots]
+        if self.upload_dir is not None:
+            roots.append(self.upload_dir.expanduser().resolve())
+        return tuple(dict.fromkeys(roots))
+
+    @property
+    def hosts(self) -> frozenset[str] | None:
+        """Host names (without port) the app answers, or ``None`` for any."""
+        if self.allowed_hosts is not None:
+            return frozenset(h.lower() for h in self.allowed_hosts)
+        # Without a token, a page elsewhere whose name resolves to 127.0.0.1 could otherwise
+        # read everything; with one, it lacks the token (the cookie is SameSite=Strict).
+        if is_loopback(self.host) and not self.token:
+            return frozenset({"localhost", "127.0.0.1", "::1", self.host.strip("[]").lower()})
+        return None
+
+    @property
+    def uses_postgres(self) -> bool:
+        return bool(self.checkpoint) and str(self.checkpoint).startswith(
+            ("postgresql://", "postgres://")
+        )

@@ -1,0 +1,209 @@
+"""The HTTP API: sessions, messages (streamed as server-sent events), history, tiles, crops.
+
+Everything about a slide is reached through a session: the slide path is checked once, when
+the session is created, and tile and crop URLs carry only the session id.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from anyio import to_thread
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
+
+from medagent.errors import InputError, PathRefusedError, PHIRefusedError, SlideOpenError
+from medagent.imaging import Region, list_under_roots
+from medagent.server._chat import (
+    ChatService,
+    OpenSession,
+    RateLimitedError,
+    SessionNotFoundError,
+    TurnInProgressError,
+)
+from medagent.server._config import ServerConfig
+from medagent.server._tiles import TileNotFoundError, TileService
+
+__all__ = ["add_error_handlers", "api_router"]
+
+#: Files offered in the slide list (anything ``open_image`` reads can still be named directly).
+_LIST_LIMIT = 2000
+_TILE_CACHE = "private, max-age=86400"
+
+
+class NewSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slide: str = Field(max_length=1024, description="Path under a slide folder, as listed.")
+
+
+class NewMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field("", description="The question; may be empty when a region is given.")
+    region: Region | None = Field(None, description="Level-0 region the user pointed at.")
+
+
+def _chats(request: Request) -> ChatService:
+    chats: ChatService = request.app.state.chats
+    return chats
+
+
+def _tiles(request: Request) -> TileService:
+    tiles: TileService = request.app.state.tiles
+    return tiles
+
+
+def _config(request: Request) -> ServerConfig:
+    config: ServerConfig = request.app.state.config
+    return config
+
+
+def _error(status: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Expected failures become statuses with one-line details; anything else is a 500."""
+    statuses: list[tuple[type[Exception], int, str | None]] = [
+        (SessionNotFoundError, 404, "no such session"),
+        (TileNotFoundError, 404, None),
+        (PathRefusedError, 403, None),
+        (PHIRefusedError, 403, None),
+        (SlideOpenError, 422, None),
+        (InputError, 404, None),
+        (TurnInProgressError, 409, "this session is still answering; wait for turn_end"),
+    ]
+    for kind, status, fixed in statuses:
+
+        def handler(
+            request: Request, exc: Exception, status: int = status, fixed: str | None = fixed
+        ) -> Response:
+            return _error(status, fixed or str(exc))
+
+        app.add_exception_handler(kind, handler)
+
+    def rate_limited(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RateLimitedError)
+        return _error(429, str(exc), **{"Retry-After": str(exc.retry_after)})
+
+    app.add_exception_handler(RateLimitedError, rate_limited)
+
+
+async def _session_info(request: Request, session: OpenSession) -> dict[str, Any]:
+    info = (await to_thread.run_sync(_tiles(request).slide, session.slide_path)).slide.info
+    base = f"/api/sessions/{session.record.id}"
+    return {
+        "id": session.record.id,
+        "slide": session.record.slide,
+        "created_at": session.record.created_at,
+        "width": info.dimensions.width,
+        "height": info.dimensions.height,
+        "mpp_x": info.mpp_x,
+        "mpp_y": info.mpp_y,
+        "vendor": info.vendor,
+        "level_count": info.level_count,
+        "associated_images": info.associated_images,  # names only, never the pixels
+        "dzi": f"{base}/slide.dzi",
+    }
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @router.get("/api/slides")
+    async def list_slides(request: Request) -> dict[str, Any]:
+        """Slides a session can be opened on."""
+        roots = _config(request).roots
+        slides = await to_thread.run_sync(
+            functools.partial(list_under_roots, roots, limit=_LIST_LIMIT)
+        )
+        return {"slides": slides, "truncated": len(slides) >= _LIST_LIMIT}
+
+    @router.post("/api/sessions", status_code=201)
+    async def create_session(request: Request, body: NewSession) -> dict[str, Any]:
+        """A new chat session on a slide under a configured folder."""
+        session = await _chats(request).create(body.slide)
+        return await _session_info(request, session)
+
+    @router.get("/api/sessions/{session_id}")
+    async def get_session(request: Request, session_id: str) -> dict[str, Any]:
+        return await _session_info(request, await _chats(request).open(session_id))
+
+    @router.get("/api/sessions/{session_id}/history")
+    async def history(request: Request, session_id: str) -> dict[str, Any]:
+        """Every event of every turn so far, in order (what the page redraws from)."""
+        chats = _chats(request)
+        events = await chats.history(await chats.open(session_id))
+        return {"events": [event.model_dump(mode="json") for event in events]}
+
+    @router.post("/api/sessions/{session_id}/messages")
+    async def send_message(request: Request, session_id: str, body: NewMessage) -> Response:
+        """Ask; the reply streams back as server-sent events, one per agent event."""
+        config = _config(request)
+        if not body.text.strip() and body.region is None:
+            return _error(422, "the message is empty; type a question or draw a region")
+        if len(body.text) > config.max_message_chars:
+            return _error(413, f"message longer than {config.max_message_chars} characters")
+        chats = _chats(request)
+        session = await chats.open(session_id)
+        region = body.region
+        if region is not None:
+            slide = (await to_thread.run_sync(_tiles(request).slide, session.slide_path)).slide
+            region = region.clamp(slide.dimensions)
+            if region is None:
+                return _error(422, "the region is outside the slide")
+        events = chats.start_turn(session, body.text, region)
+
+        async def stream() -> Any:
+            async for event in events:
+                ident = f"{event.get('turn', 0)}.{event.get('seq', 0)}"
+                yield {"event": event["type"], "id": ident, "data": json.dumps(event)}
+
+        return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/sessions/{session_id}/slide.dzi")
+    async def dzi(request: Request, session_id: str) -> Response:
+        session = await _chats(request).open(session_id)
+        xml = await to_thread.run_sync(_tiles(request).dzi, session.slide_path)
+        return Response(xml, media_type="application/xml", headers={"Cache-Control": _TILE_CACHE})
+
+    @router.get("/api/sessions/{session_id}/slide_files/{level:int}/{col:int}_{row:int}.jpeg")
+    async def tile(request: Request, session_id: str, level: int, col: int, row: int) -> Response:
+        session = await _chats(request).open(session_id)
+        data = await to_thread.run_sync(_tiles(request).tile, session.slide_path, level, col, row)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": _TILE_CACHE})
+
+    @router.get("/api/sessions/{session_id}/crops/{artifact_id}")
+    async def crop(request: Request, session_id: str, artifact_id: str) -> Response:
+        """A view the agent saw, from this session's own store only."""
+        session = await _chats(request).open(session_id)
+        try:
+            ref = session.artifacts.find(artifact_id)
+        except InputError:
+            return _error(404, "no such crop in this session")
+        return FileResponse(
+            session.artifacts.path(ref),
+            media_type=ref.media_type,
+            headers={"Cache-Control": _TILE_CACHE},
+        )
+
+    @router.get("/api/sessions/{session_id}/associated/{name}")
+    async def associated(request: Request, session_id: str, name: str) -> Response:
+        """Refused by design: label and macro images may show patient identifiers."""
+        await _chats(request).open(session_id)
+        return _error(
+            403,
+            f"associated image {name!r} is not served: label and macro images may show "
+            "patient identifiers",
+        )
+
+    return router

@@ -1,0 +1,178 @@
+"""Deep Zoom tiles for the viewer: ``openslide.deepzoom`` geometry over any ``Slide``, cached.
+
+Tiles are read through medagent's ``Slide`` (not a second reader), so every format
+``open_image`` opens can be viewed, and associated images (label, macro) are unreachable: the
+geometry adapter reports none. Viewer coordinates equal level-0 pixels (no bounds cropping), so
+the agent's regions can be drawn on the viewer without conversion.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import openslide
+from openslide.deepzoom import DeepZoomGenerator
+from PIL import Image
+
+from medagent.imaging import Region, Slide, open_image
+
+__all__ = ["DeepZoomSlide", "TileNotFoundError", "TileService"]
+
+
+class TileNotFoundError(LookupError):
+    """The level or tile address does not exist in the slide's Deep Zoom pyramid."""
+
+
+class _Geometry(openslide.AbstractSlide):
+    """Just enough of an OpenSlide object for ``DeepZoomGenerator``'s arithmetic."""
+
+    def __init__(self, slide: Slide) -> None:
+        super().__init__()
+        self._slide = slide
+
+    @classmethod
+    def detect_format(cls, filename: object) -> str | None:
+        return None
+
+    def close(self) -> None:
+        """The ``Slide`` is owned by ``DeepZoomSlide``."""
+
+    @property
+    def level_count(self) -> int:
+        return self._slide.level_count
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return tuple((s.width, s.height) for s in self._slide.level_dimensions)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(self._slide.level_downsamples)
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return {}  # no bounds keys: viewer pixels stay level-0 pixels
+
+    @property
+    def associated_images(self) -> Mapping[str, Image.Image]:
+        return {}  # label and macro may identify the patient: never reachable from here
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        return self._slide.best_level_for_downsample(downsample)
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> Image.Image:
+        ds = self._slide.level_downsamples[level]
+        region = Region(
+            x=location[0], y=location[1], width=round(size[0] * ds), height=round(size[1] * ds)
+        )
+        inside = region.clamp(self._slide.dimensions) or Region(x=0, y=0, width=1, height=1)
+        return self._slide.read(inside, level).convert("RGBA")
+
+
+class DeepZoomSlide:
+    """One opened slide as a Deep Zoom pyramid of JPEG tiles."""
+
+    def __init__(self, slide: Slide, *, tile_size: int, overlap: int, quality: int) -> None:
+        self.slide = slide
+        self._dz = DeepZoomGenerator(_Geometry(slide), tile_size, overlap, limit_bounds=False)
+        self._quality = quality
+
+    @property
+    def level_count(self) -> int:
+        return self._dz.level_count
+
+    def dzi(self) -> str:
+        """The ``.dzi`` XML the viewer starts from."""
+        return self._dz.get_dzi("jpeg")
+
+    def tile(self, level: int, col: int, row: int) -> bytes:
+        """The JPEG bytes of one tile; ``TileNotFoundError`` outside the pyramid."""
+        try:
+            l0, slide_level, l_size = self._dz.get_tile_coordinates(level, (col, row))
+            z_size = self._dz.get_tile_dimensions(level, (col, row))
+        except ValueError:
+            raise TileNotFoundError(f"no tile {col}_{row} at Deep Zoom level {level}") from None
+        ds = self.slide.level_downsamples[slide_level]
+        wanted = Region(x=l0[0], y=l0[1], width=round(l_size[0] * ds), height=round(l_size[1] * ds))
+        # Rounding may reach one pixel past the edge; reading there would paint a black line.
+        inside = wanted.clamp(self.slide.dimensions) or Region(x=0, y=0, width=1, height=1)
+        image = self.slide.read(inside, slide_level)
+        if image.size != z_size:
+            image = image.resize(z_size, Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=self._quality)
+        return buffer.getvalue()
+
+
+class TileService:
+    """Open slides and encoded tiles, both LRU-bounded, safe to call from worker threads."""
+
+    def __init__(
+        self,
+        *,
+        tile_size: int = 254,
+        overlap: int = 1,
+        quality: int = 80,
+        cache_bytes: int = 64 * 1024 * 1024,
+        open_slides: int = 16,
+    ) -> None:
+        self._tile_size = tile_size
+        self._overlap = overlap
+        self._quality = quality
+        self._cache_bytes = cache_bytes
+        self._open_slides = open_slides
+        self._slides: OrderedDict[Path, DeepZoomSlide] = OrderedDict()
+        self._tiles: OrderedDict[tuple[Path, int, int, int], bytes] = OrderedDict()
+        self._tiles_size = 0
+        self._slides_lock = threading.Lock()
+        self._tiles_lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def slide(self, path: Path) -> DeepZoomSlide:
+        """The slide at ``path`` (already checked to be under a root), opened once."""
+        with self._slides_lock:
+            found = self._slides.get(path)
+            if found is not None:
+                self._slides.move_to_end(path)
+                return found
+            opened = DeepZoomSlide(
+                open_image(path),
+                tile_size=self._tile_size,
+                overlap=self._overlap,
+                quality=self._quality,
+            )
+            self._slides[path] = opened
+            if len(self._slides) > self._open_slides:
+                # Dropped, not closed: a request still reading it keeps it alive, and OpenSlide
+                # closes the handle when the last reference goes.
+                self._slides.popitem(last=False)
+            return opened
+
+    def dzi(self, path: Path) -> str:
+        return self.slide(path).dzi()
+
+    def tile(self, path: Path, level: int, col: int, row: int) -> bytes:
+        key = (path, level, col, row)
+        with self._tiles_lock:
+            data = self._tiles.get(key)
+            if data is not None:
+                self._tiles.move_to_end(key)
+                self.hits += 1
+                return data
+        data = self.slide(path).tile(level, col, row)
+        with self._tiles_lock:
+            self.misses += 1
+            if key not in self._tiles and len(data) <= self._cache_bytes:
+                self._tiles[key] = data
+                self._tiles_size += len(data)
+                while self._tiles_size > self._cache_bytes:
+                    _, dropped = self._tiles.popitem(last=False)
+                    self._tiles_size -= len(dropped)
+        return data
