@@ -7,14 +7,14 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medagent-installed
 
-.PHONY: demo test lint install browser clean
+.PHONY: demo test lint install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so the [hf] extra's range is already satisfied by the CPU wheel.
 	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[hf,eval,distributed,server,mcp,optimize,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[hf,eval,distributed,server,mcp,optimize,postgres,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,13 +29,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-## browser: the Debian chromium the browser tests drive (installed when missing, as root)
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+## system-deps: Debian packages real-part tests drive, installed when missing (as root):
+## chromium for the browser tests, postgresql for the web app's Postgres path
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 ## test: lint, then the whole test suite (slow and browser tests included)
-test: lint browser
+test: lint system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:

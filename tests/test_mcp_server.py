@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from medagent.testing import synthetic_tissue, write_pyramid_tiff
+from medagent.testing import free_port, synthetic_tissue, write_pyramid_tiff
 
 mcp = pytest.importorskip("mcp", reason="needs the [mcp] extra")
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
@@ -102,12 +102,6 @@ async def test_refused_paths_and_bad_arguments_are_tool_errors(slide_root: Path)
     assert "invalid_arguments" in texts[5] and "width" in texts[5]
     assert "give the slide" in texts[6]
     assert all("\n" not in text for text in texts)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_streamable_http_transport(slide_root: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import socket
 import time
 from collections.abc import Iterator
 from typing import Literal
@@ -17,7 +16,7 @@ from pydantic import BaseModel, Field
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ModelResponseError, ModelTimeoutError, ModelUnavailableError
 from medagent.models import GenerateParams, Message, OpenAIBackend, RetryPolicy, ToolSpec
-from medagent.testing import StubOpenAIServer
+from medagent.testing import StubOpenAIServer, free_port
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.05)
 
@@ -42,12 +41,6 @@ def backend_for(*urls: str, **kwargs: object) -> OpenAIBackend:
     options: dict[str, object] = {"retry": FAST_RETRY, "timeout_s": 5.0}
     options.update(kwargs)
     return OpenAIBackend("stub-model", list(urls), **options)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def decode_data_url(url: str) -> Image.Image:

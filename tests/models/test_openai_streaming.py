@@ -103,7 +103,6 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
 
 def test_the_backend_has_the_streaming_capability() -> None:
     model = OpenAIBackend("m")
-    assert isinstance(model, StreamingChatModel)
     assert isinstance(model, StreamingChatModel)  # what the chat agent checks
 
 
@@ -345,3 +344,27 @@ async def test_a_cut_whole_reply_is_retried_by_generate(stub: StubOpenAIServer) 
     stub.enqueue({"fault": "cut"}, {"text": "again"})
     reply = await backend_for(stub.base_url).generate([Message.user("x")])
     assert reply.text == "again" and reply.usage.attempts == 2
+
+
+async def test_a_cached_model_streams_through_then_answers_whole_from_the_cache(
+    stub: StubOpenAIServer, tmp_path: Path
+) -> None:
+    from medagent.models import CachedModel, ScriptedModel
+
+    stub.enqueue({"text": ANSWER})
+    messages = [Message.user("what is it?")]
+    cached = CachedModel(backend_for(stub.base_url), tmp_path / "cache.sqlite")
+    assert isinstance(cached, StreamingChatModel)
+    items = [item async for item in cached.generate_stream(messages)]
+    assert len(items) > 2 and "".join(str(i) for i in items[:-1]) == ANSWER
+    assert cached.hits == 0
+
+    again = [item async for item in cached.generate_stream(messages)]  # the stub has no more
+    assert len(again) == 1 and isinstance(again[0], Reply) and again[0].text == ANSWER
+    assert cached.hits == 1 and len(stub.requests) == 1
+    # A backend that cannot stream answers whole, and its reply is stored too.
+    plain = CachedModel(ScriptedModel([{"text": "whole"}]), tmp_path / "plain.sqlite")
+    assert [r.text async for r in plain.generate_stream(messages) if isinstance(r, Reply)] == [
+        "whole"
+    ]
+    assert (await plain.generate(messages)).text == "whole" and plain.hits == 1

@@ -24,6 +24,10 @@ def slide_info(
 ) -> None:
     """Format, dimensions, pyramid levels, pixel spacing, vendor, associated image names.
 
+      medagent slide info slide.svs
+
+      medagent slide info scan.dcm --json
+
     Associated images (label, macro) are listed by name only: they can show patient
     identifiers, so their content is never printed.
     """

@@ -12,7 +12,7 @@ import io
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,13 @@ from pydantic import BaseModel
 from medagent.artifacts import ArtifactStore
 from medagent.models._messages import ImagePart, Message, TextPart, ToolSpec
 from medagent.models._structured import parse_structured
-from medagent.models.base import ChatModel, GenerateParams, Reply, UsageTotals
+from medagent.models.base import (
+    ChatModel,
+    GenerateParams,
+    Reply,
+    StreamingChatModel,
+    UsageTotals,
+)
 
 __all__ = ["CachedModel", "request_key"]
 
@@ -98,23 +104,65 @@ class CachedModel:
     ) -> Reply:
         params = params or GenerateParams()
         key = request_key(type(self.inner).__name__, self.name, messages, schema, tools, params)
-        with self._lock:
-            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        if row is not None:
-            self.hits += 1
-            stored = Reply.model_validate_json(row[0])
-            parsed, error = parse_structured(stored.text, schema) if schema else (None, None)
-            return stored.model_copy(update={"parsed": parsed, "parse_error": error})
+        stored = self._lookup(key, schema)
+        if stored is not None:
+            return stored
         reply = await self.inner.generate(
             messages, schema=schema, tools=tools, params=params, artifacts=artifacts
         )
+        self._store(key, reply)
+        return reply
+
+    async def generate_stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        params: GenerateParams | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> AsyncIterator[str | Reply]:
+        """What the wrapped model streams, stored at the end; a stored reply comes whole.
+
+        The key is ``generate``'s, so a streamed request and the same request made whole share
+        one entry.
+        """
+        params = params or GenerateParams()
+        key = request_key(type(self.inner).__name__, self.name, messages, None, tools, params)
+        stored = self._lookup(key, None)
+        if stored is not None:
+            yield stored
+            return
+        if not isinstance(self.inner, StreamingChatModel):
+            reply = await self.inner.generate(
+                messages, tools=tools, params=params, artifacts=artifacts
+            )
+            self._store(key, reply)
+            yield reply
+            return
+        async for piece in self.inner.generate_stream(
+            messages, tools=tools, params=params, artifacts=artifacts
+        ):
+            if isinstance(piece, Reply):
+                self._store(key, piece)
+            yield piece
+
+    def _lookup(self, key: str, schema: type[BaseModel] | None) -> Reply | None:
+        with self._lock:
+            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        self.hits += 1
+        stored = Reply.model_validate_json(row[0])
+        parsed, error = parse_structured(stored.text, schema) if schema else (None, None)
+        return stored.model_copy(update={"parsed": parsed, "parse_error": error})
+
+    def _store(self, key: str, reply: Reply) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO replies VALUES (?, ?)",
                 (key, reply.model_dump_json(exclude={"parsed"})),
             )
             self._db.commit()
-        return reply
 
     async def aclose(self) -> None:
         self._db.close()

@@ -8,6 +8,8 @@ real ones without weights worth downloading or a GPU.
   pixel spacing, painted with H&E-coloured blobs, that OpenSlide opens like a scan.
 - ``build_tiny_clip``: a tiny random-weight CLIP for the ``hf`` image embedder.
 - ``build_tiny_sam``: a tiny random-weight SAM for the segment tool's model path.
+- ``PostgresServer``: a throwaway local PostgreSQL server (not a double: the real server, in a
+  temporary folder), for what runs against Postgres.
 - ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
   transformers and vLLM backends.
 
@@ -16,6 +18,8 @@ Heavy dependencies (torch, transformers) are imported inside the functions that 
 """
 
 from medagent.models import ScriptedModel, ScriptedReply
+from medagent.testing._net import free_port
+from medagent.testing._postgres import PostgresServer
 from medagent.testing._slides import synthetic_tissue, write_pyramid_tiff
 from medagent.testing._stub_server import StubFault, StubOpenAIServer
 from medagent.testing._tiny_clip import (
@@ -27,6 +31,7 @@ from medagent.testing._tiny_sam import TINY_SAM_IMAGE_SIZE, build_tiny_sam
 from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
 
 __all__ = [
+    "PostgresServer",
     "ScriptedModel",
     "ScriptedReply",
     "StubFault",
@@ -38,6 +43,7 @@ __all__ = [
     "build_tiny_clip",
     "build_tiny_sam",
     "build_tiny_vlm",
+    "free_port",
     "synthetic_tissue",
     "write_pyramid_tiff",
 ]

