@@ -248,3 +248,36 @@ async def test_giant_navigates_three_steps_through_vllm(server: VLLMServer, tmp_
     assert result.status in ("answered", "answered_at_limit"), result.error
     assert all(not s.errors for s in trajectory.steps), [s.errors for s in trajectory.steps]
     await backend.aclose()
+
+
+@pytest.mark.parametrize("tool_mode", ["native", "schema"])
+async def test_chat_agent_completes_a_turn_through_vllm(
+    server: VLLMServer, tmp_path: Path, tool_mode: Literal["native", "schema"]
+) -> None:
+    """The chat agent on the real server: native tool calls (streamed, Hermes parser) and the
+    JSON action schema (guided decoding). Random weights say nothing useful, so the checks are
+    the turn's shape: it starts, streams or answers, and ends — never a traceback."""
+    from medagent.agents.chat import ChatAgent, ChatConfig
+    from medagent.artifacts import ArtifactStore
+    from medagent.testing import synthetic_tissue, write_pyramid_tiff
+
+    slide = write_pyramid_tiff(tmp_path / "s.tif", synthetic_tissue(4000, 3000), mpp=0.5, levels=3)
+    backend = OpenAIBackend(server.served_name, [server.base_url], timeout_s=120)
+    agent = ChatAgent(
+        backend,
+        slide,
+        artifacts=ArtifactStore(tmp_path / "crops"),
+        config=ChatConfig(tool_mode=tool_mode, max_tool_calls=2, max_tokens=96),
+    )
+    events = [event async for event in agent.astream("t1", "What tissue is this?")]
+    kinds = [event.type for event in events]
+    assert kinds[0] == "turn_start" and kinds[-1] == "turn_end", kinds
+    assert kinds.count("answer") + kinds.count("error") == 1, kinds
+    assert "crop" in kinds  # the overview went with the first message
+    if tool_mode == "native" and "answer" in kinds and "tool_call" not in kinds:
+        answer = next(e for e in events if e.type == "answer")
+        streamed = "".join(e.text or "" for e in events if e.type == "token")
+        assert streamed and answer.text and answer.text.startswith(streamed.strip()[:20])
+    errors = [e.text for e in events if e.type == "error"]
+    assert all(text and "\n" not in text for text in errors), errors
+    await backend.aclose()

@@ -114,6 +114,19 @@ def test_off_loopback_a_wrong_token_is_401(exposed: TestClient) -> None:
     assert exposed.get(f"/?token={TOKEN}x", follow_redirects=False).status_code == 401
 
 
+def test_websocket_connections_are_refused_whatever_they_carry(exposed: TestClient) -> None:
+    """The app has no WebSocket routes; the guard closes any attempt before routing."""
+    from starlette.websockets import WebSocketDisconnect
+
+    for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}):
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            exposed.websocket_connect("/api/sessions/x/events", headers=headers),
+        ):
+            pass
+        assert closed.value.code == 1008
+
+
 def test_the_right_token_works_as_header_or_page_cookie(exposed: TestClient) -> None:
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     assert exposed.get("/api/slides", headers=bearer).status_code == 200
