@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_support import medagent
 from medagent import __version__
 from medagent.testing import StubOpenAIServer
-
-
-def medagent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real console entry point in a subprocess, as a user would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
-    full_env.update(env or {})
-    full_env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "medagent", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=120,
-    )
 
 
 def write_script(path: Path, *replies: dict[str, object]) -> Path:

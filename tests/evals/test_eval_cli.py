@@ -14,21 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli_support import medagent
 from medagent.evals import load_results
 from medagent.testing import StubOpenAIServer, synthetic_tissue, write_pyramid_tiff
-
-
-def medagent(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "medagent", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        **kwargs,
-    )  # type: ignore[call-overload]
 
 
 def vqa_items(folder: Path, count: int) -> Path:

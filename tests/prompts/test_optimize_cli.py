@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from prompt_support import make_items, write_jsonl
 
+from cli_support import medagent
 from medagent.agents.giant import GiantNavigator
 from medagent.evals import EvalItem
 from medagent.prompts import load_compiled
-
-
-def medagent(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
-    env.update(COLUMNS="200", HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, "-m", "medagent", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def yes_no_items(folder: Path, count: int) -> Path:

@@ -197,7 +197,7 @@ async def test_compiled_program_changes_what_the_vqa_method_sends(tmp_path: Path
     assert instructions.startswith(f"Follow the {KEYWORD} rule.") and "one word" in instructions
     assert method.params()["prompt_program"] == compiled.sha256
     assert "prompt_program" not in plain.params()
-    with pytest.raises(ConfigError, match="giant, random-region and vqa methods"):
+    with pytest.raises(ConfigError, match="giant, random-region, vqa, insight and rag methods"):
         make_method("thumbnail", prompts=compiled)
 
 

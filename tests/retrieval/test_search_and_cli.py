@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_support import medagent
 from medagent.artifacts import ArtifactStore
 from medagent.imaging import open_image
 from medagent.retrieval import (
@@ -28,18 +26,6 @@ from medagent.retrieval import (
 from medagent.tools import ToolContext, search_similar
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
-
-
-def medagent(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "medagent", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def image_folder(root: Path) -> tuple[Path, Path]:

@@ -76,7 +76,10 @@ def eval_run(
     ] = "judge",
     prompts: Annotated[
         Path | None,
-        typer.Option(help="giant, random-region, vqa: compiled prompts from medagent optimize."),
+        typer.Option(
+            help="giant, random-region, vqa, insight, rag: compiled prompts (medagent "
+            "optimize, or a program's save())."
+        ),
     ] = None,
     slides: Annotated[
         list[Path] | None, typer.Option(help="Folder holding the slides; repeatable.")

@@ -117,6 +117,10 @@ def insight(
         Path | None, typer.Option(help="Run folder. [runs/TIMESTAMP-ID]", show_default=False)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="Compiled prompts (an 'insight' program) for the agent's modules."),
+    ] = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -141,7 +145,8 @@ def insight(
     events.jsonl and manifest.json. Exits 0 when insights were found, 1 when not, 2 on a
     usage error.
     """
-    from medagent.agents.insight import InsightAgent
+    from medagent.agents.insight import InsightAgent, insight_program
+    from medagent.cli._optimize import load_prompts
     from medagent.imaging import open_image
     from medagent.models import build_model
 
@@ -169,6 +174,10 @@ def insight(
     )
     if not goal.strip():
         raise ConfigError("--goal is empty; say what the analysis is for")
+    from medagent.prompts import resolve_program
+
+    # A wrong file or another agent's program fails here, before a model is loaded.
+    program = resolve_program(load_prompts(prompts), insight_program(), "the insight agent")
     opened = [open_image(path) for path in paths]  # bad paths fail here, before any model call
     searcher = None
     if index is not None:
@@ -182,6 +191,7 @@ def insight(
         searcher=searcher,
         on_event=None if as_json else _print_event,
         sam_model=settings.sam_model,
+        prompts=program,
     )
 
     async def _run() -> Any:

@@ -179,6 +179,9 @@ def rag_ask(
     index: Annotated[Path, typer.Option(help="Index of similar cases with reports.")],
     options: Annotated[str | None, typer.Option(help='Options separated by ";".')] = None,
     no_rag: Annotated[bool, typer.Option(help="Answer without retrieved reports.")] = False,
+    prompts: Annotated[
+        Path | None, typer.Option(help="Compiled prompts (a 'rag' program): role line, demos.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     backend: BackendOpt = None,
     model: ModelOpt = None,
@@ -193,9 +196,11 @@ def rag_ask(
       medagent rag ask cxr.png "Is there a pleural effusion?" --index idx/vqa-rad \\
           --base-url http://127.0.0.1:8000/v1 --model M
     """
-    from medagent.agents.rag import RAGPipeline
+    from medagent.agents.rag import RAGPipeline, rag_program
+    from medagent.cli._optimize import load_prompts
     from medagent.imaging import Renderer, open_image
     from medagent.models import build_model
+    from medagent.prompts import resolve_program
     from medagent.retrieval import open_index
 
     settings = build_settings(
@@ -207,10 +212,12 @@ def rag_ask(
         max_retries=max_retries,
         device=device,
     )
+    # A wrong file or another agent's program fails here, before a model is loaded.
+    program = resolve_program(load_prompts(prompts), rag_program(), "MMed-RAG")
     with open_image(image) as opened:
         picture = Renderer(opened).overview(1024).image
     chat_model = build_model(settings)
-    pipeline = RAGPipeline(chat_model, open_index(index))
+    pipeline = RAGPipeline(chat_model, open_index(index), prompts=program)
     choices = [o.strip() for o in options.split(";") if o.strip()] if options else None
 
     async def _run() -> Any:

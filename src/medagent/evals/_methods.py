@@ -20,6 +20,7 @@ from medagent.agents.insight import (
     InsightReference,
     Matcher,
     PairVerdict,
+    insight_program,
     score_insights,
 )
 from medagent.errors import ConfigError, InputError
@@ -31,6 +32,7 @@ from medagent.prompts import (
     Prediction,
     Program,
     load_template,
+    resolve_program,
     vqa_program,
 )
 
@@ -257,24 +259,34 @@ class VQAMethod:
 
 
 class RAGMethod:
-    """MMed-RAG: the item's first image, answered with reports of similar cases."""
+    """MMed-RAG: the item's first image, answered with reports of similar cases.
+
+    ``prompts`` (a compiled ``rag`` program) is checked here, once, rather than at every item.
+    """
 
     name = "rag"
 
-    def __init__(self, index: str | Path, *, config: Any = None) -> None:
-        from medagent.agents.rag import RAGConfig
+    def __init__(
+        self, index: str | Path, *, config: Any = None, prompts: CompiledProgram | None = None
+    ) -> None:
+        from medagent.agents.rag import RAGConfig, rag_program
         from medagent.retrieval import open_index
 
+        self.prompts = prompts
+        self.program = resolve_program(prompts, rag_program(), "the rag method")
         self.index_path = Path(index)
         self.searcher = open_index(self.index_path)
         self.config = config or RAGConfig()
 
     def params(self) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "index": str(self.index_path),
             "index_count": len(self.searcher.index),
             "config": self.config.model_dump(),
         }
+        if self.prompts is not None:
+            params["prompt_program"] = self.prompts.sha256
+        return params
 
     async def __call__(self, item: EvalItem, model: ChatModel, item_dir: Path) -> MethodOutput:
         from PIL import Image
@@ -290,10 +302,13 @@ class RAGMethod:
             raise InputError(
                 f"item {item.id}: cannot read image {item.images[0]} ({exc})"
             ) from None
-        pipeline = RAGPipeline(model, self.searcher, config=self.config)
+        pipeline = RAGPipeline(model, self.searcher, config=self.config, prompts=self.program)
         result = await pipeline.ask(image, item.question, options=item.options)
         trajectory = item_dir / "trajectory.json"
-        _write_json(trajectory, result.model_dump(mode="json"))
+        record = result.model_dump(mode="json")
+        if self.prompts is not None:
+            record["prompt_program"] = self.prompts.sha256
+        _write_json(trajectory, record)
         return MethodOutput(
             answer=result.answer,
             prediction=result.prediction,
@@ -351,7 +366,8 @@ class InsightMethod:
     The prediction is a small JSON object with the scores (``f1``, ``recall``, ``precision``,
     ``novelty``) that ``score_item`` reads; the full scoring, every pair's verdict included,
     is ``insight_scores.json`` next to the run's ``insights.json``. The judge is the run's
-    model unless ``judge_model`` is given.
+    model unless ``judge_model`` is given. ``prompts`` (a compiled ``insight`` program) is
+    checked here, once, rather than at every item.
     """
 
     name = "insight"
@@ -363,7 +379,10 @@ class InsightMethod:
         matcher: Literal["judge", "rouge"] = "judge",
         index: str | Path | None = None,
         judge_model: ChatModel | None = None,
+        prompts: CompiledProgram | None = None,
     ) -> None:
+        self.prompts = prompts
+        self.program = resolve_program(prompts, insight_program(), "the insight method")
         self.config = config or InsightConfig()
         self.matcher: Literal["judge", "rouge"] = matcher
         self.judge_model = judge_model
@@ -377,12 +396,15 @@ class InsightMethod:
     def params(self) -> dict[str, Any]:
         from medagent.agents.insight import prompt_hashes
 
-        return {
+        params: dict[str, Any] = {
             "config": self.config.model_dump(mode="json"),
             "matcher": self.matcher,
             "index": str(self.index_path) if self.index_path else None,
             "prompts": prompt_hashes(),
         }
+        if self.prompts is not None:
+            params["prompt_program"] = self.prompts.sha256
+        return params
 
     async def __call__(self, item: EvalItem, model: ChatModel, item_dir: Path) -> MethodOutput:
         images = [item.slide] if item.slide else list(item.images)
@@ -393,7 +415,7 @@ class InsightMethod:
         ]
         if not references:
             raise InputError(f"item {item.id} has no reference insights to score against")
-        agent = InsightAgent(model, self.config, searcher=self.searcher)
+        agent = InsightAgent(model, self.config, searcher=self.searcher, prompts=self.program)
         report = await agent.arun(images, item.question, run_dir=item_dir)
         ok = report.status in ("completed", "partial")
         prediction = None
@@ -446,17 +468,19 @@ def make_method(
 ) -> ItemMethod:
     """The method called ``name`` (``giant``, ``thumbnail``, ``patches``, ``random-region``,
     ``vqa``, ``rag``, ``insight``); ``prompts`` (a compiled program) applies to ``giant``,
-    ``random-region`` and ``vqa``; ``insight`` (roots, depth, adaptive) and ``matcher`` to
-    ``insight``, whose seed, temperature and time limit come from ``giant``."""
+    ``random-region``, ``vqa``, ``insight`` and ``rag``; ``insight`` (roots, depth, adaptive)
+    and ``matcher`` to ``insight``, whose seed, temperature and time limit come from
+    ``giant``."""
     agents: dict[str, Method] = {
         "giant": "giant",
         "thumbnail": "thumbnail",
         "patches": "patches",
         "random-region": "random-region",
     }
-    if prompts is not None and name not in ("giant", "random-region", "vqa"):
+    if prompts is not None and name not in ("giant", "random-region", "vqa", "insight", "rag"):
         raise ConfigError(
-            f"compiled prompts apply to the giant, random-region and vqa methods, not {name}"
+            "compiled prompts apply to the giant, random-region, vqa, insight and rag methods, "
+            f"not {name}"
         )
     if name in agents:
         return GiantMethod(agents[name], giant or GiantConfig(), votes, prompts=prompts)
@@ -483,11 +507,12 @@ def make_method(
             ),
             matcher=matcher,
             index=index,
+            prompts=prompts,
         )
     if name == "rag":
         if index is None:
             raise ConfigError("the rag method needs --index INDEX_DIR (see medagent index build)")
-        return RAGMethod(index)
+        return RAGMethod(index, prompts=prompts)
     raise ConfigError(
         f"unknown method {name!r}: choose giant, thumbnail, patches, random-region, vqa, rag "
         "or insight"

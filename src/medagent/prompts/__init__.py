@@ -2,6 +2,7 @@
 signatures, prompt programs and the optimizers that tune them, saved as compiled JSON.
 """
 
+from medagent.prompts._agents import demo_turns, fill_instructions, resolve_program
 from medagent.prompts._bootstrap import BootstrapFewShot
 from medagent.prompts._compiled import CompiledProgram, PromptVersionWarning, load_compiled
 from medagent.prompts._instruction_search import InstructionSearch
@@ -43,9 +44,12 @@ __all__ = [
     "RandomSearch",
     "Signature",
     "VQAAnswer",
+    "demo_turns",
     "evaluate",
+    "fill_instructions",
     "load_compiled",
     "load_template",
+    "resolve_program",
     "tracing",
     "vqa_program",
 ]

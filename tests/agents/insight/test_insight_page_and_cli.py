@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from cli_support import medagent
 from medagent.agents.insight import InsightAgent, InsightConfig, InsightReport
 from medagent.models import ScriptedModel
-
-
-def medagent(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "medagent", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def write_script(path: Path, replies: list[dict[str, Any]]) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import string
 import time
 import uuid
 from collections.abc import Callable
@@ -28,14 +27,17 @@ from medagent.agents.giant._trajectory import RunLog, Status, Trajectory
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import ConfigError, InputError
 from medagent.imaging import RenderPolicy, Slide, open_image
-from medagent.models import ChatModel, ImagePart, Message
+from medagent.models import ChatModel, Message
 from medagent.prompts import (
     CompiledProgram,
     InputField,
     Predict,
     Program,
     Signature,
+    demo_turns,
+    fill_instructions,
     load_template,
+    resolve_program,
 )
 from medagent.tools import ToolContext
 from medagent.tools._view import slide_facts
@@ -109,14 +111,6 @@ def giant_program() -> Program:
     )
 
 
-def _giant_prompts(prompts: CompiledProgram | Program | None) -> Program | None:
-    if prompts is None or isinstance(prompts, Program):
-        if prompts is not None and prompts.name != "giant":
-            raise ConfigError(f"GIANT takes the 'giant' prompt program, not {prompts.name!r}")
-        return prompts
-    return giant_program().load(prompts)
-
-
 class GiantNavigator:
     """Navigates a slide with a VLM, GIANT-style (or runs one of its baselines).
 
@@ -144,7 +138,7 @@ class GiantNavigator:
                 f"compiled prompts apply to the giant and random-region methods, not {method}"
             )
         self.votes = votes
-        self.prompts = _giant_prompts(prompts)
+        self.prompts = resolve_program(prompts, giant_program(), "GIANT")
         self.model = model
         self.config = config or GiantConfig()
         self.method = method
@@ -393,17 +387,8 @@ class GiantNavigator:
         if self.prompts is None:
             return None, []
         navigate = self.prompts.predictor("navigate")
-        system = string.Template(navigate.instructions).safe_substitute(steps=self.config.max_steps)
-        turns = []
-        for message in navigate.demo_messages():
-            parts = [
-                ImagePart(artifact=artifacts.put(part.image, kind="demo"))
-                if isinstance(part, ImagePart) and part.image is not None
-                else part
-                for part in message.content
-            ]
-            turns.append(message.model_copy(update={"content": parts}))
-        return system.strip() + "\n", turns
+        system = fill_instructions(navigate, steps=self.config.max_steps)
+        return system, demo_turns(navigate, artifacts)
 
     def _finish(
         self,

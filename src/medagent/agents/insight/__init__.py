@@ -3,7 +3,8 @@
 ``InsightAgent(model).run(images, goal)`` → ``InsightReport``: a Visual Root Finder poses k
 root questions, a tool-using Analytical Insight Agent answers each as an insight with evidence,
 a Follow-up Question Composer asks deeper questions to depth p; the insights come back
-de-duplicated and ranked. ``score_insights`` scores them against reference insights.
+de-duplicated and ranked. ``score_insights`` scores them against reference insights;
+``insight_program()`` holds each module's prompt, to edit or tune and pass back as ``prompts``.
 """
 
 from medagent.agents.insight._agent import InsightAgent, prompt_hashes
@@ -21,6 +22,7 @@ from medagent.agents.insight._outputs import (
     action_schema,
     root_schema,
 )
+from medagent.agents.insight._prompts import insight_program
 from medagent.agents.insight._report import (
     Evidence,
     Finding,
@@ -71,6 +73,7 @@ __all__ = [
     "ToolStep",
     "action_schema",
     "build_graph",
+    "insight_program",
     "prompt_hashes",
     "rank_insights",
     "render_insight_html",

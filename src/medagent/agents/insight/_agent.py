@@ -22,12 +22,13 @@ from medagent.agents.insight._context import RunContext, Source
 from medagent.agents.insight._graph import InsightState, build_graph
 from medagent.agents.insight._modules import rank_insights
 from medagent.agents.insight._outputs import MAX_IMAGES
+from medagent.agents.insight._prompts import insight_program
 from medagent.agents.insight._report import InsightEvent, InsightReport, Status
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError
 from medagent.imaging import RenderPolicy, Slide, open_image
 from medagent.models import ChatModel
-from medagent.prompts import load_template
+from medagent.prompts import CompiledProgram, Program, load_template, resolve_program
 from medagent.tools import ImageSearcher, ToolContext
 
 __all__ = ["TEMPLATES", "InsightAgent", "ImagesArg", "prompt_hashes"]
@@ -63,6 +64,9 @@ class InsightAgent:
 
     ``model`` is any ``ChatModel``. ``searcher`` (e.g. ``medagent.retrieval.open_index(DIR)``)
     adds similar-case search and report retrieval to the tools. ``on_event`` receives progress.
+    ``prompts`` (an ``insight`` program, see ``insight_program``, or its compiled JSON) replaces
+    each module's prompt with its predictor's instructions and adds its demos as worked examples
+    before the module's request.
     """
 
     def __init__(
@@ -74,7 +78,9 @@ class InsightAgent:
         runs_dir: str | Path = "runs",
         on_event: Callable[[InsightEvent], None] | None = None,
         sam_model: str | None = None,
+        prompts: CompiledProgram | Program | None = None,
     ) -> None:
+        self.prompts = resolve_program(prompts, insight_program(), "the insight agent")
         self.model = model
         self.config = config or InsightConfig()
         self.searcher = searcher
@@ -132,6 +138,11 @@ class InsightAgent:
             "config": self.config.model_dump(mode="json"),
             "index": self.searcher is not None,
             "prompts": prompt_hashes(),
+            "prompt_program": (
+                {"name": self.prompts.name, "sha256": self.prompts.sha256()}
+                if self.prompts is not None
+                else None
+            ),
             "versions": package_versions(),
             "seed": self.config.seed,
             "created_at": datetime.now(UTC).isoformat(),
@@ -168,6 +179,7 @@ class InsightAgent:
             events_path=events,
             searcher=self.searcher,
             on_event=self.on_event,
+            prompts=self.prompts,
         )
         started = time.perf_counter()
         app = build_graph(run).compile()

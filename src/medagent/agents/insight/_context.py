@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from medagent.agents.insight._config import InsightConfig
 from medagent.agents.insight._outputs import ToolName
+from medagent.agents.insight._prompts import MODULE_TEMPLATES
 from medagent.agents.insight._report import (
     CallStatus,
     Finding,
@@ -31,7 +32,7 @@ from medagent.agents.insight._report import (
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.imaging import ImageSlide, Slide
 from medagent.models import ChatModel, GenerateParams, Message, Structured, generate_structured
-from medagent.prompts import load_template
+from medagent.prompts import Program, demo_turns, fill_instructions, load_template
 from medagent.tools import ImageSearcher, ToolContext
 
 __all__ = ["ModelDown", "RunContext", "Source", "image_kind", "normalize_question"]
@@ -109,6 +110,10 @@ class RunContext:
     trace: list[ModuleCall] = field(default_factory=list)
     summary: str = ""
     ranked: list[Insight] = field(default_factory=list)
+    prompts: Program | None = None  # an ``insight`` program; else each module's template
+    _demo_turns: dict[ModuleName, list[Message]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     # -- what the model is offered -------------------------------------------------------------
     @property
@@ -132,6 +137,20 @@ class RunContext:
 
     def system(self) -> Message:
         return Message.system(load_template("insight/role").render())
+
+    def request(
+        self, module: ModuleName, *intro: str | ArtifactRef, **values: object
+    ) -> list[Message]:
+        """A module's opening turns: the role, the program's demos for the module (images stored
+        once per run), then ``intro`` and the module's prompt filled with ``values``."""
+        if self.prompts is None:
+            text = load_template(MODULE_TEMPLATES[module]).render(**values)
+            return [self.system(), Message.user(*intro, text)]
+        predictor = self.prompts.predictor(module)
+        if module not in self._demo_turns:
+            self._demo_turns[module] = demo_turns(predictor, self.artifacts)
+        text = fill_instructions(predictor, **values)
+        return [self.system(), *self._demo_turns[module], Message.user(*intro, text)]
 
     def images_intro(self) -> list[str | ArtifactRef]:
         """The overviews, each after a line saying what it is (parts for ``Message.user``)."""

@@ -29,13 +29,16 @@ def _findings_text(run: RunContext) -> str:
     return "\n".join(lines) or "- none recorded"
 
 
-def _opening(run: RunContext, record: QuestionRecord, parent: Insight | None) -> Message:
+def _opening(run: RunContext, record: QuestionRecord, parent: Insight | None) -> list[Message]:
+    """The role, the program's demos, then the images and the question with its context."""
     follows = (
         f'It follows up the earlier insight "{parent.text}" (question: {parent.question}).\n'
         if parent is not None
         else ""
     )
-    text = load_template("insight/agent").render(
+    return run.request(
+        "insight_agent",
+        *run.images_intro(),
         goal=run.goal,
         kind=record.kind,
         question=record.question,
@@ -44,7 +47,6 @@ def _opening(run: RunContext, record: QuestionRecord, parent: Insight | None) ->
         tools=tool_lines(run.tools),
         steps=run.config.max_steps,
     )
-    return Message.user(*run.images_intro(), text)
 
 
 async def investigate(
@@ -56,7 +58,7 @@ async def investigate(
     """
     config = run.config
     schema = action_schema(run.tools)
-    messages = [run.system(), _opening(run, record, parent)]
+    messages = _opening(run, record, parent)
     run.emit(
         InsightEvent(
             kind="question", text=record.question, branch=record.branch, depth=record.depth

@@ -14,8 +14,6 @@ from medagent.agents.insight._outputs import (
 )
 from medagent.agents.insight._report import Finding, Insight, InsightEvent, QuestionRecord
 from medagent.errors import MedagentError
-from medagent.models import Message
-from medagent.prompts import load_template
 from medagent.tools import overview, zoom
 
 __all__ = ["compose", "find_roots", "rank_insights", "show_overviews", "summarize"]
@@ -59,12 +57,7 @@ async def find_roots(run: RunContext) -> list[QuestionRecord] | None:
     """Salient findings and k root questions; ``None`` when the model gave no valid reply."""
     show_overviews(run)
     k = run.config.roots
-    messages = [
-        run.system(),
-        Message.user(
-            *run.images_intro(), load_template("insight/roots").render(goal=run.goal, k=k)
-        ),
-    ]
+    messages = run.request("root_finder", *run.images_intro(), goal=run.goal, k=k)
     value = await run.call("root_finder", messages, root_schema(k))
     if value is None:
         return None
@@ -107,7 +100,8 @@ async def compose(run: RunContext, branch: int, depth: int) -> QuestionRecord | 
     """
     chain = [i for i in run.insights if i.branch == branch]
     others = [i for i in run.insights if i.branch != branch]
-    text = load_template("insight/compose").render(
+    messages = run.request(
+        "composer",
         goal=run.goal,
         chain="\n".join(f"- {i.question} → {i.text}" for i in chain) or "- (none)",
         others="\n".join(f"- {i.text}" for i in others) or "- (none)",
@@ -115,7 +109,7 @@ async def compose(run: RunContext, branch: int, depth: int) -> QuestionRecord | 
     )
     value = await run.call(
         "composer",
-        [run.system(), Message.user(text)],
+        messages,
         FollowUps,
         branch=branch,
         depth=depth + 1,
@@ -230,8 +224,8 @@ async def summarize(run: RunContext, *, ask_model: bool) -> bool:
             f"{number}. ({i.kind}, confidence {i.confidence:.0%}) {i.text}"
             for number, i in enumerate(run.insights, start=1)
         )
-        text = load_template("insight/summary").render(goal=run.goal, insights=listing)
-        parsed = await run.call("summary", [run.system(), Message.user(text)], SummaryOutput)
+        messages = run.request("summary", goal=run.goal, insights=listing)
+        parsed = await run.call("summary", messages, SummaryOutput)
     run.ranked = rank_insights(run.insights, parsed)
     run.summary = parsed.summary if parsed is not None else ""
     return parsed is not None or not ask_model

@@ -8,7 +8,12 @@ from medagent.agents.rag._pairs import (
     pairs_from_runs,
     write_pairs,
 )
-from medagent.agents.rag._prompt import RAGAnswer, build_rag_messages, rag_prompt_text
+from medagent.agents.rag._prompt import (
+    RAGAnswer,
+    build_rag_messages,
+    rag_program,
+    rag_prompt_text,
+)
 
 __all__ = [
     "FourRuns",
@@ -21,6 +26,7 @@ __all__ = [
     "build_rag_messages",
     "noise_image",
     "pairs_from_runs",
+    "rag_program",
     "rag_prompt_text",
     "write_pairs",
 ]

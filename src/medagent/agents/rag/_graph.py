@@ -15,8 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.agents.giant import normalize_answer
 from medagent.agents.rag._pairs import FourRuns, noise_image
-from medagent.agents.rag._prompt import RAGAnswer, build_rag_messages, rag_prompt_text
+from medagent.agents.rag._prompt import (
+    RAGAnswer,
+    build_rag_messages,
+    rag_program,
+    rag_prompt_text,
+)
 from medagent.models import ChatModel, GenerateParams, Structured, generate_structured
+from medagent.prompts import CompiledProgram, Program, resolve_program
 from medagent.retrieval._adaptive_k import AdaptiveK, select_k
 from medagent.retrieval._router import DomainRouter, KNNDomainRouter
 from medagent.tools import ImageSearcher
@@ -69,7 +75,11 @@ class RAGState(TypedDict, total=False):
 
 
 class RAGPipeline:
-    """Answers a question about an image, grounded in reports of similar cases."""
+    """Answers a question about an image, grounded in reports of similar cases.
+
+    ``prompts`` (a ``rag`` program, see ``rag_program``, or its compiled JSON) replaces the role
+    line with its instructions and adds its demos as worked examples before the question.
+    """
 
     def __init__(
         self,
@@ -78,7 +88,9 @@ class RAGPipeline:
         *,
         router: DomainRouter | None = None,
         config: RAGConfig | None = None,
+        prompts: CompiledProgram | Program | None = None,
     ) -> None:
+        self.prompts = resolve_program(prompts, rag_program(), "MMed-RAG")
         self.model = model
         self.searcher = searcher
         self.router = router or KNNDomainRouter(searcher)
@@ -109,8 +121,9 @@ class RAGPipeline:
 
         async def generate(state: RAGState) -> RAGState:
             reports = [c["report"] for c in state.get("selected", [])]
+            domain = state["domain"]
             messages = build_rag_messages(
-                image, question, reports, domain=state["domain"], options=options
+                image, question, reports, domain=domain, options=options, program=self.prompts
             )
             result = await generate_structured(
                 self.model,
@@ -121,7 +134,9 @@ class RAGPipeline:
                     max_tokens=config.max_tokens, temperature=config.temperature, seed=config.seed
                 ),
             )
-            prompt = rag_prompt_text(question, reports, domain=state["domain"], options=options)
+            prompt = rag_prompt_text(
+                question, reports, domain=domain, options=options, program=self.prompts
+            )
             if isinstance(result, Structured):
                 return {"answer": result.value.answer, "status": "answered", "prompt": prompt}
             return {"answer": None, "status": result.kind, "error": result.reason, "prompt": prompt}

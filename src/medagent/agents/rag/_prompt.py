@@ -1,7 +1,8 @@
 """MMed-RAG's prompt: a role line, the numbered reference reports with a caveat, the task.
 
 Without references (the no-RAG runs of preference-pair mining) the middle part is left out, so
-the two prompts differ only by the retrieved context.
+the two prompts differ only by the retrieved context. A ``rag`` program (``rag_program``)
+replaces the role line with its instructions and puts its demos before the request.
 """
 
 from __future__ import annotations
@@ -12,9 +13,16 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.models import Message
-from medagent.prompts import load_template
+from medagent.prompts import (
+    InputField,
+    Predict,
+    Program,
+    Signature,
+    fill_instructions,
+    load_template,
+)
 
-__all__ = ["RAGAnswer", "build_rag_messages", "rag_prompt_text"]
+__all__ = ["RAGAnswer", "build_rag_messages", "rag_program", "rag_prompt_text"]
 
 
 class RAGAnswer(BaseModel):
@@ -25,15 +33,60 @@ class RAGAnswer(BaseModel):
     answer: str = Field(min_length=1, max_length=500)
 
 
+def rag_program() -> Program:
+    """MMed-RAG's tunable prompt, as a program with one predictor, ``answer``.
+
+    Its instructions are the role line (``$domain`` is filled in with the identified domain);
+    the reports and the task (question, options, reply format) follow it as before. Its demos
+    are worked questions (image, question, options, reports → answer) shown before the real
+    one. Save a tuned copy with ``program.save(path)`` and pass it as ``prompts``.
+    """
+    signature = Signature(
+        name="rag.answer",
+        instructions=load_template("rag/role").text.strip(),
+        inputs=(
+            InputField(name="image", kind="image", description="the medical image"),
+            InputField(name="question", description="the question about the image"),
+            InputField(
+                name="options",
+                kind="list",
+                optional=True,
+                description="the choices; answer with the number of the correct option",
+            ),
+            InputField(
+                name="reports",
+                kind="list",
+                optional=True,
+                description="reports of similar cases, for reference only",
+            ),
+        ),
+        output=RAGAnswer,
+        description="answer a question about a medical image, grounded in similar cases' reports",
+    )
+    return Program(
+        "rag",
+        {"answer": Predict(signature)},
+        description="MMed-RAG: answer questions about medical images with the reports of "
+        "similar cases retrieved for the image's domain as reference.",
+    )
+
+
 def rag_prompt_text(
     question: str,
     reports: Sequence[str],
     *,
     domain: str = "radiology",
     options: Sequence[str] | None = None,
+    program: Program | None = None,
 ) -> str:
-    """The whole text of the prompt; ``reports`` empty gives the plain (no-RAG) prompt."""
-    parts = [load_template("rag/role").render(domain=domain).strip()]
+    """The whole text of the prompt; ``reports`` empty gives the plain (no-RAG) prompt;
+    ``program`` (a ``rag`` program) gives the role line."""
+    role = (
+        fill_instructions(program.predictor("answer"), domain=domain)
+        if program is not None
+        else load_template("rag/role").render(domain=domain)
+    )
+    parts = [role.strip()]
     if reports:
         numbered = "\n".join(f"{i}. {' '.join(r.split())}" for i, r in enumerate(reports, 1))
         parts.append(
@@ -54,7 +107,10 @@ def build_rag_messages(
     *,
     domain: str = "radiology",
     options: Sequence[str] | None = None,
+    program: Program | None = None,
 ) -> list[Message]:
-    """One user message: the image, then the prompt (images only ever in user messages)."""
-    text = rag_prompt_text(question, reports, domain=domain, options=options)
-    return [Message.user(image, text)]
+    """One user message: the image, then the prompt (images only ever in user messages);
+    ``program``'s demos come first, as user/assistant turns."""
+    text = rag_prompt_text(question, reports, domain=domain, options=options, program=program)
+    demos = program.predictor("answer").demo_messages() if program is not None else []
+    return [*demos, Message.user(image, text)]
