@@ -307,3 +307,18 @@ def test_rag_pairs_cli_on_vqa_rad(shared_data: Path, tmp_path: Path) -> None:
     written = [json.loads(line) for line in pairs.read_text().splitlines()]
     assert [p["stage"] for p in written] == ["1"] * len(items)
     assert all(p["rejected"] == "zzz" and p["rejected_image"] == "noise" for p in written)
+
+    # Compiled prompts: the tuned role line is what the pairs' prompts start with.
+    from medagent.agents.rag import rag_program
+
+    tuned = rag_program()
+    tuned.predictor("answer").instructions = "TUNED reader of $domain images."
+    tuned.save(tmp_path / "tuned.json")
+    again = medagent(
+        "rag", "pairs", "--data", str(data), "--index", str(out), "--split", "train",
+        "--limit", "2", "--out", str(tmp_path / "tuned-pairs.jsonl"), "--backend", "scripted",
+        "--script", str(script), "--prompts", str(tmp_path / "tuned.json"),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    tuned_pairs = [json.loads(x) for x in (tmp_path / "tuned-pairs.jsonl").read_text().splitlines()]
+    assert tuned_pairs and all(p["prompt"].startswith("TUNED reader of") for p in tuned_pairs)

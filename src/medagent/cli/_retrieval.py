@@ -250,6 +250,9 @@ def rag_pairs(
     split: Annotated[str, typer.Option(help="train, test or all.")] = "train",
     limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
     seed: Annotated[int, typer.Option(help="Noise images and 2a subsampling.")] = 0,
+    prompts: Annotated[
+        Path | None, typer.Option(help="Compiled prompts (a 'rag' program): role line, demos.")
+    ] = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -258,10 +261,20 @@ def rag_pairs(
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Mine MMed-RAG preference pairs (stages 1, 2a, 2b, 2c) as DPO JSONL."""
-    from medagent.agents.rag import RAGPipeline, pairs_from_runs, write_pairs
+    """Mine MMed-RAG preference pairs (stages 1, 2a, 2b, 2c) as DPO JSONL.
+
+      medagent rag pairs --data vqa-rad/ --index idx/vqa-rad --out pairs.jsonl \\
+          --base-url http://127.0.0.1:8000/v1 --model M --limit 200
+
+    Each item is answered four ways — clean or noise image, with or without the retrieved
+    reports — and the pairs whose stage condition holds are written (prompt, images, chosen,
+    rejected, stage); 2a pairs are subsampled to half the 2b + 2c count.
+    """
+    from medagent.agents.rag import RAGPipeline, pairs_from_runs, rag_program, write_pairs
+    from medagent.cli._optimize import load_prompts
     from medagent.evals import load_vqarad
     from medagent.models import build_model
+    from medagent.prompts import resolve_program
     from medagent.retrieval import open_index
 
     if dataset != "vqa-rad":
@@ -279,8 +292,9 @@ def rag_pairs(
         raise ConfigError(f"--split {split!r}: choose train, test or all")
     loaded = load_vqarad(data, split=split, limit=limit)  # type: ignore[arg-type]
     items = [i for i in loaded.items if i.answer]
+    program = resolve_program(load_prompts(prompts), rag_program(), "MMed-RAG")
     chat_model = build_model(settings)
-    pipeline = RAGPipeline(chat_model, open_index(index))
+    pipeline = RAGPipeline(chat_model, open_index(index), prompts=program)
 
     async def _run() -> list[Any]:
         runs = []
