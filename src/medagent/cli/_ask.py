@@ -256,6 +256,10 @@ def demo(
 ) -> None:
     """Run the GIANT navigator on a built-in gigapixel slide, offline.
 
+      medagent demo
+
+      medagent demo --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
+
     The slide (60,000 x 50,000 px at 0.5 µm/px, real IHC tissue shipped with scikit-image)
     is built once into the cache folder. With no backend configured, the demo uses
     Qwen2.5-VL-3B-Instruct if it is in the local Hugging Face cache, else a tiny test model

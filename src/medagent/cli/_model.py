@@ -97,6 +97,8 @@ def model_build_tiny_vlm(
 ) -> None:
     """Build a tiny random-weight VLM of a real architecture, offline (a test double).
 
+      medagent model build-tiny-vlm models/tiny-vlm
+
     Its answers are noise; it exists so the transformers and vLLM code paths can be run
     without downloading weights. Needs the [hf] extra.
     """

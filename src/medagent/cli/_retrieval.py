@@ -129,7 +129,12 @@ def index_search(
     domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The most similar indexed images to an image or a slide region."""
+    """The most similar indexed images to an image or a slide region.
+
+    medagent index search idx/vqa-rad --image cxr.png --k 5
+
+    medagent index search idx/slides --slide slide.svs --region 1000,2000,512,512 --json
+    """
     from medagent.imaging import Region, Renderer, open_image
     from medagent.retrieval import open_index
 
@@ -160,7 +165,10 @@ def index_info(
     index: Annotated[Path, typer.Argument(help="Index folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Size, kind, embedder and counts per domain and label."""
+    """Size, kind, embedder and counts per domain and label.
+
+    medagent index info idx/vqa-rad
+    """
     from medagent.retrieval import ImageIndex
 
     info = ImageIndex.load(index).info()
