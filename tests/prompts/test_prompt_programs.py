@@ -246,3 +246,13 @@ def test_compiled_program_changes_what_giant_sends(pyramid_tiff: Path, tmp_path:
         GiantNavigator(plain, method="thumbnail", prompts=compiled)
     with pytest.raises(ConfigError, match="'vqa' program; this is 'giant'"):
         GiantNavigator(plain, prompts=tuned_vqa(tmp_path).compiled())
+
+
+async def test_a_program_of_several_predictors_is_not_run_as_one_call() -> None:
+    """Agents' multi-module programs are run by their agents; calling one directly is a
+    one-line ConfigError (not a bare NotImplementedError traceback)."""
+    from medagent.agents.insight import insight_program
+
+    with pytest.raises(ConfigError, match="has 4 predictors") as caught:
+        await insight_program()(ScriptedModel([]), {"goal": "x"})
+    assert "\n" not in str(caught.value)

@@ -64,8 +64,10 @@ class Program:
     async def forward(self, model: ChatModel, inputs: Mapping[str, Any]) -> Prediction:
         """Run the program on one example's inputs. Override for multi-step programs."""
         if len(self.predictors) != 1:
-            raise NotImplementedError(
-                f"program {self.name} has several predictors: subclass Program and write forward"
+            raise ConfigError(
+                f"program {self.name!r} has {len(self.predictors)} predictors, so it cannot be run "
+                "as one call: its agent runs it (pass it as prompts=), or subclass Program and "
+                "write forward"
             )
         (only,) = self.predictors.values()
         return await only.acall(model, inputs)
