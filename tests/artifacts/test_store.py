@@ -58,5 +58,5 @@ def test_an_id_alone_finds_the_reference(tmp_path: Path) -> None:
     assert store.find(ref.id) == ref
     with pytest.raises(InputError, match="not an artifact id"):
         store.find("../../etc/passwd")
-    with pytest.raises(InputError, match="no artifact"):
+    with pytest.raises(InputError, match="no such artifact"):
         store.find("0" * 32)

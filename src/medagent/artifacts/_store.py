@@ -6,29 +6,39 @@ import hashlib
 import io
 import re
 from pathlib import Path
+from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.artifacts._encoding import data_url, to_jpeg
-from medagent.errors import InputError
-from medagent.imaging import Region
+from medagent.errors import InputError, SlideOpenError
+from medagent.imaging import Region, decode_image, image_header_size
 
 __all__ = ["ArtifactRef", "ArtifactStore"]
 
 _SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png"}
-_ID = re.compile(r"[0-9a-f]{32}")
+_ID_PATTERN = r"^[0-9a-f]{32}$"
+_ID = re.compile(_ID_PATTERN)
+MediaType = Literal["image/jpeg", "image/png"]
 
 
 class ArtifactRef(BaseModel):
-    """A small, serialisable pointer to an image in an ``ArtifactStore``."""
+    """A small, serialisable pointer to an image in an ``ArtifactStore``.
+
+    A reference can arrive from outside (a model's tool call, an MCP or HTTP client), so its id
+    and media type are validated here: no value of them can name a file outside the store.
+    Stores still resolve outside references through their own index (``ArtifactStore.resolve``).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(description="sha256 of the stored bytes (first 32 hex digits)")
-    width: int
-    height: int
-    media_type: str = "image/jpeg"
+    id: str = Field(
+        pattern=_ID_PATTERN, description="sha256 of the stored bytes (first 32 hex digits)"
+    )
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    media_type: MediaType = "image/jpeg"
     kind: str | None = Field(None, description="what it is: overview, zoom, mask, overlay, …")
     region: Region | None = Field(None, description="the level-0 region it shows, if any")
 
@@ -48,7 +58,7 @@ class ArtifactStore:
         self,
         image: Image.Image,
         *,
-        media_type: str = "image/jpeg",
+        media_type: MediaType = "image/jpeg",
         kind: str | None = None,
         region: Region | None = None,
     ) -> ArtifactRef:
@@ -86,19 +96,30 @@ class ArtifactStore:
     def find(self, artifact_id: str) -> ArtifactRef:
         """The reference for an id, e.g. one a model quoted; ``InputError`` when unknown."""
         if not _ID.fullmatch(artifact_id):
-            raise InputError(f"{artifact_id!r} is not an artifact id (32 hex digits, as returned)")
+            raise InputError(
+                f"{artifact_id[:40]!r} is not an artifact id (32 hex digits, as returned)"
+            )
         sidecar = self.root / f"{artifact_id}.json"
         if sidecar.exists():
             return ArtifactRef.model_validate_json(sidecar.read_text())
         for media_type, suffix in _SUFFIX.items():
             path = self.root / f"{artifact_id}{suffix}"
             if path.exists():
-                with Image.open(path) as image:
-                    width, height = image.size
+                width, height = image_header_size(path, name=f"artifact {artifact_id}")
                 return ArtifactRef(
                     id=artifact_id, width=width, height=height, media_type=media_type
                 )
-        raise InputError(f"no artifact {artifact_id} in {self.root}")
+        # Say nothing of where the store lives: the id may come from a remote client.
+        raise InputError(f"no such artifact {artifact_id} in this run's images")
+
+    def resolve(self, ref: str | ArtifactRef) -> ArtifactRef:
+        """This store's own reference for an id or a reference from outside.
+
+        Only the id of an outside reference is used; size, media type and region come from the
+        store's index, so a reference a client made up cannot point at anything but this
+        store's images. ``InputError`` ("no such artifact") when the store does not hold it.
+        """
+        return self.find(ref.id if isinstance(ref, ArtifactRef) else ref)
 
     def path(self, ref: ArtifactRef) -> Path:
         """Where the artifact's bytes live."""
@@ -111,21 +132,18 @@ class ArtifactStore:
             return path.read_bytes()
         except FileNotFoundError:
             raise InputError(
-                f"artifact {ref.id} is missing from {self.root}; was the run folder moved?",
+                f"artifact {ref.id} is missing from the run's images; was the run folder moved?",
                 path=str(path),
             ) from None
 
     def get(self, ref: ArtifactRef) -> Image.Image:
         """The stored image, decoded."""
         try:
-            image = Image.open(io.BytesIO(self.read_bytes(ref)))
-            image.load()
-        except UnidentifiedImageError:
+            return decode_image(self.read_bytes(ref), name=f"artifact {ref.id}").image
+        except SlideOpenError as exc:
             raise InputError(
-                f"artifact {ref.id} in {self.root} is not a readable image; delete it and rerun",
-                path=str(self.path(ref)),
+                f"{exc}; delete the file from the run's images and rerun", path=str(self.path(ref))
             ) from None
-        return image
 
     def data_url(self, ref: ArtifactRef) -> str:
         """The artifact as a ``data:`` URL, built only when a request needs it."""

@@ -4,6 +4,7 @@ Coordinates are level-0 pixels (``Region``); physical spacing is ``None`` when t
 record it — never guessed.
 """
 
+from medagent.imaging._decode import DEFAULT_MAX_PIXELS, Decoded, decode_image, image_header_size
 from medagent.imaging._demo_slide import build_demo_slide
 from medagent.imaging._open import open_image
 from medagent.imaging._overlay import (
@@ -32,6 +33,8 @@ from medagent.imaging._tissue import (
 from medagent.imaging.base import Slide, SlideInfo
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "Decoded",
     "GuideStyle",
     "ImageSlide",
     "Point",
@@ -48,10 +51,12 @@ __all__ = [
     "TissueTile",
     "build_demo_slide",
     "choose_level",
+    "decode_image",
     "draw_boxes",
     "draw_guides",
     "draw_mask",
     "draw_scale_bar",
+    "image_header_size",
     "iter_tissue_tiles",
     "list_under_roots",
     "open_image",

@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from medagent.errors import SlideOpenError
+from medagent.imaging._decode import DEFAULT_MAX_PIXELS, decode_image
 from medagent.imaging.base import Slide
 
 __all__ = ["open_image"]
@@ -51,37 +52,22 @@ def _pil_kind(path: Path) -> str | None:
         return None
 
 
-def _open_pil(path: Path) -> Slide:
+def _open_pil(path: Path, max_pixels: int) -> Slide:
     from medagent.imaging._pil import ImageSlide
 
-    try:
-        with Image.open(path) as image:
-            kind = image.format or "image"
-            image.load()
-            loaded = image.copy()
-    except Image.DecompressionBombError:
-        raise _fail(
-            path,
-            "too large to read as a single-level image; convert it to a pyramidal TIFF "
-            "(vips tiffsave IN OUT.tif --tile --pyramid --compression jpeg)",
-        ) from None
-    except UnidentifiedImageError:
-        raise _fail(
-            path,
-            "not an image or slide format medagent reads (OpenSlide formats, PNG, JPEG, "
-            "TIFF, DICOM)",
-        ) from None
-    except OSError as exc:
-        raise _fail(path, f"image data is truncated or corrupt ({exc})") from None
-    return ImageSlide(loaded, path=path, format=_PIL_FORMATS.get(kind, kind.lower()))
+    decoded = decode_image(path, max_pixels=max_pixels)
+    return ImageSlide(
+        decoded.image, path=path, format=_PIL_FORMATS.get(decoded.format, decoded.format.lower())
+    )
 
 
-def open_image(path: str | os.PathLike[str]) -> Slide:
+def open_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Slide:
     """Open a whole-slide image, a plain image or a DICOM image as a ``Slide``.
 
     OpenSlide is tried first for anything it claims; plain images open through PIL as one-level
     slides; DICOM radiology through pydicom. Any failure is a ``SlideOpenError`` naming the file
-    and the reason.
+    and the reason. ``max_pixels`` bounds what a single-level image may decode to (checked
+    from the header first); pass less for files from remote clients.
     """
     path = Path(path)
     head = _sniff(path)
@@ -105,7 +91,7 @@ def open_image(path: str | os.PathLike[str]) -> Slide:
         except SlideOpenError:
             # OpenSlide claims every TIFF but refuses untiled ones; PIL reads those.
             if vendor == "generic-tiff" and _pil_kind(path) == "TIFF":
-                return _open_pil(path)
+                return _open_pil(path, max_pixels)
             raise
         _check_readable(slide)
         return slide
@@ -117,7 +103,7 @@ def open_image(path: str | os.PathLike[str]) -> Slide:
             f"named {path.suffix} but OpenSlide does not recognise it ({found}); "
             "check that the file is complete and correctly named",
         )
-    return _open_pil(path)
+    return _open_pil(path, max_pixels)
 
 
 def _check_readable(slide: Slide) -> None:

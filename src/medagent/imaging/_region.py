@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["Point", "Region", "Size"]
 
+#: Larger than any slide (the largest scanners make ~250,000 px a side), small enough for int32.
+_LIMIT = 2**31 - 1
+
 
 class Size(BaseModel):
     """Width and height in pixels."""
@@ -35,10 +38,11 @@ class Region(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    x: int
-    y: int
-    width: int = Field(ge=0)
-    height: int = Field(ge=0)
+    # Bounded so that no arithmetic on a region from outside can overflow a C integer.
+    x: int = Field(ge=-_LIMIT, le=_LIMIT)
+    y: int = Field(ge=-_LIMIT, le=_LIMIT)
+    width: int = Field(ge=0, le=_LIMIT)
+    height: int = Field(ge=0, le=_LIMIT)
 
     @classmethod
     def whole(cls, size: Size) -> Region:
@@ -49,8 +53,12 @@ class Region(BaseModel):
         """``"X,Y,W,H"`` (as typed on a command line)."""
         try:
             x, y, w, h = (int(float(v)) for v in text.split(","))
-        except ValueError:
-            raise ValueError(f"expected X,Y,W,H as four integers, got {text!r}") from None
+        except (ValueError, OverflowError):
+            raise ValueError(f"expected X,Y,W,H as four integers, got {text[:80]!r}") from None
+        if w < 0 or h < 0:
+            raise ValueError(f"width and height must be 0 or more, got {w} x {h}")
+        if max(abs(x), abs(y), w, h) > _LIMIT:
+            raise ValueError(f"X,Y,W,H must each be within ±{_LIMIT}, got {text[:80]!r}")
         return cls(x=x, y=y, width=w, height=h)
 
     @property
@@ -100,8 +108,8 @@ class Point(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    x: float
-    y: float
+    x: float = Field(allow_inf_nan=False)
+    y: float = Field(allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

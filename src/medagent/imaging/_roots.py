@@ -9,6 +9,8 @@ root that points elsewhere cannot be used to escape.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +21,7 @@ from medagent.errors import InputError, PathRefusedError
 __all__ = ["SLIDE_SUFFIXES", "list_under_roots", "resolve_under_roots"]
 
 _MAX_DECODES = 4
+_LOG = logging.getLogger("medagent.paths")
 
 #: What a slide listing offers: whole-slide formats, plain images, DICOM.
 SLIDE_SUFFIXES = frozenset(
@@ -58,25 +61,48 @@ def resolve_under_roots(requested: str, roots: Sequence[Path]) -> Path:
     if any(_has_parent_part(form) for form in _decoded_forms(requested)):
         raise PathRefusedError(f"slide path {requested!r} contains '..'; give a path inside")
     resolved_roots = [Path(root).expanduser().resolve() for root in roots]
+    shown = _shown(requested)
     if os.path.isabs(requested):
         candidates = [Path(requested)]
     else:
         candidates = [root / requested for root in resolved_roots]
     outside = False
     for candidate in candidates:
-        resolved = candidate.resolve()
-        if not any(resolved.is_relative_to(root) for root in resolved_roots):
-            outside = True
-            continue
-        if resolved.exists():
-            return resolved
-    names = ", ".join(str(root) for root in resolved_roots)
+        try:
+            resolved = candidate.resolve()
+            if not any(resolved.is_relative_to(root) for root in resolved_roots):
+                outside = True
+                continue
+            if resolved.exists():
+                return resolved
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+            raise InputError(f"slide path {shown}: {_os_reason(exc)}") from None
+    # The roots are server paths: a reply to a client never names them.
     if outside:
         raise PathRefusedError(
-            f"slide path {requested!r} is outside the slide folders ({names}); "
-            "give a path inside one of them"
+            f"slide path {shown} is outside the slide folders; give a path inside one of them"
         )
-    raise InputError(f"no file {requested!r} under the slide folders ({names})")
+    raise InputError(f"no file {shown} under the slide folders")
+
+
+def _shown(requested: str) -> str:
+    """The requested path as quoted in a message: bounded, whatever a client sent."""
+    return repr(requested if len(requested) <= 120 else requested[:117] + "...")
+
+
+def _os_reason(exc: OSError | RuntimeError) -> str:
+    """One line for what the filesystem said, without the server paths it names."""
+    if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+        return "is a symlink loop; fix or remove the link"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "a name in it is too long for the filesystem (255 bytes at most)"
+    if exc.errno == errno.EACCES:
+        return "permission denied"
+    return f"cannot be read ({exc.strerror or type(exc).__name__})"
+
+
+def _log_walk_error(exc: OSError) -> None:
+    _LOG.warning("slide listing skips %s: %s", exc.filename, exc.strerror or exc)
 
 
 def list_under_roots(
@@ -90,7 +116,8 @@ def list_under_roots(
     """
     found: list[str] = []
     for root in (Path(r).expanduser().resolve() for r in roots):
-        for folder, dirs, files in os.walk(root):  # does not descend into linked folders
+        # Neither walk errors nor a bad entry may fail the whole listing: log and go on.
+        for folder, dirs, files in os.walk(root, onerror=_log_walk_error):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if Path(name).suffix.lower() not in SLIDE_SUFFIXES or name.startswith("."):
@@ -101,9 +128,12 @@ def list_under_roots(
                     continue
                 try:
                     resolved = resolve_under_roots(relative, roots)
-                except InputError:  # refused (a link out) or vanished: not listed
+                    real = path.resolve()
+                except (InputError, OSError, RuntimeError) as exc:
+                    # refused (a link out), vanished, a symlink loop: not listed, but said
+                    _LOG.warning("slide listing skips %s: %s", relative, exc)
                     continue
-                found.append(relative if resolved == path.resolve() else str(path.resolve()))
+                found.append(relative if resolved == real else str(real))
                 if len(found) >= limit:
                     return found
     return found

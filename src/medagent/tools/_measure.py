@@ -351,11 +351,9 @@ def _check_inside(slide: Slide, points: Sequence[Point]) -> None:
 
 
 def _load_mask(ctx: ToolContext, args: MaskInput) -> tuple[np.ndarray, Region | None]:
-    if isinstance(args.mask, ArtifactRef):
-        ref, region = args.mask, args.region or args.mask.region
-    else:
-        ref = ctx.artifacts.find(args.mask)
-        region = args.region or ref.region
+    # A reference from a caller is only an id: the store's own index says what it is.
+    ref = ctx.artifacts.resolve(args.mask)
+    region = args.region or ref.region
     image = ctx.artifacts.get(ref)
     # JPEG masks are not exactly 0/255: threshold at mid-grey.
     return np.asarray(image.convert("L"), dtype=np.uint8) > 127, region
