@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medagent.artifacts._encoding import data_url, to_jpeg
 from medagent.errors import InputError, SlideOpenError
-from medagent.imaging import Region, decode_image, image_header_size
+from medagent.imaging import DEFAULT_MAX_PIXELS, Region, decode_image, image_header_size
 
 __all__ = ["ArtifactRef", "ArtifactStore"]
 
@@ -47,11 +47,13 @@ class ArtifactStore:
     """Images on disk under ``root``, named by the hash of their bytes.
 
     Storing the same image twice costs nothing and gives the same id, so a run can be resumed
-    or replayed without duplicating files.
+    or replayed without duplicating files. ``max_pixels`` bounds what ``get`` decodes (checked
+    from the header first), for stores whose ids come from remote clients.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.root = Path(root)
+        self.max_pixels = max_pixels
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put(
@@ -94,14 +96,24 @@ class ArtifactStore:
         return ref
 
     def find(self, artifact_id: str) -> ArtifactRef:
-        """The reference for an id, e.g. one a model quoted; ``InputError`` when unknown."""
-        if not _ID.fullmatch(artifact_id):
-            raise InputError(
-                f"{artifact_id[:40]!r} is not an artifact id (32 hex digits, as returned)"
-            )
+        """The reference for an id, e.g. one a model quoted; ``InputError`` when unknown.
+
+        Only this store's own files are looked at, and an id elsewhere on disk gets the same
+        answer as an id nowhere: the reply cannot be used to probe for files.
+        """
+        if not isinstance(artifact_id, str) or not _ID.fullmatch(artifact_id):
+            shown = artifact_id[:40] if isinstance(artifact_id, str) else type(artifact_id)
+            raise InputError(f"{shown!r} is not an artifact id (32 hex digits, as returned)")
         sidecar = self.root / f"{artifact_id}.json"
         if sidecar.exists():
-            return ArtifactRef.model_validate_json(sidecar.read_text())
+            try:
+                return ArtifactRef.model_validate_json(sidecar.read_bytes())
+            except ValidationError:
+                raise InputError(
+                    f"the record of artifact {artifact_id} is damaged; delete it from the "
+                    "run's images and rerun",
+                    path=str(sidecar),
+                ) from None
         for media_type, suffix in _SUFFIX.items():
             path = self.root / f"{artifact_id}{suffix}"
             if path.exists():
@@ -109,8 +121,7 @@ class ArtifactStore:
                 return ArtifactRef(
                     id=artifact_id, width=width, height=height, media_type=media_type
                 )
-        # Say nothing of where the store lives: the id may come from a remote client.
-        raise InputError(f"no such artifact {artifact_id} in this run's images")
+        raise _no_such(artifact_id)
 
     def resolve(self, ref: str | ArtifactRef) -> ArtifactRef:
         """This store's own reference for an id or a reference from outside.
@@ -122,8 +133,15 @@ class ArtifactStore:
         return self.find(ref.id if isinstance(ref, ArtifactRef) else ref)
 
     def path(self, ref: ArtifactRef) -> Path:
-        """Where the artifact's bytes live."""
-        return self.root / f"{ref.id}{_SUFFIX[ref.media_type]}"
+        """Where the artifact's bytes live: always a file directly inside ``root``.
+
+        Checked again here, because a reference built without validation
+        (``ArtifactRef.model_construct``) could otherwise name any file.
+        """
+        suffix = _SUFFIX.get(ref.media_type)
+        if suffix is None or not isinstance(ref.id, str) or not _ID.fullmatch(ref.id):
+            raise _no_such(ref.id if isinstance(ref.id, str) else "")
+        return self.root / f"{ref.id}{suffix}"
 
     def read_bytes(self, ref: ArtifactRef) -> bytes:
         """The stored bytes; a one-line ``InputError`` when the file is gone."""
@@ -139,7 +157,8 @@ class ArtifactStore:
     def get(self, ref: ArtifactRef) -> Image.Image:
         """The stored image, decoded."""
         try:
-            return decode_image(self.read_bytes(ref), name=f"artifact {ref.id}").image
+            data = self.read_bytes(ref)
+            return decode_image(data, max_pixels=self.max_pixels, name=f"artifact {ref.id}").image
         except SlideOpenError as exc:
             raise InputError(
                 f"{exc}; delete the file from the run's images and rerun", path=str(self.path(ref))
@@ -148,3 +167,10 @@ class ArtifactStore:
     def data_url(self, ref: ArtifactRef) -> str:
         """The artifact as a ``data:`` URL, built only when a request needs it."""
         return data_url(self.read_bytes(ref), ref.media_type)
+
+
+def _no_such(artifact_id: str) -> InputError:
+    # Say nothing of where the store lives or what else is on disk: the id may come from a
+    # remote client.
+    shown = artifact_id if _ID.fullmatch(artifact_id) else "with that id"
+    return InputError(f"no such artifact {shown} in this run's images")

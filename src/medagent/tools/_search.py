@@ -117,7 +117,8 @@ def search_similar(ctx: ToolContext, args: SearchInput) -> SearchOutput:
             "give it to the agent (ToolContext.searcher)"
         )
     if args.artifact_id is not None:
-        image = ctx.artifacts.get(ctx.artifacts.find(args.artifact_id))
+        # Only an image of this context's own store: the id comes from a model or a client.
+        image = ctx.artifacts.get(ctx.artifacts.resolve(args.artifact_id))
     elif args.region is not None:
         image = ctx.renderer.render(args.region, 512).image
     elif ctx.slide is not None:
