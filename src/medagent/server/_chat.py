@@ -2,13 +2,17 @@
 
 A turn runs as its own task and feeds a queue the HTTP response reads: a client that goes away
 mid-turn does not cut the turn short, so the history (checkpointed by the agent) stays whole.
+A session is written only once its slide has opened, and forgotten again if anything after
+that fails: a failed create leaves no row and no folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
+import shutil
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -147,9 +151,26 @@ class ChatService:
         return resolve_under_roots(slide, self._roots)
 
     async def create(self, slide: str) -> OpenSession:
-        self.resolve(slide)  # refuse before anything is written
+        """A new session on ``slide``; one that cannot be opened leaves nothing behind."""
+        path = self.resolve(slide)  # refuse before anything is written
+        await to_thread.run_sync(self._open_slide, path)  # a folder, a corrupt file: refused here
         record = await self._store.create(slide)
-        return await self.open(record.id)
+        try:
+            return await self.open(record.id)
+        except BaseException:
+            # Shielded: a cancelled request still takes its half-made session with it.
+            await asyncio.shield(self._discard(record.id))
+            raise
+
+    async def _discard(self, session_id: str) -> None:
+        self._open.pop(session_id, None)
+        await self._store.delete(session_id)
+        await to_thread.run_sync(
+            functools.partial(shutil.rmtree, self._folder(session_id), ignore_errors=True)
+        )
+
+    def _folder(self, session_id: str) -> Path:
+        return self._config.data_dir / "sessions" / session_id
 
     async def open(self, session_id: str) -> OpenSession:
         """The session, its agent built on first use; ``SessionNotFoundError`` when unknown."""
@@ -167,13 +188,12 @@ class ChatService:
             path = self.resolve(record.slide)
         except MedagentError:
             raise SessionNotFoundError(session_id) from None
-        artifacts = await to_thread.run_sync(
-            ArtifactStore, self._config.data_dir / "sessions" / session_id / "crops"
-        )
+        slide = await to_thread.run_sync(self._open_slide, path)  # before any folder is made
+        artifacts = await to_thread.run_sync(ArtifactStore, self._folder(session_id) / "crops")
         context = AgentContext(
             session_id=session_id,
             slide_path=path,
-            slide=await to_thread.run_sync(self._open_slide, path),
+            slide=slide,
             artifacts=artifacts,
             checkpointer=self._checkpointer,
             model=self._model_for(session_id),
@@ -218,15 +238,23 @@ class ChatService:
         queue: asyncio.Queue[dict[str, Any] | None],
     ) -> None:
         session_id = session.record.id
+        where: dict[str, int] = {}  # the turn an error belongs to, once one has started
         try:
             async for event in session.agent.astream(session_id, text, region=region):
+                ended = event.type == "turn_end"
+                where = {} if ended else {"turn": event.turn, "seq": event.seq + 1}
                 queue.put_nowait(event.model_dump(mode="json"))
         except MedagentError as exc:
-            queue.put_nowait({"type": "error", "thread_id": session_id, "text": str(exc)})
+            queue.put_nowait({"type": "error", "thread_id": session_id, "text": str(exc), **where})
         except Exception:
             log.exception("turn failed in session %s", session_id)
             queue.put_nowait(
-                {"type": "error", "thread_id": session_id, "text": "internal error; see the log"}
+                {
+                    "type": "error",
+                    "thread_id": session_id,
+                    "text": "internal error; see the log",
+                    **where,
+                }
             )
         finally:
             queue.put_nowait(None)

@@ -57,6 +57,10 @@ class SessionStore(Protocol):
 
     async def get(self, session_id: str) -> SessionRecord | None: ...
 
+    async def delete(self, session_id: str) -> None:
+        """Forget a session (one whose creation failed part-way); unknown ids are no error."""
+        ...
+
 
 class _SqliteSessions:
     def __init__(self, connection: Any) -> None:
@@ -77,6 +81,10 @@ class _SqliteSessions:
         ) as cursor:
             row = await cursor.fetchone()
         return None if row is None else SessionRecord(id=row[0], slide=row[1], created_at=row[2])
+
+    async def delete(self, session_id: str) -> None:
+        await self._db.execute("DELETE FROM medagent_sessions WHERE id = ?", (session_id,))
+        await self._db.commit()
 
 
 class _PostgresSessions:
@@ -101,6 +109,10 @@ class _PostgresSessions:
             )
             row = await cursor.fetchone()
         return None if row is None else SessionRecord(id=row[0], slide=row[1], created_at=row[2])
+
+    async def delete(self, session_id: str) -> None:
+        async with self._lock:
+            await self._db.execute("DELETE FROM medagent_sessions WHERE id = %s", (session_id,))
 
 
 def _postgres_missing(package: str) -> DependencyMissingError:

@@ -399,7 +399,11 @@ async def test_a_turn_cut_off_is_finished_before_the_next(chat_slide: Path, tmp_
         agent = ChatAgent(model, chat_slide, artifacts=artifacts, checkpointer=saver)
         events = await turn(agent, "Which structures?")
 
+    # The cut-off turn streams whole, from its own turn_start, before the new one.
     assert [(e.turn, e.type) for e in events] == [
-        (1, "answer"), (1, "turn_end"), (2, "turn_start"), (2, "answer"), (2, "turn_end")
+        (1, "turn_start"), (1, "crop"), (1, "tool_call"), (1, "tool_result"), (1, "crop"),
+        (1, "answer"), (1, "turn_end"), (2, "turn_start"), (2, "answer"), (2, "turn_end"),
     ]  # fmt: skip
-    assert events[0].text == "Kidney." and events[-2].text == "Tubules."
+    assert [e.seq for e in events if e.turn == 1] == list(range(7))
+    assert events[0].text == "Which organ?" and events[5].text == "Kidney."
+    assert events[-2].text == "Tubules."

@@ -2,7 +2,9 @@
 
 Each conversation is a LangGraph thread; its messages (artifact ids, never pixels) and events
 are checkpointed, so with a persistent checkpointer (``AsyncSqliteSaver``) a thread carries on
-in a new process exactly where it stopped.
+in a new process exactly where it stopped. A user message is stored before its turn runs, and
+every step is stored before the next one starts: a process killed mid-turn loses neither the
+message nor its turn number, and the next message first finishes that turn.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
 
 from medagent.agents.chat._config import ChatConfig, ChatEvent
-from medagent.agents.chat._graph import ChatRuntime, ChatState, UserTurn, build_graph
+from medagent.agents.chat._graph import (
+    ChatRuntime,
+    ChatState,
+    UserTurn,
+    accept_turn,
+    build_graph,
+    unfinished_turn,
+)
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, InputError
 from medagent.imaging import Region, Slide, open_image
@@ -91,7 +99,7 @@ class ChatAgent:
             if region is None:
                 raise InputError("the message is empty; type a question or point at a region")
             message = load_template("chat/region_question").text.strip()
-        turn = UserTurn(message=message, region=region).model_dump(mode="json")
+        user = UserTurn(message=message, region=region)
         lock = self._locks.setdefault(thread_id, asyncio.Lock())
         async with lock:
             snapshot = await self._graph.aget_state(settings)
@@ -102,21 +110,26 @@ class ChatAgent:
                     "use a new thread id"
                 )
             if snapshot.next and not snapshot.interrupts:
-                # Stopped mid-turn (the process was killed): finish that turn first.
+                # Stopped mid-turn (the process was killed): finish that turn first, streamed
+                # whole from its turn_start, so its events cannot pass for the new turn's.
+                for event in unfinished_turn(values):
+                    yield event
                 async for event in self._run(None, settings):
                     yield event
-            first = not values.get("messages") and not (await self._waiting(settings))
-            payload: Any = (
-                ChatState(inbox=turn, slide=str(self.slide.path)) if first else Command(resume=turn)
-            )
-            async for event in self._run(payload, settings):
+                values = (await self._graph.aget_state(settings)).values or {}
+            # Write-ahead: the message and its number are stored before the turn runs.
+            start, update = accept_turn(values, thread_id, user, slide=str(self.slide.path))
+            await self._graph.aupdate_state(settings, update, as_node="finish")
+            yield start
+            async for event in self._run(None, settings):
                 yield event
 
-    async def _waiting(self, settings: RunnableConfig) -> bool:
-        return bool((await self._graph.aget_state(settings)).interrupts)
-
     async def _run(self, payload: Any, settings: RunnableConfig) -> AsyncIterator[ChatEvent]:
-        async for chunk in self._graph.astream(payload, settings, stream_mode="custom"):
+        # "sync": each step is stored before the next begins, so a turn_end a client has seen
+        # is never followed by a different answer after a crash.
+        async for chunk in self._graph.astream(
+            payload, settings, stream_mode="custom", durability="sync"
+        ):
             if isinstance(chunk, dict) and "type" in chunk:
                 yield ChatEvent.model_validate(chunk)
 

@@ -6,7 +6,9 @@ region can be injected at any point of the conversation and the thread's whole s
 messages as artifact ids, every event — lives in the checkpointer.
 
 Events are written to LangGraph's custom stream as they happen and kept in the state, so a
-thread's history can be replayed after a restart.
+thread's history can be replayed after a restart. ``ChatAgent`` writes each user message ahead
+(``accept_turn``: its turn number and ``turn_start`` stored before any node runs), so a process
+killed mid-turn loses neither the message nor its number.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, TypeVar
@@ -56,7 +58,7 @@ from medagent.tools import (
 )
 from medagent.tools._view import slide_facts
 
-__all__ = ["ChatRuntime", "ChatState", "UserTurn", "build_graph"]
+__all__ = ["ChatRuntime", "ChatState", "UserTurn", "accept_turn", "build_graph", "unfinished_turn"]
 
 T = TypeVar("T")
 
@@ -80,6 +82,7 @@ class ChatState(TypedDict, total=False):
 
     slide: str | None  # path of the image (set with the first message)
     inbox: dict[str, Any] | None  # a UserTurn given as input instead of through the interrupt
+    accepted: bool  # the inbox was written ahead: its turn number and turn_start are stored
     messages: Annotated[list[dict[str, Any]], operator.add]
     events: Annotated[list[dict[str, Any]], operator.add]
     turn: int
@@ -238,6 +241,50 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}; send {{'message': TEXT, 'region': {{x, y, width, height}}}}"
 
 
+def _heard(turn: int) -> dict[str, Any]:
+    """What ``listen`` resets once a message is taken: the inbox and the turn's counters."""
+    return {"inbox": None, "accepted": False, "turn": turn, "calls": 0, "pending": None}
+
+
+def accept_turn(
+    values: Mapping[str, Any], thread_id: str, user: UserTurn, *, slide: str | None = None
+) -> tuple[ChatEvent, ChatState]:
+    """The ``turn_start`` of ``user``'s message and the state update that stores it ahead of
+    the turn (the inbox, the next turn number, the event): a process killed before the turn
+    ends keeps the message, and the number is never handed out again."""
+    number = values.get("turn", 0) + 1
+    start = ChatEvent(
+        type="turn_start",
+        thread_id=thread_id,
+        turn=number,
+        seq=0,
+        text=user.message,
+        region=user.region,
+    )
+    update = ChatState(
+        inbox=user.model_dump(mode="json"),
+        accepted=True,
+        turn=number,
+        seq=1,
+        events=[start.model_dump(mode="json")],
+        calls=0,
+        pending=None,
+    )
+    if slide is not None and values.get("slide") is None:
+        update["slide"] = slide
+    return start, update
+
+
+def unfinished_turn(values: Mapping[str, Any]) -> list[ChatEvent]:
+    """The stored events of the thread's last turn when it has not ended (a process stopped
+    it), from its ``turn_start``; empty when every turn ended."""
+    events = values.get("events", [])
+    if not events or events[-1].get("type") == "turn_end":
+        return []
+    number = values.get("turn", 0)
+    return [ChatEvent.model_validate(e) for e in events if e.get("turn") == number]
+
+
 def _schema_prompt(tools: Sequence[ToolSpec]) -> str:
     import json
 
@@ -255,17 +302,22 @@ def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
         return GenerateParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
 
     async def listen(state: ChatState, config: RunnableConfig) -> ChatState:
-        raw = state.get("inbox") or interrupt(
-            {"waiting_for": "message", "turn": state.get("turn", 0) + 1}
-        )
-        emit = _Emitter(state, config, turn=state.get("turn", 0) + 1, seq=0)
-        try:
-            user = UserTurn.model_validate(raw)
-        except ValidationError as exc:
-            emit("turn_start", text=str(raw)[:200])
-            emit("error", text=f"the message could not be read: {_first_error(exc)}")
-            return emit.update(inbox=None, turn=emit.turn, calls=0, pending=None, route="finish")
-        emit("turn_start", text=user.message, region=user.region)
+        if state.get("accepted") and state.get("inbox"):
+            # Written ahead (accept_turn): the number and turn_start are already in the state.
+            emit = _Emitter(state, config)
+            user = UserTurn.model_validate(state.get("inbox"))
+        else:
+            raw = state.get("inbox") or interrupt(
+                {"waiting_for": "message", "turn": state.get("turn", 0) + 1}
+            )
+            emit = _Emitter(state, config, turn=state.get("turn", 0) + 1, seq=0)
+            try:
+                user = UserTurn.model_validate(raw)
+            except ValidationError as exc:
+                emit("turn_start", text=str(raw)[:200])
+                emit("error", text=f"the message could not be read: {_first_error(exc)}")
+                return emit.update(**_heard(emit.turn), route="finish")
+            emit("turn_start", text=user.message, region=user.region)
         try:
             ctx = rt.context(state.get("slide"))
             whole = Region.whole(ctx.require_slide().dimensions)
@@ -297,10 +349,8 @@ def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
             added.append(Message.user(*parts))
         except MedagentError as exc:
             emit("error", text=str(exc))
-            return emit.update(inbox=None, turn=emit.turn, calls=0, pending=None, route="finish")
-        return emit.update(
-            inbox=None, turn=emit.turn, calls=0, pending=None, route="think", messages=_dump(*added)
-        )
+            return emit.update(**_heard(emit.turn), route="finish")
+        return emit.update(**_heard(emit.turn), route="think", messages=_dump(*added))
 
     async def generate(
         emit: _Emitter, sent: list[Message], tools: list[ToolSpec], mode: str

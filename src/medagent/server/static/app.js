@@ -174,6 +174,10 @@ function show(event) {
   const turn = turnOf(event);
   switch (event.type) {
     case "turn_start":
+      // A turn cut off by a restart streams again from its start: redraw it, do not append.
+      turn.steps.replaceChildren();
+      turn.answer.textContent = turn.tokens = "";
+      turn.agent.classList.add("pending");
       turn.user.textContent = event.text || "";
       if (event.region) {
         turn.user.append(el("span", "where", `about ${fmt(event.region)}`));
