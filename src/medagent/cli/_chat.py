@@ -291,8 +291,30 @@ def mcp(
         str,
         typer.Option(help="stdio (a client starts this command) or http (streamable HTTP)."),
     ] = "stdio",
-    host: Annotated[str, typer.Option(help="http: address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="http: address to listen on. Anything but loopback needs --token.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="http: port; the endpoint is /mcp.")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MEDAGENT_MCP_TOKEN",
+            metavar="TOKEN",
+            help="http: shared secret (16+ URL-safe characters, e.g. from `python -c 'import "
+            "secrets; print(secrets.token_urlsafe())'`); clients send 'Authorization: Bearer "
+            "TOKEN'. Required off loopback.",
+            show_default=False,
+        ),
+    ] = None,
+    max_megapixels: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Largest plain image (PNG, JPEG, TIFF strip) a client may open, in millions "
+            "of pixels; checked before decoding. Pyramidal slides are not limited. [50]",
+            show_default=False,
+        ),
+    ] = None,
     artifacts: Annotated[
         Path | None,
         typer.Option(help="Keep the views in this folder. [a temporary folder]"),
@@ -307,27 +329,37 @@ def mcp(
     Tools: list_slides, overview, zoom, tissue, segment, measure, and search_similar with
     --index. Each takes 'slide', a path under --slides; views come back as image content.
     For a client that starts servers itself (Claude Desktop, an IDE), register the command
-    `medagent mcp --slides DIR`; for a shared server use --transport http and connect to
-    http://HOST:PORT/mcp.
+    `medagent mcp --slides DIR`; for a shared server use --transport http (with --token off
+    loopback) and connect to http://HOST:PORT/mcp.
     """
     from medagent.artifacts import ArtifactStore
-    from medagent.mcp_server import SlideTools, require_mcp, serve
+    from medagent.mcp_server import MAX_PIXELS, SlideTools, check_binding, require_mcp, serve
 
     require_mcp()
     if transport not in ("stdio", "http"):
         raise ConfigError(f"--transport {transport!r}: choose stdio or http")
+    if transport == "http":
+        check_binding(host, token)  # before anything is opened or bound
     for folder in slides:
         if not folder.is_dir():
             raise ConfigError(f"--slides {folder}: not a folder")
     settings = build_settings()
+    max_pixels = int(max_megapixels * 1e6) if max_megapixels is not None else MAX_PIXELS
     with tempfile.TemporaryDirectory(prefix="medagent-mcp-") as scratch:
         tools = SlideTools(
             slides,
-            ArtifactStore(artifacts or scratch),
+            ArtifactStore(artifacts or scratch, max_pixels=max_pixels),
             searcher=_searcher(index),
             long_side=long_side or 1000,
             sam_model=settings.sam_model,
+            max_pixels=max_pixels,
         )
         if transport == "http":
             err_console.print(f"MCP server at http://{host}:{port}/mcp (Ctrl-C stops it)")
-        serve(tools, transport="http" if transport == "http" else "stdio", host=host, port=port)
+        serve(
+            tools,
+            transport="http" if transport == "http" else "stdio",
+            host=host,
+            port=port,
+            token=token,
+        )

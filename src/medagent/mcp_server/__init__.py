@@ -4,11 +4,20 @@
 tissue, segment, measure (and search_similar with an index) for every slide under the folder.
 """
 
+from medagent.mcp_server._http import check_binding
 from medagent.mcp_server._server import (
+    MAX_PIXELS,
     SlideTools,
     build_mcp_server,
     require_mcp,
     serve,
 )
 
-__all__ = ["SlideTools", "build_mcp_server", "require_mcp", "serve"]
+__all__ = [
+    "MAX_PIXELS",
+    "SlideTools",
+    "build_mcp_server",
+    "check_binding",
+    "require_mcp",
+    "serve",
+]

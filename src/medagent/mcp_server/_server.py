@@ -4,14 +4,18 @@ Every tool is the one defined in ``medagent.tools``, listed with its own JSON sc
 ``slide`` argument: a path under the slide folders, resolved by
 ``medagent.imaging.resolve_under_roots`` (the web app uses the same rules). Views come back as
 MCP image content next to the tool's text, and the whole output as structured content.
-Failures — a bad argument, a refused path — are tool results with ``isError`` set, worded for
-the model that called.
+Failures — a bad argument, a refused path, an image too large to decode, and any exception at
+all — are one-line tool results with ``isError`` set, worded for the model that called and
+naming no server folder; tracebacks go only to the server's log (``SlideTools.acall`` is the
+one boundary).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,11 +28,14 @@ from medagent._version import __version__
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import DependencyMissingError, MedagentError
 from medagent.imaging import (
+    ImageSlide,
     RenderPolicy,
+    Slide,
     list_under_roots,
     open_image,
     resolve_under_roots,
 )
+from medagent.mcp_server._http import check_binding, serve_http
 from medagent.tools import (
     ImageSearcher,
     SearchOutput,
@@ -46,10 +53,17 @@ from medagent.tools import (
 if TYPE_CHECKING:
     from mcp.server.lowlevel import Server
 
-__all__ = ["SlideTools", "build_mcp_server", "require_mcp", "serve"]
+__all__ = ["MAX_PIXELS", "SlideTools", "build_mcp_server", "require_mcp", "serve"]
+
+#: Most pixels a plain image (PNG, JPEG, TIFF strip) opened for a client may have: checked from
+#: the header before decoding, so a small file declaring 9400 x 9400 px is refused unread.
+#: Pyramidal slides are read a region at a time and are not bounded by this.
+MAX_PIXELS = 50_000_000
 
 _LIST_LIMIT = 500
 _OPEN_SLIDES = 8
+_MAX_ERROR_CHARS = 500
+_LOG = logging.getLogger("medagent.mcp")
 
 
 def require_mcp() -> None:
@@ -64,7 +78,12 @@ def require_mcp() -> None:
 
 class SlideTools:
     """The tools over slides under ``roots``: resolves paths, keeps recent slides open, and
-    turns each result into MCP content. Independent of the transport."""
+    turns each result into MCP content. Independent of the transport.
+
+    ``max_pixels`` bounds every plain image a client opens (see ``MAX_PIXELS``); give the
+    store the same bound for the images it decodes. ``cache_mb`` bounds what the open slides
+    keep decoded in memory.
+    """
 
     def __init__(
         self,
@@ -74,17 +93,22 @@ class SlideTools:
         searcher: ImageSearcher | None = None,
         long_side: int = 1000,
         sam_model: str | None = None,
+        max_pixels: int = MAX_PIXELS,
+        cache_mb: int = 512,
     ) -> None:
         self.roots = [Path(root) for root in roots]
         self.artifacts = artifacts
         self.searcher = searcher
         self.policy = RenderPolicy(long_side=long_side)
         self.sam_model = sam_model
+        self.max_pixels = max_pixels
+        self.cache_bytes = cache_mb * 2**20
+        self._private = _private_folders(self.roots, artifacts.root)
         listed: list[Tool[Any, Any]] = [overview, zoom, tissue, segment, measure]
         self.tools: dict[str, Tool[Any, Any]] = {t.name: t for t in listed}
         if searcher is not None:
             self.tools[search_similar.name] = search_similar
-        self._open: OrderedDict[Path, ToolContext] = OrderedDict()
+        self._open: OrderedDict[Path, tuple[ToolContext, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- listing ------------------------------------------------------------------------------
@@ -119,18 +143,23 @@ class SlideTools:
         with self._lock:
             if path in self._open:
                 self._open.move_to_end(path)
-                return self._open[path]
+                return self._open[path][0]
+        slide = open_image(path, max_pixels=self.max_pixels)
         ctx = ToolContext(
             artifacts=self.artifacts,
-            slide=open_image(path),
+            slide=slide,
             policy=self.policy,
             sam_model=self.sam_model,
             searcher=self.searcher,
         )
         with self._lock:
-            self._open[path] = ctx
-            while len(self._open) > _OPEN_SLIDES:
-                _, old = self._open.popitem(last=False)
+            self._open[path] = (ctx, _resident_bytes(slide))
+            # Bounded by count and by decoded bytes; the slide just opened always stays.
+            while len(self._open) > 1 and (
+                len(self._open) > _OPEN_SLIDES
+                or sum(size for _, size in self._open.values()) > self.cache_bytes
+            ):
+                _, (old, _size) = self._open.popitem(last=False)
                 if old.slide is not None:
                     old.slide.close()
         return ctx
@@ -139,17 +168,22 @@ class SlideTools:
         self, name: str, arguments: dict[str, Any] | None
     ) -> tuple[BaseModel, list[ArtifactRef]]:
         """Run a tool for a client: its output (or a ``ToolFailure``) and the images to send."""
+        if arguments is not None and not isinstance(arguments, dict):
+            message = "arguments must be a JSON object"
+            return ToolFailure(tool=name, kind="invalid_arguments", message=message), []
         arguments = dict(arguments or {})
         if name == "list_slides":
             contains = arguments.get("contains")
             slides = self.list_slides(contains if isinstance(contains, str) else None)
-            return _SlideList(slides=slides, roots=[str(r) for r in self.roots]), []
+            return _SlideList(slides=slides), []
         tool = self.tools.get(name)
         if tool is None:
-            message = f"there is no tool named {name!r}; the tools are: list_slides, " + ", ".join(
-                self.tools
+            message = f"there is no tool named {_shown_name(name)!r}; the tools are: " + ", ".join(
+                ["list_slides", *self.tools]
             )
-            return ToolFailure(tool=name, kind="invalid_arguments", message=message), []
+            return ToolFailure(
+                tool=_shown_name(name), kind="invalid_arguments", message=message
+            ), []
         requested = arguments.pop("slide", None)
         if not isinstance(requested, str):
             return (
@@ -168,31 +202,82 @@ class SlideTools:
         return result, _images(result)
 
     async def acall(self, name: str, arguments: dict[str, Any] | None) -> Any:
-        """The ``tools/call`` result as an MCP ``CallToolResult``."""
+        """The ``tools/call`` result as an MCP ``CallToolResult``.
+
+        The one place tool calls meet the client: whatever goes wrong below (a bug included)
+        becomes a one-line error result, and the traceback goes to the server's log only.
+        """
         import mcp_types as types
 
-        result, images = await asyncio.to_thread(self.call, name, arguments)
-        text = _text(result)
-        if isinstance(result, ToolFailure):
-            return types.CallToolResult(
-                content=[types.TextContent(type="text", text=text)], is_error=True
+        try:
+            result, images = await asyncio.to_thread(self.call, name, arguments)
+            if not isinstance(result, ToolFailure):
+                content: list[Any] = [
+                    types.TextContent(type="text", text=self._for_client(_text(result)))
+                ]
+                for ref in images:
+                    data = base64.b64encode(self.artifacts.read_bytes(ref)).decode("ascii")
+                    content.append(
+                        types.ImageContent(type="image", data=data, mime_type=ref.media_type)
+                    )
+                return types.CallToolResult(
+                    content=content, structured_content=result.model_dump(mode="json")
+                )
+        except MedagentError as exc:
+            result = ToolFailure(tool=_shown_name(name), kind="failed", message=str(exc))
+        except Exception:
+            _LOG.exception("MCP tool %s failed", _shown_name(name))
+            result = ToolFailure(
+                tool=_shown_name(name),
+                kind="failed",
+                message="the tool failed on the server (the server log has the details); "
+                "try other arguments or another slide",
             )
-        content: list[Any] = [types.TextContent(type="text", text=text)]
-        for ref in images:
-            data = base64.b64encode(self.artifacts.read_bytes(ref)).decode("ascii")
-            content.append(types.ImageContent(type="image", data=data, mime_type=ref.media_type))
+        text = " ".join(self._for_client(result.to_text()).split())
+        if len(text) > _MAX_ERROR_CHARS:
+            text = text[: _MAX_ERROR_CHARS - 3] + "..."
         return types.CallToolResult(
-            content=content, structured_content=result.model_dump(mode="json")
+            content=[types.TextContent(type="text", text=text)], is_error=True
         )
+
+    def _for_client(self, text: str) -> str:
+        """``text`` with the server's folders taken out: paths show relative to their folder."""
+        for folder, shown in self._private:
+            text = text.replace(folder + os.sep, "").replace(folder, shown)
+        return text
+
+
+def _private_folders(roots: Sequence[Path], store: Path) -> list[tuple[str, str]]:
+    """Each server folder's absolute spellings (as given and resolved) and how a client sees
+    it, longest first so a nested folder is replaced before its parent."""
+    found: dict[str, str] = {}
+    for folder, shown in [
+        *((root, "the slide folder") for root in roots),
+        (store, "the image store"),
+    ]:
+        for form in (folder.expanduser().absolute(), folder.expanduser().resolve()):
+            found.setdefault(str(form), shown)
+    return sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
+
+
+def _shown_name(name: object) -> str:
+    """A client's tool name as quoted back: bounded and printable."""
+    return repr(name)[1:-1][:64] if isinstance(name, str) else "?"
+
+
+def _resident_bytes(slide: Slide) -> int:
+    """What an open slide keeps decoded: all of a plain image (every level), little of a pyramid."""
+    if isinstance(slide, ImageSlide):
+        return 3 * sum(size.width * size.height for size in slide.level_dimensions)
+    return 0
 
 
 class _SlideList(BaseModel):
     slides: list[str]
-    roots: list[str]
 
     def to_text(self) -> str:
         if not self.slides:
-            return f"No slides or images under {', '.join(self.roots)}."
+            return "No slides or images under the slide folders."
         more = " (the first 500)" if len(self.slides) >= _LIST_LIMIT else ""
         return f"{len(self.slides)} slides or images{more}:\n" + "\n".join(self.slides)
 
@@ -256,14 +341,18 @@ def serve(
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8765,
+    token: str | None = None,
 ) -> None:
-    """Serve until stopped: over stdin/stdout, or streamable HTTP at ``http://HOST:PORT/mcp``."""
+    """Serve until stopped: over stdin/stdout, or streamable HTTP at ``http://HOST:PORT/mcp``.
+
+    Over HTTP, a host other than loopback needs ``token`` (a ``ConfigError`` otherwise), and
+    with a token every request must send ``Authorization: Bearer TOKEN``.
+    """
+    if transport == "http":
+        check_binding(host, token)
     server = build_mcp_server(tools)
     if transport == "http":
-        import uvicorn
-
-        app = server.streamable_http_app(host=host)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        serve_http(server, host=host, port=port, token=token)
         return
     import anyio
     from mcp.server.stdio import stdio_server

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medagent.artifacts import ArtifactRef
+from medagent.errors import RegionError
 from medagent.imaging import Region, Rendered, draw_boxes
 from medagent.tools.base import ToolContext, store_view, tool
 
@@ -143,7 +144,13 @@ def overview(ctx: ToolContext, args: OverviewInput) -> OverviewOutput:
     ZoomOutput,
 )
 def zoom(ctx: ToolContext, args: ZoomInput) -> ZoomOutput:
-    requested = Region(x=args.x, y=args.y, width=args.width, height=args.height)
+    try:
+        requested = Region(x=args.x, y=args.y, width=args.width, height=args.height)
+    except ValidationError as exc:  # numbers past what any image can have
+        first = exc.errors()[0]
+        raise RegionError(
+            f"region {first['loc'][0]}: {first['msg']}; give a region inside the image"
+        ) from None
     view = ctx.renderer.render(requested, args.long_side)
     return ZoomOutput(
         artifact=_decorate(ctx, view, []),
