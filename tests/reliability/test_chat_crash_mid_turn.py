@@ -7,7 +7,11 @@ Cases:
   next message's stream carries the cut-off turn whole (``turn_start`` ... ``turn_end``, its own
   number, ids never repeated) and then the new turn under the next number;
 - in-process: a stream dropped right after ``turn_start``, before the turn ran, and a turn whose
-  model call fails mid-way: the message is kept and finished whole before the next.
+  model call fails mid-way: the message is kept and finished whole before the next;
+- over HTTP, a turn that fails with a bug: the error event names its turn, and the next
+  message finishes that turn whole before its own;
+- a slow checkpoint store: when a client sees ``turn_end``, the answer it saw is already stored
+  (a crash then cannot bring back a different one).
 
 The first server is this file run as a script: the app over a scripted model that never
 answers a message containing ``[hang]``, and a region reader that never returns, so the kill
@@ -261,10 +265,13 @@ class Crash(Exception):
 
 
 class CrashesOnSecondCall(ScriptedModel):
-    """Dies on its second request: inside the first turn, after its tool call."""
+    """Dies on its second request, once: inside the first turn, after its tool call."""
+
+    crashed = False
 
     async def generate(self, messages: Sequence[Message], **kwargs: Any) -> Reply:
-        if len(self.requests) == 1:
+        if len(self.requests) == 1 and not self.crashed:
+            self.crashed = True
             raise Crash
         return await super().generate(messages, **kwargs)
 
@@ -289,6 +296,58 @@ async def test_a_turn_that_died_mid_way_is_streamed_whole_before_the_next(
     assert list(turns) == [1, 2]
     assert events[: len(seen)] == seen  # what the client saw is what it sees again
     assert turns[1][len(seen) :] == ["answer", "turn_end"]
+
+
+def test_an_error_names_its_turn_and_the_next_message_finishes_that_turn(
+    tmp_path: Path, chat_slide: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from medagent.server import ServerConfig, create_app
+
+    config = ServerConfig(slide_roots=(chat_slide.parent,), data_dir=tmp_path / "data")
+    app = create_app(config, model_factory=lambda _: CrashesOnSecondCall(SCRIPT))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        session = client.post("/api/sessions", json={"slide": chat_slide.name}).json()["id"]
+
+        def ask(text: str) -> list[dict[str, Any]]:
+            body = {"text": text}
+            with client.stream("POST", f"/api/sessions/{session}/messages", json=body) as reply:
+                return [json.loads(x[5:]) for x in reply.iter_lines() if x.startswith("data:")]
+
+        failed = ask("Which organ?")
+        assert [e["type"] for e in failed][-2:] == ["crop", "error"]
+        assert (failed[-1]["turn"], failed[-1]["seq"]) == (1, failed[-2]["seq"] + 1)
+        events = ask("Which cells?")
+    turns = _turns(events)
+    assert list(turns) == [1, 2] and turns[1][-2:] == ["answer", "turn_end"]
+    assert events[: len(failed) - 1] == failed[:-1]
+
+
+class SlowSaver(AsyncSqliteSaver):
+    """Takes its time to store each step, as a busy database does."""
+
+    async def aput(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await super().aput(*args, **kwargs)
+
+    async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.3)
+        await super().aput_writes(*args, **kwargs)
+
+
+async def test_the_answer_is_stored_before_turn_end_is_sent(
+    chat_slide: Path, tmp_path: Path
+) -> None:
+    async with SlowSaver.from_conn_string(str(tmp_path / "chat.sqlite")) as saver:
+        agent = _agent(ScriptedModel(SCRIPT), chat_slide, saver, tmp_path)
+        settings: Any = {"configurable": {"thread_id": "t"}}
+        stored: list[str] = []
+        async for event in agent.astream("t", "Which organ?"):
+            if event.type == "turn_end":
+                state = await agent.graph.aget_state(settings)
+                stored = [e["type"] for e in state.values.get("events", [])]
+    assert "answer" in stored
 
 
 if __name__ == "__main__":
