@@ -77,10 +77,48 @@ def serve(
         ),
     ] = None,
     max_upload_mb: Annotated[int, typer.Option(help="Largest upload accepted, MB.")] = 4096,
+    max_body_kb: Annotated[
+        int, typer.Option(help="Largest request body other than an upload, KiB (413 beyond).")
+    ] = 1024,
+    max_image_mpx: Annotated[
+        float,
+        typer.Option(
+            help="Most megapixels a plain image (PNG, JPEG, DICOM, untiled TIFF) may decode to, "
+            "checked from its header; pyramidal slides are read by tile and not affected."
+        ),
+    ] = 40.0,
+    open_slides_mb: Annotated[
+        int, typer.Option(help="Memory the cache of open slides may hold, MB.")
+    ] = 1024,
+    upload_checks: Annotated[
+        int, typer.Option(help="Uploads opened for checking at once (each may decode an image).")
+    ] = 2,
     messages_per_minute: Annotated[
         float, typer.Option(help="Messages per minute per session, on average.")
     ] = 20.0,
     burst: Annotated[int, typer.Option(help="Messages a session may send at once.")] = 5,
+    client_messages_per_minute: Annotated[
+        float,
+        typer.Option(help="Messages per minute per client address, all its sessions together."),
+    ] = 60.0,
+    client_message_burst: Annotated[
+        int, typer.Option(help="Messages a client address may send at once.")
+    ] = 30,
+    client_sessions_per_minute: Annotated[
+        float, typer.Option(help="New sessions per minute per client address, on average.")
+    ] = 10.0,
+    client_session_burst: Annotated[
+        int, typer.Option(help="New sessions a client address may open at once.")
+    ] = 20,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="URL",
+            help="Another origin whose pages may write, e.g. https://slides.example.org when a "
+            "proxy in front rewrites the Host header (repeat for several). [none]",
+            show_default=False,
+        ),
+    ] = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -117,8 +155,17 @@ def serve(
         checkpoint=checkpoint,
         upload_dir=uploads,
         max_upload_mb=max_upload_mb,
+        max_body_kb=max_body_kb,
+        max_image_mpx=max_image_mpx,
+        open_slides_mb=open_slides_mb,
+        upload_checks=upload_checks,
         messages_per_minute=messages_per_minute,
         message_burst=burst,
+        client_messages_per_minute=client_messages_per_minute,
+        client_message_burst=client_message_burst,
+        client_sessions_per_minute=client_sessions_per_minute,
+        client_session_burst=client_session_burst,
+        allowed_origins=tuple(allowed_origin or ()),
     )
     settings = build_settings(
         backend=backend,

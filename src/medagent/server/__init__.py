@@ -26,7 +26,7 @@ from medagent.server._chat import (
     chat_agent_factory,
 )
 from medagent.server._config import ServerConfig, is_loopback
-from medagent.server._security import RateLimiter
+from medagent.server._security import ClientLimits, RateLimiter
 from medagent.server._state import SessionRecord
 from medagent.server._tiles import DeepZoomSlide, TileService
 
@@ -35,6 +35,7 @@ __all__ = [
     "AgentFactory",
     "ChatService",
     "ChatSession",
+    "ClientLimits",
     "DeepZoomSlide",
     "RateLimiter",
     "ServerConfig",

@@ -8,14 +8,16 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from medagent.server._chat import AgentFactory, ChatService, chat_agent_factory
 from medagent.server._config import ServerConfig
+from medagent.server._redact import redact_logs
 from medagent.server._routes import add_error_handlers, api_router
-from medagent.server._security import RequestGuard
+from medagent.server._security import ClientLimits, RequestGuard
 from medagent.server._state import open_checkpointer, open_session_store
 from medagent.server._tiles import TileService
 from medagent.server._uploads import upload_router
@@ -60,6 +62,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config.upload_dir is not None:  # a slide root too: listed from the start
+            await anyio.Path(config.upload_dir.expanduser()).mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
             checkpointer = await stack.enter_async_context(
                 open_checkpointer(config.data_dir, config.checkpoint)
@@ -74,10 +78,12 @@ def create_app(
                 store=store,
                 checkpointer=checkpointer,
                 model_for=model_for,
-                open_slide=lambda path: tiles.slide(path).slide,
+                open_slide=tiles.shared,
                 agent_factory=agent_factory,
             )
             app.state.chats = chats
+            # Checking an upload decodes it: a few at a time, however many arrive at once.
+            app.state.upload_checks = anyio.CapacityLimiter(config.upload_checks)
             try:
                 yield
             finally:
@@ -92,6 +98,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        # Counted while the body streams in, before anything parses it: 413 past the limit,
+        # whether Content-Length is declared or the body comes in chunks.
+        max_body_size=config.max_body_bytes,
     )
     app.state.config = config
     app.state.tiles = tiles = TileService(
@@ -100,25 +109,34 @@ def create_app(
         quality=config.tile_quality,
         cache_bytes=config.tile_cache_mb * 1024 * 1024,
         open_slides=config.open_slides,
+        open_slides_bytes=config.open_slides_mb * 1024 * 1024,
+        max_pixels=config.max_image_pixels,
+    )
+    app.state.client_limits = ClientLimits(
+        sessions_per_minute=config.client_sessions_per_minute,
+        session_burst=config.client_session_burst,
+        messages_per_minute=config.client_messages_per_minute,
+        message_burst=config.client_message_burst,
     )
     add_error_handlers(app)
     app.include_router(api_router())
-    app.include_router(upload_router())
+    app.include_router(upload_router(max_body_size=config.max_upload_bytes))
 
     @app.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(RequestGuard, token=config.token, hosts=config.hosts)
+    app.add_middleware(RequestGuard, token=config.token, hosts=config.hosts, origins=config.origins)
     return app
 
 
 def serve(app: FastAPI, config: ServerConfig) -> None:
-    """Run ``app`` with uvicorn on the configured host and port until interrupted."""
+    """Run ``app`` with uvicorn on the configured host and port until interrupted; nothing it
+    logs shows the token."""
     import uvicorn
 
-    uvicorn.run(
+    settings = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
@@ -126,3 +144,5 @@ def serve(app: FastAPI, config: ServerConfig) -> None:
         timeout_graceful_shutdown=10,
         proxy_headers=False,  # client addresses are not trusted from headers by default
     )
+    redact_logs(config.token)  # after uvicorn.Config, which sets up the log handlers
+    uvicorn.Server(settings).run()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medagent.errors import ConfigError
 
-__all__ = ["ServerConfig", "is_loopback"]
+__all__ = ["ServerConfig", "is_loopback", "origin_netloc"]
 
 
 def is_loopback(host: str) -> bool:
@@ -21,6 +22,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def origin_netloc(origin: str) -> str:
+    """``"http://127.0.0.1:8000"`` → ``"127.0.0.1:8000"``; the default port is dropped, so an
+    Origin header compares equal to the Host header of the same server."""
+    parts = urlsplit(origin.strip().lower())
+    netloc = parts.netloc or parts.path  # "host:port" given without a scheme
+    default = {"http": ":80", "https": ":443"}.get(parts.scheme)
+    return netloc.removesuffix(default) if default else netloc
 
 
 class ServerConfig(BaseModel):
@@ -56,19 +66,50 @@ class ServerConfig(BaseModel):
         description="Host headers accepted; default without a token on loopback: localhost, "
         "127.0.0.1, ::1 (stops DNS-rebinding pages from reaching an unauthenticated server).",
     )
+    allowed_origins: tuple[str, ...] = Field(
+        (),
+        description="Origins (scheme://host[:port]) besides the app's own whose pages may "
+        "write, e.g. the public address behind a proxy that rewrites Host.",
+    )
     messages_per_minute: float = Field(20.0, gt=0, description="Per-session refill rate.")
     message_burst: int = Field(5, ge=1, description="Messages a session may send at once.")
+    client_sessions_per_minute: float = Field(
+        10.0, gt=0, description="Sessions one client address may open per minute, on average."
+    )
+    client_session_burst: int = Field(20, ge=1, description="Sessions a client may open at once.")
+    client_messages_per_minute: float = Field(
+        60.0, gt=0, description="Messages one client address may send per minute, all sessions."
+    )
+    client_message_burst: int = Field(30, ge=1, description="Messages a client may send at once.")
+    max_body_kb: int = Field(
+        1024, ge=1, description="Largest request body other than an upload, KiB (413 beyond)."
+    )
     max_message_chars: int = Field(4000, ge=1)
     tile_size: int = Field(254, ge=64, le=1024, description="Deep Zoom tile side (+ overlap).")
     tile_overlap: int = Field(1, ge=0, le=8)
     tile_quality: int = Field(80, ge=30, le=95, description="JPEG quality of tiles.")
     tile_cache_mb: int = Field(64, ge=0, description="Encoded tiles kept in memory.")
     open_slides: int = Field(16, ge=1, description="Slides kept open for tiles.")
+    open_slides_mb: int = Field(
+        1024,
+        ge=1,
+        description="Memory the open slides may hold: a decoded plain image counts in full, "
+        "an OpenSlide slide (read by tile) little.",
+    )
+    max_image_mpx: float = Field(
+        40.0,
+        gt=0,
+        description="Most megapixels a single-level image (PNG, JPEG, DICOM, untiled TIFF) may "
+        "decode to, checked from its header; pyramidal slides are read by tile, unaffected.",
+    )
     open_agents: int = Field(256, ge=1, description="Session agents kept in memory.")
     upload_dir: Path | None = Field(
         None, description="Enables POST /api/uploads into this folder (also a slide root)."
     )
     max_upload_mb: int = Field(4096, ge=1)
+    upload_checks: int = Field(
+        2, ge=1, description="Uploads checked (opened, decoded) at once; others wait their turn."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:
@@ -110,6 +151,23 @@ class ServerConfig(BaseModel):
         if is_loopback(self.host) and not self.token:
             return frozenset({"localhost", "127.0.0.1", "::1", self.host.strip("[]").lower()})
         return None
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb * 1024
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(self.max_image_mpx * 1_000_000)
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """``host[:port]`` of the extra origins allowed to write (see ``allowed_origins``)."""
+        return frozenset(origin_netloc(o) for o in self.allowed_origins)
 
     @property
     def uses_postgres(self) -> bool:

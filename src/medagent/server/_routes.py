@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
-from medagent.errors import InputError, PathRefusedError, PHIRefusedError, SlideOpenError
+from medagent.errors import (
+    InputError,
+    MedagentError,
+    PathRefusedError,
+    PHIRefusedError,
+    SlideOpenError,
+)
 from medagent.imaging import Region, list_under_roots
 from medagent.server._chat import (
     ChatService,
@@ -26,6 +37,7 @@ from medagent.server._chat import (
     TurnInProgressError,
 )
 from medagent.server._config import ServerConfig
+from medagent.server._security import ClientLimits
 from medagent.server._tiles import TileNotFoundError, TileService
 
 __all__ = ["add_error_handlers", "api_router"]
@@ -33,6 +45,9 @@ __all__ = ["add_error_handlers", "api_router"]
 #: Files offered in the slide list (anything ``open_image`` reads can still be named directly).
 _LIST_LIMIT = 2000
 _TILE_CACHE = "private, max-age=86400"
+#: A validation reply lists at most this many problems, each cut to one short line.
+_MAX_PROBLEMS = 10
+_LOC_PART = 40
 
 
 class NewSession(BaseModel):
@@ -58,17 +73,70 @@ def _tiles(request: Request) -> TileService:
     return tiles
 
 
+def _limits(request: Request) -> ClientLimits:
+    limits: ClientLimits = request.app.state.client_limits
+    return limits
+
+
 def _config(request: Request) -> ServerConfig:
     config: ServerConfig = request.app.state.config
     return config
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _error(status: int, detail: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
+def scrub_paths(text: str, folders: Sequence[Path]) -> str:
+    """``text`` with each of the server's ``folders`` left out of the paths it names: a client
+    sees a path relative to its slide folder, never where the server keeps it."""
+    for folder in sorted({str(f) for f in folders}, key=len, reverse=True):
+        text = text.replace(folder + "/", "").replace(folder, ".")
+    return text
+
+
+def _server_folders(config: ServerConfig) -> list[Path]:
+    return [*config.roots, config.data_dir.expanduser().resolve()]
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One short line for one validation error: where and what, never the value sent."""
+    where = ".".join(str(part)[:_LOC_PART] for part in error.get("loc", ()))
+    what = str(error.get("msg", "invalid value")).splitlines()[0][:120]
+    return f"{where}: {what}" if where else what
+
+
 def add_error_handlers(app: FastAPI) -> None:
-    """Expected failures become statuses with one-line details; anything else is a 500."""
+    """Expected failures become statuses with one-line details; anything else is a one-line
+    500 (the traceback goes to the server log only)."""
+
+    def invalid(request: Request, exc: Exception) -> Response:
+        # FastAPI's own handler echoes each input back: a 10 MB body came back in the reply.
+        assert isinstance(exc, RequestValidationError)
+        problems = [_problem(error) for error in exc.errors()[:_MAX_PROBLEMS]]
+        return _error(422, "; ".join(problems) or "invalid request")
+
+    app.add_exception_handler(RequestValidationError, invalid)
+
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        detail = str(exc.detail)
+        if exc.status_code == 413:
+            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+            detail = "request body too large" + (f" (limit {limit:,} bytes)" if limit else "")
+        return _error(exc.status_code, detail, **(exc.headers or {}))
+
+    app.add_exception_handler(HTTPException, http_error)
+
+    def internal(request: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback after this reply; the client learns nothing of it.
+        return _error(500, "internal error; the server log has the details")
+
+    app.add_exception_handler(Exception, internal)
     statuses: list[tuple[type[Exception], int, str | None]] = [
         (SessionNotFoundError, 404, "no such session"),
         (TileNotFoundError, 404, None),
@@ -76,6 +144,7 @@ def add_error_handlers(app: FastAPI) -> None:
         (PHIRefusedError, 403, None),
         (SlideOpenError, 422, None),
         (InputError, 404, None),
+        (MedagentError, 422, None),
         (TurnInProgressError, 409, "this session is still answering; wait for turn_end"),
     ]
     for kind, status, fixed in statuses:
@@ -83,7 +152,7 @@ def add_error_handlers(app: FastAPI) -> None:
         def handler(
             request: Request, exc: Exception, status: int = status, fixed: str | None = fixed
         ) -> Response:
-            return _error(status, fixed or str(exc))
+            return _error(status, fixed or scrub_paths(str(exc), _server_folders(_config(request))))
 
         app.add_exception_handler(kind, handler)
 
@@ -128,9 +197,14 @@ def api_router() -> APIRouter:
         )
         return {"slides": slides, "truncated": len(slides) >= _LIST_LIMIT}
 
-    @router.post("/api/sessions", status_code=201)
-    async def create_session(request: Request, body: NewSession) -> dict[str, Any]:
+    @router.post("/api/sessions", status_code=201, response_model=None)
+    async def create_session(request: Request, body: NewSession) -> dict[str, Any] | Response:
         """A new chat session on a slide under a configured folder."""
+        wait = _limits(request).new_session(_client(request))
+        if wait:
+            return _error(
+                429, f"too many new sessions; retry in {wait} s", **{"Retry-After": str(wait)}
+            )
         session = await _chats(request).create(body.slide)
         return await _session_info(request, session)
 
@@ -155,6 +229,11 @@ def api_router() -> APIRouter:
             return _error(413, f"message longer than {config.max_message_chars} characters")
         chats = _chats(request)
         session = await chats.open(session_id)
+        wait = _limits(request).new_message(_client(request))
+        if wait:
+            return _error(
+                429, f"too many messages; retry in {wait} s", **{"Retry-After": str(wait)}
+            )
         region = body.region
         if region is not None:
             slide = (await to_thread.run_sync(_tiles(request).slide, session.slide_path)).slide
@@ -187,14 +266,12 @@ def api_router() -> APIRouter:
         """A view the agent saw, from this session's own store only."""
         session = await _chats(request).open(session_id)
         try:
-            ref = session.artifacts.find(artifact_id)
-        except InputError:
+            # Only the session's own store names files: the id is never joined onto a path.
+            ref = await to_thread.run_sync(session.artifacts.find, artifact_id)
+            data = await to_thread.run_sync(session.artifacts.read_bytes, ref)
+        except (InputError, ValueError):  # unknown, malformed, or its file gone
             return _error(404, "no such crop in this session")
-        return FileResponse(
-            session.artifacts.path(ref),
-            media_type=ref.media_type,
-            headers={"Cache-Control": _TILE_CACHE},
-        )
+        return Response(data, media_type=ref.media_type, headers={"Cache-Control": _TILE_CACHE})
 
     @router.get("/api/sessions/{session_id}/associated/{name}")
     async def associated(request: Request, session_id: str, name: str) -> Response:
@@ -202,7 +279,7 @@ def api_router() -> APIRouter:
         await _chats(request).open(session_id)
         return _error(
             403,
-            f"associated image {name!r} is not served: label and macro images may show "
+            f"associated image {name[:40]!r} is not served: label and macro images may show "
             "patient identifiers",
         )
 

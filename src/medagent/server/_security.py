@@ -1,4 +1,4 @@
-"""Who may talk to the app: the Host check, the shared token, and a per-session rate limit.
+"""Who may talk to the app: the Host check, cross-site writes, the shared token, rate limits.
 
 The token travels three ways, for three kinds of client:
 
@@ -8,7 +8,13 @@ The token travels three ways, for three kinds of client:
   URL without the token, so it does not linger in history or logs;
 * nothing else: a token in any other query string is ignored.
 
-SameSite=Strict keeps other sites' pages from riding on the cookie.
+SameSite=Strict keeps other sites' pages from riding on the cookie. A page elsewhere can still
+*send* a request without it (a server without a token needs none), so every state-changing
+request must come from the app's own origin: ``Sec-Fetch-Site`` (set by browsers, unforgeable by
+a page) must not say ``cross-site`` or ``same-site`` (another port of the same host is
+same-site), ``Origin``, when sent, must be the server's own, and JSON routes take only
+``application/json`` bodies (a type a page elsewhere cannot send without a CORS preflight, which
+this app never grants).
 """
 
 from __future__ import annotations
@@ -18,16 +24,21 @@ import json
 import math
 import time
 from collections.abc import Callable
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["COOKIE", "RateLimiter", "RequestGuard"]
+from medagent.server._config import origin_netloc
+
+__all__ = ["COOKIE", "RAW_BODY_PATHS", "ClientLimits", "RateLimiter", "RequestGuard"]
 
 COOKIE = "medagent_token"
 #: Paths anyone may fetch: vendored viewer code and a liveness probe hold nothing private.
 _PUBLIC_PREFIXES = ("/static/", "/healthz")
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Write routes whose body is a raw file, not JSON.
+RAW_BODY_PATHS = frozenset({"/api/uploads"})
 
 
 def _host_name(value: str) -> str:
@@ -36,6 +47,16 @@ def _host_name(value: str) -> str:
     if value.startswith("["):
         return value[1:].split("]", 1)[0]
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _cookie(header: str, name: str) -> str | None:
+    """The value of cookie ``name``; a malformed header (any client can send one) is no cookie."""
+    cookie: SimpleCookie = SimpleCookie()
+    try:
+        cookie.load(header)
+    except CookieError:
+        return None
+    return cookie[name].value if name in cookie else None
 
 
 async def _reply(
@@ -59,10 +80,18 @@ async def _reply(
 class RequestGuard:
     """ASGI middleware in front of every route, so no new route can forget the checks."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, hosts: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        hosts: frozenset[str] | None,
+        origins: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self._token = token.encode() if token else None
         self._hosts = hosts
+        self._origins = origins
 
     def _matches(self, presented: str | None) -> bool:
         assert self._token is not None
@@ -82,6 +111,11 @@ class RequestGuard:
             )
             return
         path: str = scope["path"]
+        if scope["method"] in _WRITES:
+            refused = self._write_refusal(scope, headers)
+            if refused is not None:
+                await _reply(send, *refused)
+                return
         if self._token is None or path.startswith(_PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
@@ -94,9 +128,7 @@ class RequestGuard:
         if authorization[:7].lower() == "bearer ":
             presented = authorization[7:].strip()
         elif "cookie" in headers:
-            cookie: SimpleCookie = SimpleCookie()
-            cookie.load(headers["cookie"])
-            presented = cookie[COOKIE].value if COOKIE in cookie else None
+            presented = _cookie(headers["cookie"], COOKIE)
         if presented is None:
             await _reply(
                 send,
@@ -115,6 +147,25 @@ class RequestGuard:
             )
             return
         await self.app(scope, receive, send)
+
+    def _write_refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        """Why a state-changing request is refused (status, detail), or ``None``."""
+        own = headers.get("host", "").strip().lower()
+        default_port = {"http": ":80", "https": ":443"}.get(scope.get("scheme", ""))
+        if default_port:
+            own = own.removesuffix(default_port)
+        origin = headers.get("origin")
+        from_here = origin is not None and origin_netloc(origin) in {own, *self._origins}
+        site = headers.get("sec-fetch-site", "").strip().lower()
+        if site == "cross-site" or (site == "same-site" and not from_here):
+            return 403, "cross-site request refused: write to this server from its own page only"
+        if origin is not None and not from_here:
+            return 403, "request from another origin refused: write from the app's own page only"
+        if scope["path"] not in RAW_BODY_PATHS and scope["method"] != "DELETE":
+            kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if kind != "application/json":
+                return 415, "send the body as JSON, with 'Content-Type: application/json'"
+        return None
 
     async def _enter_page(self, query: dict[str, str], send: Send) -> None:
         """``/?token=T``: trade the token for a cookie and drop it from the address bar."""
@@ -136,6 +187,31 @@ class RequestGuard:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+
+class ClientLimits:
+    """Limits per client address, across its sessions: opening a new session per message must
+    not get round the per-session limit, nor may one client open sessions without end."""
+
+    def __init__(
+        self,
+        *,
+        sessions_per_minute: float,
+        session_burst: int,
+        messages_per_minute: float,
+        message_burst: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = RateLimiter(sessions_per_minute, session_burst, clock=clock)
+        self._messages = RateLimiter(messages_per_minute, message_burst, clock=clock)
+
+    def new_session(self, client: str) -> int:
+        """0 when ``client`` may open a session now; else the seconds to wait."""
+        return self._sessions.take(client)
+
+    def new_message(self, client: str) -> int:
+        """0 when ``client`` may start a turn now (in any session); else the seconds to wait."""
+        return self._messages.take(client)
 
 
 class RateLimiter:

@@ -18,9 +18,20 @@ import openslide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
-from medagent.imaging import Region, Slide, open_image
+from medagent.imaging import DEFAULT_MAX_PIXELS, ImageSlide, Region, Size, Slide, open_image
 
-__all__ = ["DeepZoomSlide", "TileNotFoundError", "TileService"]
+__all__ = ["DeepZoomSlide", "SharedSlide", "TileNotFoundError", "TileService", "resident_bytes"]
+
+#: What an OpenSlide handle may hold at most: its decoded-tile cache (medagent sets 128 MiB).
+_OPENSLIDE_BYTES = 128 * 1024 * 1024
+
+
+def resident_bytes(slide: Slide) -> int:
+    """Memory an open slide may hold: every decoded level of a plain image (RGB, 3 bytes a
+    pixel), or the tile cache of a slide read by tile."""
+    if isinstance(slide, ImageSlide):
+        return sum(3 * size.width * size.height for size in slide.level_dimensions)
+    return _OPENSLIDE_BYTES
 
 
 class TileNotFoundError(LookupError):
@@ -111,7 +122,12 @@ class DeepZoomSlide:
 
 
 class TileService:
-    """Open slides and encoded tiles, both LRU-bounded, safe to call from worker threads."""
+    """Open slides and encoded tiles, both LRU-bounded (by count and bytes), safe to call from
+    worker threads.
+
+    A decoded plain image can take hundreds of MB, so open slides are bounded by the memory they
+    may hold (``resident_bytes``), not only by their number; the most recent one always stays.
+    """
 
     def __init__(
         self,
@@ -121,13 +137,18 @@ class TileService:
         quality: int = 80,
         cache_bytes: int = 64 * 1024 * 1024,
         open_slides: int = 16,
+        open_slides_bytes: int = 1024 * 1024 * 1024,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self._tile_size = tile_size
         self._overlap = overlap
         self._quality = quality
         self._cache_bytes = cache_bytes
         self._open_slides = open_slides
-        self._slides: OrderedDict[Path, DeepZoomSlide] = OrderedDict()
+        self._open_slides_bytes = open_slides_bytes
+        self._max_pixels = max_pixels
+        self._slides: OrderedDict[Path, tuple[DeepZoomSlide, int]] = OrderedDict()
+        self._slides_size = 0
         self._tiles: OrderedDict[tuple[Path, int, int, int], bytes] = OrderedDict()
         self._tiles_size = 0
         self._slides_lock = threading.Lock()
@@ -141,19 +162,35 @@ class TileService:
             found = self._slides.get(path)
             if found is not None:
                 self._slides.move_to_end(path)
-                return found
+                return found[0]
             opened = DeepZoomSlide(
-                open_image(path),
+                open_image(path, max_pixels=self._max_pixels),
                 tile_size=self._tile_size,
                 overlap=self._overlap,
                 quality=self._quality,
             )
-            self._slides[path] = opened
-            if len(self._slides) > self._open_slides:
+            size = resident_bytes(opened.slide)
+            self._slides[path] = (opened, size)
+            self._slides_size += size
+            while len(self._slides) > 1 and (
+                len(self._slides) > self._open_slides or self._slides_size > self._open_slides_bytes
+            ):
                 # Dropped, not closed: a request still reading it keeps it alive, and OpenSlide
                 # closes the handle when the last reference goes.
-                self._slides.popitem(last=False)
+                _, (_, dropped) = self._slides.popitem(last=False)
+                self._slides_size -= dropped
             return opened
+
+    @property
+    def open_bytes(self) -> int:
+        """What the open slides may hold now (``resident_bytes`` summed)."""
+        return self._slides_size
+
+    def shared(self, path: Path) -> Slide:
+        """The slide at ``path`` for a session's agent: opened now (so errors show at once),
+        then read through this cache on every use, so an agent never keeps a decoded image
+        alive after the cache has let it go."""
+        return SharedSlide(path, self.slide(path).slide, self)
 
     def dzi(self, path: Path) -> str:
         return self.slide(path).dzi()
@@ -176,3 +213,58 @@ class TileService:
                     _, dropped = self._tiles.popitem(last=False)
                     self._tiles_size -= len(dropped)
         return data
+
+
+class SharedSlide(Slide):
+    """A ``Slide`` that holds no pixels: every call goes to the cache's current copy."""
+
+    def __init__(self, path: Path, opened: Slide, tiles: TileService) -> None:
+        self.path = opened.path
+        self.format = opened.format
+        self._key = path
+        self._tiles = tiles
+
+    @property
+    def _slide(self) -> Slide:
+        return self._tiles.slide(self._key).slide
+
+    @property
+    def level_dimensions(self) -> list[Size]:
+        return self._slide.level_dimensions
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        return self._slide.level_downsamples
+
+    @property
+    def mpp_x(self) -> float | None:
+        return self._slide.mpp_x
+
+    @property
+    def mpp_y(self) -> float | None:
+        return self._slide.mpp_y
+
+    @property
+    def objective_power(self) -> float | None:
+        return self._slide.objective_power
+
+    @property
+    def vendor(self) -> str | None:
+        return self._slide.vendor
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self._slide.properties
+
+    @property
+    def associated_image_names(self) -> list[str]:
+        return self._slide.associated_image_names
+
+    def _associated_image(self, name: str) -> Image.Image:
+        return self._slide.associated_image(name, allow_phi=True)  # consent checked by caller
+
+    def read(self, region: Region, level: int) -> Image.Image:
+        return self._slide.read(region, level)
+
+    def close(self) -> None:
+        """The cache owns the slide: closing one session's view of it closes nothing."""

@@ -1,9 +1,11 @@
 """Slide uploads (off unless ``--uploads DIR``): size, name, type and readability checked.
 
 The body is the raw file (``POST /api/uploads?filename=NAME``), streamed to a temporary file:
-nothing is buffered in memory, an oversize body is cut off at the limit (413), a name or content
-that is not a single-file slide or image format is refused (415), and only a file
-``open_image`` can read is kept.
+nothing is buffered in memory, an oversize body is cut off at the limit (413, by the route's
+body limit), a name or content that is not a single-file slide or image format is refused
+(415), and only a file ``open_image`` can read is kept. A plain image is checked against the
+server's pixel limit from its header before any pixel is decoded (a 100 KB PNG can declare
+9400 x 9400 px), and only ``upload_checks`` uploads are opened at once.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from medagent.errors import MedagentError
+from medagent.errors import MedagentError, SlideOpenError
 from medagent.imaging import open_image
 from medagent.server._config import ServerConfig
 
@@ -49,12 +51,32 @@ def _type_ok(suffix: str, head: bytes) -> bool:
     return head.startswith(UPLOAD_SUFFIXES[suffix])
 
 
-def _readable(path: Path) -> bool:
+def _unreadable(path: Path, name: str, max_pixels: int) -> str | None:
+    """Why the file at ``path`` cannot be kept (one line naming it ``name``), or ``None``."""
     try:
-        open_image(path).close()
-    except MedagentError:
-        return False
-    return True
+        if path.suffix == ".dcm":
+            _check_dicom_size(path, max_pixels)
+        open_image(path, max_pixels=max_pixels).close()
+    except MedagentError as exc:
+        return str(exc).replace(str(path), name)
+    return None
+
+
+def _check_dicom_size(path: Path, max_pixels: int) -> None:
+    """A DICOM's rows x columns from its header, before pydicom decodes any pixel data."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True)
+        rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    except Exception as exc:  # pydicom raises many types for damaged headers
+        raise SlideOpenError(f"{path}: not a readable DICOM file ({exc})", path=str(path)) from None
+    if rows * columns > max_pixels:
+        raise SlideOpenError(
+            f"{path}: {columns} x {rows} px is more than the {max_pixels:,} pixels allowed "
+            "for a single image",
+            path=str(path),
+        )
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -66,10 +88,12 @@ def _free_name(folder: Path, name: str) -> Path:
     return path
 
 
-def upload_router() -> APIRouter:
+def upload_router(*, max_body_size: int) -> APIRouter:
+    """``POST /api/uploads``; its body may reach ``max_body_size`` (the app's JSON limit is
+    smaller)."""
     router = APIRouter()
 
-    @router.post("/api/uploads", status_code=201, response_model=None)
+    @router.post("/api/uploads", status_code=201, response_model=None, max_body_size=max_body_size)
     async def upload(request: Request, filename: str) -> JSONResponse | dict[str, str]:
         """Store one slide file; its name in the reply opens a session like any other."""
         config: ServerConfig = request.app.state.config
@@ -88,15 +112,20 @@ def upload_router() -> APIRouter:
             return _error(413, f"file larger than the upload limit ({config.max_upload_mb} MB)")
         folder = config.upload_dir.expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".upload-{secrets.token_hex(8)}.part"
+        # The suffix stays, so the file is opened as what its name says.
+        partial = folder / f".upload-{secrets.token_hex(8)}{suffix}"
         try:
             size, head = await _receive(request, partial, limit)
             if size > limit:
                 return _error(413, f"file larger than the upload limit ({config.max_upload_mb} MB)")
             if not _type_ok(suffix, head):
                 return _error(415, f"the content is not a {suffix} file")
-            if not await to_thread.run_sync(_readable, partial):
-                return _error(415, "the file is not a slide or image medagent can open")
+            checks: CapacityLimiter = request.app.state.upload_checks
+            why = await to_thread.run_sync(
+                _unreadable, partial, name, config.max_image_pixels, limiter=checks
+            )
+            if why is not None:
+                return _error(415, why)
             final = _free_name(folder, name)
             partial.replace(final)
         finally:
