@@ -329,12 +329,11 @@ def test_vqarad_metrics_and_tasks(vqarad_dir: Path) -> None:
     }
     for item in dataset.items:
         closed = item.task.endswith("/CLOSED")
-        yes_no = item.answer in ("yes", "no")
-        assert item.metric == ("yes_no" if closed and yes_no else "open")
+        assert item.metric == ("closed" if closed else "open")  # one metric per task
         assert item.answer == normalize_answer(item.metadata["raw_answer"])
-    assert Counter(item.metric for item in dataset.items) == {"yes_no": 1193, "open": 1055}
+    assert Counter(item.metric for item in dataset.items) == {"closed": 1299, "open": 949}
     first = by_id(dataset)["0"]
-    assert (first.task, first.answer, first.metric) == ("HEAD/CLOSED", "yes", "yes_no")
+    assert (first.task, first.answer, first.metric) == ("HEAD/CLOSED", "yes", "closed")
     assert first.metadata["raw_answer"] == "Yes"
     chest = load_vqarad(vqarad_dir, split="all", tasks=["CHEST/OPEN"], limit=4)
     assert chest.task_counts() == {"CHEST/OPEN": 4}

@@ -481,10 +481,13 @@ def test_summarize_without_items_scores_accuracy_from_result_references() -> Non
     assert task.bootstrap is None and summary.overall.bootstrap is None
 
 
-def test_summarize_rejects_a_task_with_two_metric_types() -> None:
-    items = {"1": item("a", "accuracy", "t", "1"), "2": item("a", "open", "t", "2")}
-    with pytest.raises(ValueError, match="mixes metric types"):
-        summarize([result("1", "t", "a", "a")], items)
+def test_summarize_splits_a_task_with_two_metric_types_into_one_row_each() -> None:
+    items = {"1": item("x", "accuracy", "t", "1"), "2": item("x y", "open", "t", "2")}
+    results = [result("1", "t", "x", "x"), result("2", "t", "x", None)]
+    summary = summarize(results, items, bootstrap_replicates=0)
+    assert list(summary.tasks) == ["t (accuracy)", "t (open)"]
+    assert summary.tasks["t (accuracy)"].score == 1.0
+    assert summary.tasks["t (open)"].score == pytest.approx(2 / 3)  # token F1 of "x" vs "x y"
 
 
 def test_summary_round_trips_as_json() -> None:

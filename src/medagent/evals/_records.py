@@ -13,6 +13,7 @@ MetricType = Literal[
     "balanced_accuracy",  # classification over labels; mean per-class recall
     "open",  # free text: exact / normalized match, token F1, BLEU, ROUGE-L
     "yes_no",  # closed yes/no questions
+    "closed",  # closed questions: yes/no, or one of the alternatives named ("A or B?")
     "insight",  # insight recall/precision against reference insights (judge)
 ]
 ResultStatus = Literal["ok", "failed", "timeout"]

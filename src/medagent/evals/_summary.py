@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from medagent.evals._choices import closed_choices, closed_labels
 from medagent.evals._metrics import (
     BootstrapResult,
     MetricFn,
@@ -44,13 +46,19 @@ __all__ = [
 
 # -- one item ------------------------------------------------------------------------------------
 class ScorableItem(Protocol):
-    """What ``score_item`` reads from an item (``EvalItem`` has both)."""
+    """What ``score_item`` reads from an item (``EvalItem`` has all of it)."""
 
     @property
     def answer(self) -> str | None: ...
 
     @property
     def metric(self) -> MetricType: ...
+
+    @property
+    def question(self) -> str: ...
+
+    @property
+    def metadata(self) -> dict[str, Any]: ...
 
 
 def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None, float | None]:
@@ -59,6 +67,8 @@ def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None,
     - ``accuracy`` / ``balanced_accuracy``: correct = prediction == reference (exact strings;
       both are already normalized), no score.
     - ``yes_no``: correct when both normalize to the same yes/no (``normalize_yes_no``).
+    - ``closed``: correct when both name the same yes/no or the same alternative of the
+      question ("A or B?"), else on a normalized match (``closed_labels``); no score.
     - ``open``: correct = normalized match, score = SQuAD token F1.
     - ``insight``: no correct, score = the insight F1 the insight method put in its prediction
       (a JSON object with ``f1``; it judged the insights itself), else ``None``.
@@ -74,6 +84,11 @@ def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None,
         if expected is None:
             return None, None
         return normalize_yes_no(prediction) == expected, None
+    if item.metric == "closed":
+        label, predicted = closed_labels(
+            reference, prediction, closed_choices(item.question, item.metadata)
+        )
+        return predicted == label, None
     if item.metric == "open":
         return normalized_match(reference, prediction), token_f1(reference, prediction)
     return prediction == reference, None
@@ -190,6 +205,7 @@ def _summarize_task(
     metric: MetricType,
     results: list[ItemResult],
     references: list[str | None],
+    choices: list[list[str] | None],
     n_missing: int,
     replicates: int,
     seed: int,
@@ -216,7 +232,13 @@ def _summarize_task(
                 replicate_values = _bootstrap_mean_values(values, replicates, seed)
     else:
         metric_fn, fields["score_name"] = _classification(metric)
-        refs, answers = _pairs(references, preds)
+        if metric == "closed":
+            # Score and tabulate labels: yes/no, the alternative named, or the answer itself.
+            triples = zip(references, preds, choices, strict=True)
+            labelled = [closed_labels(r, a, c) for r, a, c in triples if r is not None]
+            refs, answers = [r for r, _ in labelled], [a for _, a in labelled]
+        else:
+            refs, answers = _pairs(references, preds)
         if metric == "yes_no":
             # Score and tabulate the normalized answers; references neither yes nor no drop out.
             pairs = zip(refs, answers, strict=True)
@@ -244,6 +266,46 @@ def _reference(result: ItemResult, items: Mapping[str, EvalItem] | None) -> str 
     return items[result.id].answer
 
 
+def _choices(result: ItemResult, items: Mapping[str, EvalItem] | None) -> list[str] | None:
+    item = (items or {}).get(result.id)
+    if item is None:
+        return closed_choices("", result.metadata)
+    return closed_choices(item.question, {**result.metadata, **item.metadata})
+
+
+@dataclass
+class _Group:
+    """The results and items of one row: a task, or one metric type of a task that mixes."""
+
+    results: list[ItemResult] = field(default_factory=list)
+    items: list[EvalItem] = field(default_factory=list)
+
+
+def _groups(
+    results: Sequence[ItemResult], items: Mapping[str, EvalItem] | None
+) -> dict[str, tuple[MetricType, _Group]]:
+    """Rows by name: the task, or ``"TASK (METRIC)"`` for each metric of a task that mixes."""
+    groups: dict[tuple[str, MetricType], _Group] = {}
+    for item in (items or {}).values():
+        groups.setdefault((item.task, item.metric), _Group()).items.append(item)
+    metrics: dict[str, set[MetricType]] = {}
+    for task, metric in groups:
+        metrics.setdefault(task, set()).add(metric)
+    for result in results:
+        own = (items or {}).get(result.id)
+        known = metrics.get(result.task, set())
+        if own is not None and own.task == result.task:
+            metric = own.metric
+        else:
+            metric = next(iter(known)) if len(known) == 1 else "accuracy"
+        groups.setdefault((result.task, metric), _Group()).results.append(result)
+        metrics.setdefault(result.task, set()).add(metric)
+    return {
+        (task if len(metrics[task]) == 1 else f"{task} ({metric})"): (metric, group)
+        for (task, metric), group in sorted(groups.items())
+    }
+
+
 def summarize(
     results: Sequence[ItemResult],
     items: Mapping[str, EvalItem] | None = None,
@@ -253,8 +315,8 @@ def summarize(
     """Scores, bootstrap intervals and costs per task and for the whole run.
 
     Main metric by the task's metric type: balanced accuracy (``balanced_accuracy``),
-    accuracy (``accuracy``, ``yes_no``), mean token F1 plus the normalized-match rate
-    (``open``), mean judge score from ``ItemResult.score`` (``insight``). Predictions are
+    accuracy (``accuracy``, ``yes_no``, ``closed``), mean token F1 plus the normalized-match
+    rate (``open``), mean judge score from ``ItemResult.score`` (``insight``). Predictions are
     rescored from ``reference`` / ``prediction``, not taken from ``correct``.
 
     - Failed and timed-out items count as wrong answers (``None`` predictions) in every score,
@@ -264,41 +326,30 @@ def summarize(
     - Metric types and missing references come from ``items`` (by id); without ``items``
       every task is scored as ``accuracy``. Items without a result are counted in
       ``n_missing`` only.
+    - A task whose items have different metric types (a hand-written dataset, or a run made
+      before VQA-RAD's closed questions had one metric) is reported as one row per metric
+      type, named ``"TASK (METRIC)"``: a report never fails on a run.
     - Results repeated for the same id (a rerun) count once: the last one wins.
     - Each task's bootstrap uses ``bootstrap_replicates`` and ``seed`` as ``bootstrap`` (or
       ``bootstrap_mean`` over per-item scores) would, so it can be reproduced item by item;
       0 replicates skips bootstrapping.
-
-    Raises ``ValueError`` when the items of one task have different metric types (a dataset
-    bug).
     """
     latest = {(r.task, r.id): r for r in results}
-    by_task: dict[str, list[ItemResult]] = {}
-    for result in latest.values():
-        by_task.setdefault(result.task, []).append(result)
-    items_by_task: dict[str, list[EvalItem]] = {}
-    for item in (items or {}).values():
-        items_by_task.setdefault(item.task, []).append(item)
     tasks: dict[str, TaskSummary] = {}
     replicate_sets: list[_Floats] = []
-    for task in sorted(set(by_task) | set(items_by_task)):
-        task_results = by_task.get(task, [])
-        task_items = items_by_task.get(task, [])
-        metrics = {i.metric for i in task_items}
-        if len(metrics) > 1:
-            raise ValueError(f"task {task!r} mixes metric types {sorted(metrics)}")
-        done = {r.id for r in task_results}
-        references = [_reference(r, items) for r in task_results]
+    for name, (metric, group) in _groups(list(latest.values()), items).items():
+        done = {r.id for r in group.results}
         summary, values = _summarize_task(
-            task,
-            metrics.pop() if metrics else "accuracy",
-            task_results,
-            references,
-            sum(i.id not in done for i in task_items),
+            name,
+            metric,
+            group.results,
+            [_reference(r, items) for r in group.results],
+            [_choices(r, items) for r in group.results],
+            sum(i.id not in done for i in group.items),
             bootstrap_replicates,
             seed,
         )
-        tasks[task] = summary
+        tasks[name] = summary
         if values is not None:
             replicate_sets.append(values)
     scores = [t.score for t in tasks.values() if t.score is not None]

@@ -17,8 +17,9 @@ Each line of a ``.jsonl`` file (UTF-8) is one item::
   1-based number and becomes the option's text; without, it is normalized like a free-text
   prediction (lower case, whitespace collapsed, a final period dropped). The answer as written
   is kept in ``metadata.raw_answer``.
-- ``metric``: ``accuracy`` (default), ``balanced_accuracy``, ``open``, ``yes_no`` or
-  ``insight``.
+- ``metric``: ``accuracy`` (default), ``balanced_accuracy``, ``open``, ``yes_no``,
+  ``closed`` (yes/no or one of the alternatives the question names, "A or B?"; give them in
+  ``metadata.choices`` when the question's wording does not) or ``insight``.
 - ``metadata`` (object): anything else, carried through to the results.
 
 Relative paths in ``images`` and ``slide`` are resolved against the folder of the ``.jsonl``

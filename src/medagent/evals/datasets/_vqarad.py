@@ -6,11 +6,13 @@ The folder holds ``vqa_rad_public.json`` (all questions), ``trainset.json`` (1,7
 and ``question_type``. The splits are keyed by ``qid``: disjoint, together exactly the public
 file, with the same fields; the item id is the qid as a string.
 
-Metrics: a CLOSED question answered yes or no is ``yes_no``; every other question is ``open``
-(normalized exact match), including CLOSED "A or B?" questions ("Is the lesion on the left or
-right?"): they come without options, so option accuracy does not apply. The reference is the
-answer normalized like a free-text prediction (`normalize_answer` without options: lower case,
-whitespace collapsed, a final period dropped); the raw answer stays in ``metadata``.
+Metrics: every CLOSED question is ``closed``, so a task has one metric: a yes/no answer is
+scored as yes/no, an "A or B?" question ("Is the lesion on the left or right?") by the
+alternative each answer names (the questions list no options), anything else ("both") by
+normalized match — accuracy over all of them, as VQA-RAD's closed accuracy is reported. OPEN
+questions are ``open`` (normalized match and token F1). The reference is the answer normalized
+like a free-text prediction (`normalize_answer` without options: lower case, whitespace
+collapsed, a final period dropped); the raw answer stays in ``metadata``.
 """
 
 from __future__ import annotations
@@ -45,10 +47,8 @@ VQARAD_FILES: dict[str, str] = {
 _FIELDS = ("qid", "image_name", "image_organ", "question", "answer", "answer_type")
 
 
-def _metric(answer_type: str, reference: str) -> MetricType:
-    if answer_type == "CLOSED" and reference in ("yes", "no"):
-        return "yes_no"
-    return "open"
+def _metric(answer_type: str) -> MetricType:
+    return "closed" if answer_type == "CLOSED" else "open"
 
 
 def _item(record: dict[str, Any], images: Path, where: str) -> tuple[EvalItem, Path]:
@@ -70,7 +70,7 @@ def _item(record: dict[str, Any], images: Path, where: str) -> tuple[EvalItem, P
         images=[str(image)],
         question=str(record["question"]).strip(),
         answer=reference,
-        metric=_metric(answer_type, reference),
+        metric=_metric(answer_type),
         metadata={
             "raw_answer": raw_answer,
             "answer_type": answer_type,
