@@ -4,82 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from cli_support import medagent
+from eval_support import start_and_wait, stub_run_args, vqa_items
 from medagent.evals import load_results
 from medagent.testing import StubOpenAIServer, synthetic_tissue, write_pyramid_tiff
-
-
-def vqa_items(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(count):
-        Image.new("RGB", (48, 48), (i * 10, 80, 160)).save(folder / f"img{i}.png")
-        lines.append(
-            json.dumps(
-                {
-                    "id": f"q{i}",
-                    "task": "demo",
-                    "images": [f"img{i}.png"],
-                    "question": f"Question number {i}?",
-                    "answer": "yes",
-                    "metric": "yes_no",
-                }
-            )
-        )
-    path = folder / "items.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def stub_run_args(data: Path, run_dir: Path, concurrency: int) -> list[str]:
-    """``eval run`` of the vqa method over ``data`` against a stub server (--base-url added)."""
-    return [
-        "eval",
-        "run",
-        "--dataset",
-        "jsonl",
-        "--data",
-        str(data),
-        "--method",
-        "vqa",
-        "--model",
-        "stub-model",
-        "--concurrency",
-        str(concurrency),
-        "--out",
-        str(run_dir),
-    ]
-
-
-def start_and_wait(
-    args: list[str], server: StubOpenAIServer, run_dir: Path, lines: int
-) -> subprocess.Popen[str]:
-    """Start ``medagent ARGS`` against ``server``; return once ``lines`` results are written."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medagent", *args, "--base-url", server.base_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    results = run_dir / "results.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-        results.exists() and len(results.read_text().splitlines()) >= lines
-    ):
-        time.sleep(0.05)
-    return process
 
 
 def test_a_killed_run_loses_nothing_and_resumes(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +47,18 @@ def _build(settings: Settings, cache: Path | None) -> Any:
 
     model = build_model(settings)
     return CachedModel(model, cache) if cache else model
+
+
+def _interruptible() -> None:
+    """Make SIGINT stop the run cleanly however it was started.
+
+    A job started in the background of a non-interactive shell (``cmd &``, many CI runners)
+    inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler: ``kill
+    -INT`` would do nothing and the run would go on to the end. A batch run is always safe to
+    interrupt (finished items are on disk), so it takes the signal back.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @eval_app.command("run")
@@ -128,6 +142,7 @@ def eval_run(
     from medagent.evals import EvalRunner, Prices, RunConfig, load_dataset, make_method
     from medagent.evals.datasets import DatasetKind
 
+    _interruptible()
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor {executor!r}: choose local or ray")
     settings = build_settings(
@@ -140,13 +155,12 @@ def eval_run(
         device=device,
         seed=seed,
     )
-    options: dict[str, Any] = {"limit": limit}
+    # Tasks are chosen before --limit counts, by the loaders that know tasks.
+    options: dict[str, Any] = {"limit": limit, "skip_missing": skip_missing}
+    if dataset in ("multipathqa", "vqa-rad", "jsonl"):
+        options.update(tasks=tasks.split(",") if tasks else None)
     if dataset == "multipathqa":
-        options.update(
-            slide_roots=list(slides or []),
-            skip_missing=skip_missing,
-            tasks=tasks.split(",") if tasks else None,
-        )
+        options.update(slide_roots=list(slides or []))
     elif dataset == "vqa-rad":
         options.update(split=split)
     kinds: dict[str, DatasetKind] = {
@@ -159,7 +173,7 @@ def eval_run(
         raise ConfigError(f"--dataset {dataset!r}: choose multipathqa, vqa-rad, jsonl or insight")
     loaded = load_dataset(kinds[dataset], data, **options)
     items = loaded.items
-    if tasks and dataset != "multipathqa":
+    if tasks and dataset == "insight":
         wanted = set(tasks.split(","))
         items = [i for i in items if i.task in wanted]
     giant = GiantConfig(max_steps=steps, seed=seed, timeout_s=item_timeout)
@@ -242,6 +256,8 @@ def eval_run(
                 markup=False,
             )
             raise typer.Exit(130) from None
+    for note in outcome.notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"{outcome.ran} items run ({outcome.ok} ok, {outcome.failed} failed), "
         f"{outcome.skipped} already done, in {outcome.elapsed_s:.1f} s → {out / 'results.jsonl'}"
@@ -269,6 +285,9 @@ def eval_report(
     from medagent.evals._report import load_run, render_html, render_markdown
 
     reports = [load_run(run, replicates=replicates, seed=seed) for run in runs]
+    for report in reports:
+        for note in report.notes:
+            err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     console.print(render_markdown(reports), markup=False, highlight=False)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

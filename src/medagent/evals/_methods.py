@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medagent._files import write_json_atomic
 from medagent.agents.giant import GiantConfig, GiantNavigator, Method, normalize_answer
 from medagent.agents.insight import (
     InsightAgent,
@@ -35,6 +36,7 @@ from medagent.prompts import (
     resolve_program,
     vqa_program,
 )
+from medagent.prompts._modules import load_input_image
 
 __all__ = [
     "GiantMethod",
@@ -289,19 +291,13 @@ class RAGMethod:
         return params
 
     async def __call__(self, item: EvalItem, model: ChatModel, item_dir: Path) -> MethodOutput:
-        from PIL import Image
-
         from medagent.agents.rag import RAGPipeline
 
         if not item.images:
             raise InputError(f"item {item.id} has no image; the rag method needs one")
-        try:
-            with Image.open(item.images[0]) as opened:
-                image = opened.convert("RGB")
-        except OSError as exc:
-            raise InputError(
-                f"item {item.id}: cannot read image {item.images[0]} ({exc})"
-            ) from None
+        # Through the one reader of image paths (DICOM, slides, plain images), as VQA's.
+        image = load_input_image(item.images[0], f"item {item.id}").image
+        assert image is not None  # a path is always decoded
         pipeline = RAGPipeline(model, self.searcher, config=self.config, prompts=self.program)
         result = await pipeline.ask(image, item.question, options=item.options)
         trajectory = item_dir / "trajectory.json"
@@ -453,7 +449,7 @@ class InsightMethod:
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str))
+    write_json_atomic(path, record)
 
 
 def make_method(

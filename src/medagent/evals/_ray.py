@@ -70,11 +70,21 @@ async def run_on_ray(
     runner_ref = ray.put(shipped)
     queue = list(items)
     in_flight: list[Any] = []
+    submitted: dict[Any, EvalItem] = {}
     while queue or in_flight:
         while queue and len(in_flight) < runner.concurrency:
-            in_flight.append(remote.remote(runner_ref, queue.pop(0).model_dump_json()))
+            item = queue.pop(0)
+            ref = remote.remote(runner_ref, item.model_dump_json())
+            submitted[ref] = item
+            in_flight.append(ref)
         done, in_flight = await asyncio.to_thread(ray.wait, in_flight, num_returns=1)
         for ref in done:
-            await record(
-                ItemResult.model_validate(json.loads(await asyncio.to_thread(ray.get, ref)))
-            )
+            item = submitted.pop(ref)
+            try:
+                text = await asyncio.to_thread(ray.get, ref)
+            except Exception as exc:  # a worker that died is that item's failure, not the run's
+                first = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+                result = runner.failed_result(item, f"the Ray task failed: {first[0][:300]}")
+            else:
+                result = ItemResult.model_validate(json.loads(text))
+            await record(result)

@@ -7,14 +7,14 @@ HTML opens offline and needs no plotting library.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
+from typing import get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.errors import InputError
-from medagent.evals._records import EvalItem
-from medagent.evals._runner import load_results
+from medagent.evals._records import EvalItem, MetricType
+from medagent.evals._runner import load_results, read_manifest
 from medagent.evals._summary import RunSummary, TaskSummary, summarize
 
 __all__ = ["RunReport", "load_run", "render_html", "render_markdown"]
@@ -31,16 +31,35 @@ class RunReport(BaseModel):
     model: str
     dataset: str
     summary: RunSummary
+    notes: list[str] = Field(default_factory=list, description="one line each, for the user")
+
+
+def _metric(value: object) -> MetricType:
+    # Results from another medagent version may name a metric this one does not know.
+    return value if value in get_args(MetricType) else "accuracy"  # type: ignore[return-value]
 
 
 def load_run(run_dir: str | Path, *, replicates: int = 1000, seed: int = 0) -> RunReport:
-    """Read ``results.jsonl`` and ``manifest.json`` of a run folder and summarize it."""
+    """Read ``results.jsonl`` and ``manifest.json`` of a run folder and summarize it.
+
+    Whatever ``eval run`` left (a run killed at any point, a manifest cut short by a crash,
+    results of an older version) is reported, with notes; only a folder that is not a run, or
+    holds no finished item, is an ``InputError``.
+    """
     folder = Path(run_dir)
     manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
+    results_path = folder / "results.jsonl"
+    if not manifest_path.exists() and not results_path.exists():
         raise InputError(f"{folder} is not an evaluation run (no manifest.json)", path=str(folder))
-    manifest = json.loads(manifest_path.read_text())
-    results = list(load_results(folder / "results.jsonl").values())
+    manifest, problem = read_manifest(manifest_path)
+    notes = [] if problem is None else [f"{manifest_path} is damaged ({problem})"]
+    if manifest is None and problem is None:
+        notes.append(f"{folder} has no manifest.json: method, model and dataset are unknown")
+    try:
+        results = list(load_results(results_path).values())
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise InputError(f"cannot read {results_path}: {reason}", path=str(results_path)) from None
     if not results:
         raise InputError(f"{folder} has no finished items yet (results.jsonl is empty)")
     items = {
@@ -49,18 +68,21 @@ def load_run(run_dir: str | Path, *, replicates: int = 1000, seed: int = 0) -> R
             task=r.task,
             question="",
             answer=r.reference,
-            metric=r.metadata.get("metric", "accuracy"),
+            metric=_metric(r.metadata.get("metric", "accuracy")),
+            metadata=r.metadata,
         )
         for r in results
     }
-    config = manifest.get("config", {})
+    config = (manifest or {}).get("config")
+    config = config if isinstance(config, dict) else {}
     return RunReport(
         name=folder.name,
         run_dir=folder,
-        method=config.get("method", "?"),
-        model=config.get("model", "?"),
-        dataset=config.get("dataset", "?"),
+        method=str(config.get("method", "?")),
+        model=str(config.get("model", "?")),
+        dataset=str(config.get("dataset", "?")),
         summary=summarize(results, items, bootstrap_replicates=replicates, seed=seed),
+        notes=notes,
     )
 
 

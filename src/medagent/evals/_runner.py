@@ -1,10 +1,15 @@
 """The evaluation runner: concurrent, resumable, and never losing a finished item.
 
 ``RUN_DIR/results.jsonl`` gets one line per finished item, flushed and fsynced as it finishes;
-``RUN_DIR/manifest.json`` says how the run was configured (and its hash); ``RUN_DIR/items/<id>``
-holds each item's trajectory and raw responses. Rerunning the same command skips finished
-items; ``rerun_failed`` retries only failures; a changed configuration is refused unless
-``new_run`` (which sets the old results aside).
+``RUN_DIR/manifest.json`` says how the run was configured (and its hash), written atomically;
+``RUN_DIR/items/<id>`` holds each item's trajectory and raw responses. Rerunning the same
+command skips finished items; ``rerun_failed`` retries only failures; a changed configuration is
+refused unless ``new_run`` (which sets the old results aside).
+
+Faults are told apart by whose they are. Anything that goes wrong inside one item's work (an
+unreadable image, a model error, a bug in a method) is that item's failed result, with a
+one-line reason, and the batch goes on. A fault of the run itself (its folder cannot be written,
+the disk is full) stops the run with one ``InputError``: "cannot write results to DIR: …".
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import re
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +29,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medagent._files import write_atomic, write_json_atomic
 from medagent._version import package_versions
-from medagent.errors import ConfigError, MedagentError
+from medagent.errors import ConfigError, InputError, MedagentError
+from medagent.evals._choices import closed_choices
 from medagent.evals._methods import ItemMethod
 from medagent.evals._records import EvalItem, ItemResult
 from medagent.models import ChatModel
 
-__all__ = ["EvalRunner", "Prices", "RunConfig", "RunOutcome", "load_results"]
+__all__ = ["EvalRunner", "Prices", "RunConfig", "RunOutcome", "load_results", "read_manifest"]
 
 
 class Prices(BaseModel):
@@ -78,14 +86,15 @@ class RunOutcome(BaseModel):
     ok: int
     failed: int
     elapsed_s: float
+    notes: list[str] = Field(default_factory=list, description="one line each, for the user")
 
 
 def load_results(path: Path) -> dict[str, ItemResult]:
-    """The latest result per item id; a torn last line (killed mid-write) is ignored."""
+    """The latest result per item id; a torn or garbled line (killed mid-write) is ignored."""
     results: dict[str, ItemResult] = {}
     if not path.exists():
         return results
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
@@ -94,6 +103,49 @@ def load_results(path: Path) -> dict[str, ItemResult]:
             continue
         results[result.id] = result
     return results
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(manifest, None)``; ``(None, None)`` when there is none; ``(None, why)`` when damaged.
+
+    A manifest written before writes were atomic may be cut short by a crash: that is a
+    reason to say so and rewrite it, never a ``JSONDecodeError``.
+    """
+    if not path.exists():
+        return None, None
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError as exc:
+        return None, f"unreadable: {_strerror(exc)}"
+    except ValueError:
+        return None, "not valid JSON, cut short by a crash?"
+    if not isinstance(manifest, dict):
+        return None, "not a JSON object"
+    return manifest, None
+
+
+def _strerror(exc: OSError) -> str:
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+def _cannot_write(run_dir: Path, exc: OSError) -> InputError:
+    """The one line that stops a run whose own folder cannot be written."""
+    culprit = Path(exc.filename) if isinstance(exc.filename, str) else None
+    where = f"{culprit.name}: " if culprit is not None and culprit != run_dir else ""
+    return InputError(
+        f"cannot write results to {run_dir}: {where}{_strerror(exc)}; check the folder's "
+        "permissions and free space, or choose another --out",
+        path=str(run_dir),
+    )
+
+
+def _item_error(exc: Exception) -> str:
+    """One line for an item's failure: a MedagentError says it all; anything else is named."""
+    if isinstance(exc, MedagentError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line[:300]
 
 
 def _safe_name(item_id: str) -> str:
@@ -121,6 +173,21 @@ class ResultsFile:
         self.path = path
         self._lock = asyncio.Lock()
 
+    def prepare(self) -> None:
+        """Open for appending once (so an unwritable file stops the run before any item), and
+        end a torn last line, so the next result is not glued onto it and lost."""
+        with self.path.open("ab") as handle:
+            if handle.tell() == 0:
+                return
+        with self.path.open("rb") as reader:
+            reader.seek(-1, os.SEEK_END)
+            torn = reader.read(1) != b"\n"
+        if torn:
+            with self.path.open("ab") as handle:
+                handle.write(b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
     async def append(self, result: ItemResult) -> None:
         line = result.model_dump_json() + "\n"
         async with self._lock:
@@ -136,13 +203,7 @@ class ResultsFile:
     def compact(self) -> None:
         """Keep one line per item (the latest), atomically: reruns append, this tidies."""
         latest = load_results(self.path)
-        partial = self.path.with_suffix(".jsonl.partial")
-        with partial.open("w", encoding="utf-8") as handle:
-            for result in latest.values():
-                handle.write(result.model_dump_json() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(self.path)
+        write_atomic(self.path, "".join(r.model_dump_json() + "\n" for r in latest.values()))
 
 
 Progress = Callable[[ItemResult, int, int], None]
@@ -190,37 +251,57 @@ class EvalRunner:
         self.results = ResultsFile(self.run_dir / "results.jsonl")
 
     # -- preparing -----------------------------------------------------------------------------
-    def _check_manifest(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def _prepare(self) -> list[str]:
+        """Check the folder, its manifest and results file before any item runs; notes back."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.results.prepare()
+            return self._check_manifest()
+        except OSError as exc:
+            raise _cannot_write(self.run_dir, exc) from None
+
+    def _check_manifest(self) -> list[str]:
         path = self.run_dir / "manifest.json"
         config_hash = self.config.hash()
-        if path.exists():
-            previous = json.loads(path.read_text())
-            if previous.get("config_hash") != config_hash:
-                if not self.new_run:
-                    raise ConfigError(
-                        f"{self.run_dir} holds a run with another configuration "
-                        f"({previous.get('config_hash')} vs {config_hash}); rerun with the same "
-                        "options to resume, pass --new-run to start over there, or use "
-                        "another --out"
-                    )
-                stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-                for name in ("results.jsonl", "manifest.json"):
-                    old = self.run_dir / name
-                    if old.exists():
-                        old.rename(self.run_dir / f"{old.stem}.{stamp}{old.suffix}")
-        manifest = {
-            "config": self.config.model_dump(),
-            "config_hash": config_hash,
-            "method": self.method.name,
-            "versions": package_versions(),
-            "git_commit": _git_commit(),
-            "prices": self.prices.model_dump() if self.prices else None,
-            "executor": self.executor,
-            "created_at": datetime.now(UTC).isoformat(),
-        }
-        if not path.exists():
-            path.write_text(json.dumps(manifest, indent=2, default=str))
+        notes: list[str] = []
+        previous, problem = read_manifest(path)
+        rewrite = previous is None
+        if problem is not None:
+            notes.append(f"{path} was damaged ({problem}); it was written again")
+        if previous is None:
+            # No usable manifest: the results' own configuration hashes still tell the run.
+            found = {r.config_hash for r in load_results(self.results.path).values()}
+            if found - {config_hash}:
+                previous = {"config_hash": min(found - {config_hash})}
+        if previous is not None and previous.get("config_hash") != config_hash:
+            if not self.new_run:
+                raise ConfigError(
+                    f"{self.run_dir} holds a run with another configuration "
+                    f"({previous.get('config_hash')} vs {config_hash}); rerun with the same "
+                    "options to resume, pass --new-run to start over there, or use "
+                    "another --out"
+                )
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            for name in ("results.jsonl", "manifest.json"):
+                old = self.run_dir / name
+                if old.exists():
+                    old.rename(self.run_dir / f"{old.stem}.{stamp}{old.suffix}")
+            rewrite = True
+        if rewrite:
+            write_json_atomic(
+                path,
+                {
+                    "config": self.config.model_dump(),
+                    "config_hash": config_hash,
+                    "method": self.method.name,
+                    "versions": package_versions(),
+                    "git_commit": _git_commit(),
+                    "prices": self.prices.model_dump() if self.prices else None,
+                    "executor": self.executor,
+                    "created_at": datetime.now(UTC).isoformat(),
+                },
+            )
+        return notes
 
     def pending(self, items: Sequence[EvalItem]) -> list[EvalItem]:
         """The items this invocation has to run."""
@@ -236,42 +317,64 @@ class EvalRunner:
         return self.model()
 
     # -- running -------------------------------------------------------------------------------
-    async def run_item(self, item: EvalItem, model: ChatModel) -> ItemResult:
-        """One item, start to finish; failures become a result, never an exception."""
-        item_dir = self.run_dir / "items" / _safe_name(item.id)
-        started = time.perf_counter()
-        hits_before = getattr(model, "hits", 0)
-        base: dict[str, Any] = {
+    def _base(self, item: EvalItem) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"metric": item.metric}
+        if item.metric == "closed":
+            # Kept with the result: a report rescores closed answers without the dataset.
+            metadata["choices"] = closed_choices(item.question, item.metadata)
+        return {
             "id": item.id,
             "task": item.task,
             "config_hash": self.config.hash(),
             "reference": item.answer,
-            "metadata": {"metric": item.metric},
+            "metadata": metadata,
         }
+
+    def failed_result(self, item: EvalItem, error: str, latency_s: float = 0.0) -> ItemResult:
+        """``item`` as a failed result saying ``error`` (one line)."""
+        return ItemResult(
+            **self._base(item),
+            status="failed",
+            error=error,
+            latency_s=latency_s,
+            finished_at=datetime.now(UTC).isoformat(),
+        )
+
+    async def run_item(self, item: EvalItem, model: ChatModel) -> ItemResult:
+        """One item, start to finish; any failure of its own is a result, never an exception.
+
+        A ``MedagentError`` (a missing image, a model that cannot be reached) is reported as
+        it says; any other exception is a bug or a library's surprise: its one-line name goes
+        in the result and its traceback in ``items/<id>/error.txt``.
+        """
+        item_dir = self.run_dir / "items" / _safe_name(item.id)
+        started = time.perf_counter()
+        hits_before = getattr(model, "hits", 0)
         try:
             output = await asyncio.wait_for(
                 self.method(item, model, item_dir), timeout=self.item_timeout_s
             )
+            correct, score = self.score(item, output.prediction) if output.ok else (False, None)
+            trajectory = (
+                str(output.trajectory.relative_to(self.run_dir)) if output.trajectory else None
+            )
         except TimeoutError:
             return ItemResult(
-                **base,
+                **self._base(item),
                 status="timeout",
                 latency_s=time.perf_counter() - started,
                 error=f"no answer within {self.item_timeout_s:g} s",
                 finished_at=datetime.now(UTC).isoformat(),
             )
         except MedagentError as exc:
-            return ItemResult(
-                **base,
-                status="failed",
-                error=str(exc),
-                latency_s=time.perf_counter() - started,
-                finished_at=datetime.now(UTC).isoformat(),
-            )
-        correct, score = self.score(item, output.prediction) if output.ok else (False, None)
-        trajectory = str(output.trajectory.relative_to(self.run_dir)) if output.trajectory else None
+            return self.failed_result(item, _item_error(exc), time.perf_counter() - started)
+        except Exception as exc:  # one item's surprise must not end the batch
+            error = _item_error(exc)
+            if _keep_traceback(item_dir, exc):
+                error += f" (traceback in items/{item_dir.name}/error.txt)"
+            return self.failed_result(item, error, time.perf_counter() - started)
         return ItemResult(
-            **base,
+            **self._base(item),
             status="ok" if output.ok else "failed",
             answer=output.answer,
             prediction=output.prediction,
@@ -295,14 +398,20 @@ class EvalRunner:
 
     async def run(self, items: Sequence[EvalItem]) -> RunOutcome:
         """Run what is pending; every finished item is on disk before the next one counts."""
-        self._check_manifest()
-        todo = self.pending(items)
+        notes = self._prepare()
+        try:
+            todo = self.pending(items)
+        except OSError as exc:
+            raise _cannot_write(self.run_dir, exc) from None
         started = time.perf_counter()
         counts = {"ok": 0, "failed": 0}
         total = len(todo)
 
         async def record(result: ItemResult) -> None:
-            await self.results.append(result)
+            try:
+                await self.results.append(result)
+            except OSError as exc:
+                raise _cannot_write(self.run_dir, exc) from None
             counts["ok" if result.status == "ok" else "failed"] += 1
             self.on_result(result, counts["ok"] + counts["failed"], total)
 
@@ -320,7 +429,11 @@ class EvalRunner:
                 await record(result)
 
             await asyncio.gather(*(one(item) for item in todo))
-        self.results.compact()
+        try:
+            self.results.compact()
+        except OSError as exc:
+            # Every result is already on disk, line by line; only the tidying failed.
+            notes.append(f"{self.results.path} was not compacted ({_strerror(exc)})")
         return RunOutcome(
             run_dir=self.run_dir,
             total=len(items),
@@ -329,4 +442,15 @@ class EvalRunner:
             ok=counts["ok"],
             failed=counts["failed"],
             elapsed_s=time.perf_counter() - started,
+            notes=notes,
         )
+
+
+def _keep_traceback(item_dir: Path, exc: Exception) -> bool:
+    """Write ``exc``'s traceback next to the item's other files; False when that fails too."""
+    try:
+        item_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(item_dir / "error.txt", "".join(traceback.format_exception(exc)))
+    except OSError:
+        return False
+    return True

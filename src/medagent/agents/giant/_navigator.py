@@ -19,6 +19,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
+from medagent._files import write_json_atomic
 from medagent._version import package_versions
 from medagent.agents.giant._actions import AnswerAction
 from medagent.agents.giant._config import GiantConfig, Method
@@ -248,7 +249,13 @@ class GiantNavigator:
             raise InputError(
                 f"{directory} is not a run directory (no manifest.json)", path=str(directory)
             )
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            raise InputError(
+                f"{manifest_path} is damaged (cut short by a crash?); start the run again",
+                path=str(manifest_path),
+            ) from None
         return await self._run(
             open_image(manifest["slide_path"]),
             manifest["question"],
@@ -289,8 +296,11 @@ class GiantNavigator:
     ) -> GiantResult:
         directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once per run
         manifest_path = directory / "manifest.json"
-        if manifest_path.exists():
+        try:
             manifest = json.loads(manifest_path.read_text())
+        except (FileNotFoundError, ValueError):  # none yet, or cut short by a crash: write anew
+            manifest = None
+        if manifest is not None:
             if manifest["question"] != question or manifest["method"] != self.method:
                 raise ConfigError(
                     f"{directory} holds a different run ({manifest['method']}: "
@@ -298,7 +308,7 @@ class GiantNavigator:
                 )
         else:
             manifest = self._manifest(slide, question, options, uuid.uuid4().hex[:12])
-            manifest_path.write_text(json.dumps(manifest, indent=2))
+            write_json_atomic(manifest_path, manifest)
         run_id = manifest["run_id"]
         tools = ToolContext(
             artifacts=ArtifactStore(directory / "artifacts"),

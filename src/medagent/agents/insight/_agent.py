@@ -8,7 +8,6 @@ Each run gets a folder: ``artifacts/`` (every image shown or produced by a tool)
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from medagent._files import write_json_atomic
 from medagent._version import package_versions
 from medagent.agents.insight._config import InsightConfig
 from medagent.agents.insight._context import RunContext, Source
@@ -152,7 +152,7 @@ class InsightAgent:
         directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once per run
         run_id = uuid.uuid4().hex[:12]
         manifest = self._manifest(slides, goal, run_id)
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        write_json_atomic(directory / "manifest.json", manifest)
         events = directory / "events.jsonl"
         events.write_text("")  # a rerun in the same folder starts its log afresh
         artifacts = ArtifactStore(directory / "artifacts")

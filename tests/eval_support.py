@@ -1,0 +1,97 @@
+"""Eval runs as a user starts them: a small image dataset, ``eval run`` in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from medagent.testing import StubOpenAIServer
+
+__all__ = ["default_sigint", "start_and_wait", "stub_run_args", "vqa_items"]
+
+
+def vqa_items(folder: Path, count: int) -> Path:
+    """``count`` yes/no items (ids q0.., task ``demo``, answer yes), a 48 px PNG each: the JSONL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(count):
+        Image.new("RGB", (48, 48), (i * 10, 80, 160)).save(folder / f"img{i}.png")
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "task": "demo",
+                    "images": [f"img{i}.png"],
+                    "question": f"Question number {i}?",
+                    "answer": "yes",
+                    "metric": "yes_no",
+                }
+            )
+        )
+    path = folder / "items.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def stub_run_args(data: Path, run_dir: Path, concurrency: int) -> list[str]:
+    """``eval run`` of the vqa method over ``data`` against a stub server (--base-url added)."""
+    return [
+        "eval",
+        "run",
+        "--dataset",
+        "jsonl",
+        "--data",
+        str(data),
+        "--method",
+        "vqa",
+        "--model",
+        "stub-model",
+        "--concurrency",
+        str(concurrency),
+        "--out",
+        str(run_dir),
+    ]
+
+
+def default_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal would deliver it, whatever pytest got.
+
+    Started from the background of a non-interactive shell (``make test &``, CI runners),
+    pytest inherits SIGINT as ignored and so would every child it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_and_wait(
+    args: list[str],
+    server: StubOpenAIServer,
+    run_dir: Path,
+    lines: int,
+    sigint: Callable[[], None] = default_sigint,
+) -> subprocess.Popen[str]:
+    """Start ``medagent ARGS`` against ``server``; return once ``lines`` results are written.
+
+    ``sigint`` runs in the child before exec (the SIGINT disposition it starts with)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medagent", *args, "--base-url", server.base_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=sigint,
+    )
+    results = run_dir / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        results.exists() and len(results.read_text().splitlines()) >= lines
+    ):
+        time.sleep(0.05)
+    return process
