@@ -26,7 +26,7 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from medagent.errors import ConfigError, InputError
+from medagent.errors import ConfigError, InputError, MedagentError
 from medagent.models import (
     ChatModel,
     GenerateParams,
@@ -126,18 +126,33 @@ def tracing() -> Iterator[list[TraceEntry]]:
         _TRACE.reset(token)
 
 
+#: An image given by path is rendered whole with its long side at most this (never upscaled):
+#: a plain image of a usual size goes as it is, a slide or a large scan as an overview.
+PATH_IMAGE_LONG_SIDE = 2048
+
+
 def load_input_image(value: object, what: str) -> ImagePart:
-    """An image input (PIL image, path or bytes) as a message part, in RGB."""
+    """An image input (PIL image, path or bytes) as a message part, in RGB.
+
+    A path opens through ``open_image``, like every image path medagent accepts: DICOM,
+    slides and plain images alike.
+    """
     if isinstance(value, Image.Image):
         return ImagePart(image=value if value.mode == "RGB" else value.convert("RGB"))
-    if isinstance(value, str | Path | bytes):
-        source = io.BytesIO(value) if isinstance(value, bytes) else value
+    if isinstance(value, str | Path):
+        from medagent.imaging import Renderer, open_image
+
         try:
-            with Image.open(source) as opened:
+            with open_image(value) as slide:
+                return ImagePart(image=Renderer(slide).overview(PATH_IMAGE_LONG_SIDE).image)
+        except MedagentError as exc:
+            raise InputError(f"{what}: cannot read image ({exc})", path=str(value)) from None
+    if isinstance(value, bytes):
+        try:
+            with Image.open(io.BytesIO(value)) as opened:
                 return ImagePart(image=opened.convert("RGB"))
         except (OSError, UnidentifiedImageError) as exc:
-            where = "(bytes)" if isinstance(value, bytes) else str(value)
-            raise InputError(f"{what}: cannot read image {where} ({exc})", path=where) from None
+            raise InputError(f"{what}: cannot read image (bytes) ({exc})", path="(bytes)") from None
     raise ConfigError(f"{what}: an image must be a PIL image, a path or bytes, not {type(value)}")
 
 
