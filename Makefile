@@ -10,6 +10,7 @@ STAMP := $(VENV)/.medagent-installed
 .PHONY: demo test lint install system-deps clean
 
 $(STAMP): pyproject.toml
+	@echo "install: $(VENV) with torch and every extra (first time: several minutes)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so the [hf] extra's range is already satisfied by the CPU wheel.
@@ -25,8 +26,10 @@ demo: $(STAMP)
 
 ## lint: ruff and mypy, as CI runs them
 lint: $(STAMP)
+	@echo "lint: ruff check and ruff format --check..."
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	@echo "lint: mypy, strict (about a minute, silent until done)..."
 	$(BIN)/mypy
 
 ## system-deps: Debian packages real-part tests drive, installed when missing (as root):
@@ -37,11 +40,14 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
+	  echo "system-deps: installing$$missing with apt-get..."; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 ## test: lint, then the whole test suite (slow and browser tests included)
 test: lint system-deps
+	@echo "tests: pytest, the whole suite (slow, real-model and browser tests included); the"
+	@echo "       first run builds a real vLLM server into a venv: several minutes, no output..."
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:
