@@ -29,7 +29,9 @@ def slide_info(
       medagent slide info scan.dcm --json
 
     Associated images (label, macro) are listed by name only: they can show patient
-    identifiers, so their content is never printed.
+    identifiers, so their content is never printed. The first and last tile of every level
+    are read: a damaged level fails here (exit 2, naming the level). What the decoders warned
+    about while reading the file is printed as "note:" lines.
     """
     from medagent.imaging import open_image
 
@@ -61,6 +63,8 @@ def slide_info(
     for field, value in rows:
         table.add_row(field, value)
     console.print(table)
+    for note in info.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @slide_app.command("render")

@@ -10,23 +10,44 @@ library warnings are collected as notes instead of leaking to stderr.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from medagent.errors import SlideOpenError
+from medagent.imaging._guard import captured_warnings, failure_reason
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Decoded", "decode_image", "image_header_size"]
+__all__ = ["DEFAULT_MAX_PIXELS", "Decoded", "decode_image", "image_header_size", "magic_kind"]
 
 #: Most pixels a single-level image may have before it is refused unread. PIL's own hard limit
 #: (2 x ``Image.MAX_IMAGE_PIXELS``); callers that take images from remote clients pass less.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
 Source = str | os.PathLike[str] | bytes
+
+#: How image files start: a file that starts so but does not open is damaged, not foreign.
+_MAGIC = (
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+)
+
+
+def magic_kind(head: bytes) -> str | None:
+    """The image format ``head`` (a file's first bytes) starts like, or ``None``."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
 @dataclass
@@ -44,26 +65,15 @@ def _label(source: Source, name: str | None) -> str:
     return "image data" if isinstance(source, bytes) else str(source)
 
 
-def _notes(caught: list[warnings.WarningMessage]) -> list[str]:
-    notes: list[str] = []
-    for warning in caught:
-        text = str(warning.message).splitlines()[0][:200] if str(warning.message) else ""
-        if text and text not in notes:
-            notes.append(text)
-    return notes
-
-
 def image_header_size(source: Source, *, name: str | None = None) -> tuple[int, int]:
     """(width, height) as the header declares them, without decoding any pixel."""
     label = _label(source, name)
     fp = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(fp) as image:
-                return image.size
+        with captured_warnings(), Image.open(fp) as image:
+            return image.size
     except Exception as exc:  # PIL raises many types for damaged headers
-        raise SlideOpenError(f"{label}: {_what_failed(exc)}", path=label) from None
+        raise SlideOpenError(f"{label}: {_what_failed(exc, source)}", path=label) from None
 
 
 def decode_image(
@@ -77,8 +87,7 @@ def decode_image(
     """
     label = _label(source, name)
     fp = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with captured_warnings() as notes:
         try:
             with Image.open(fp) as image:
                 width, height = image.size
@@ -93,6 +102,9 @@ def decode_image(
                 if width < 1 or height < 1:
                     raise SlideOpenError(f"{label}: the image has no pixels", path=label)
                 kind = image.format or "image"
+                if kind == "TIFF":
+                    _check_tiff_data(image, _size_of(source), label)
+                    _quiet_pillow_libtiff()
                 # Only the first frame is read: an animated PNG cannot multiply the cost.
                 if frames > 1:
                     image.seek(0)
@@ -102,23 +114,83 @@ def decode_image(
             raise
         except Exception as exc:  # PIL: OSError, SyntaxError, ValueError, struct.error, …
             raise SlideOpenError(
-                f"{label}: {_what_failed(exc)}; check that the file is complete", path=label
+                f"{label}: {_what_failed(exc, source)}; check that the file is complete", path=label
             ) from None
-    return Decoded(image=loaded, format=kind, notes=_notes(caught))
+    return Decoded(image=loaded, format=kind, notes=notes)
 
 
-def _what_failed(exc: Exception) -> str:
+def _size_of(source: Source) -> int:
+    return len(source) if isinstance(source, bytes) else os.path.getsize(source)
+
+
+def _check_tiff_data(image: Image.Image, size: int, label: str) -> None:
+    """Refuse a TIFF whose strips or tiles lie past the end of the file before libtiff reads
+    them: libtiff would print its complaint straight to stderr, where no caller can catch it."""
+    tags = getattr(image, "tag_v2", {})
+    offsets = tags.get(324, tags.get(273))  # TileOffsets, else StripOffsets
+    counts = tags.get(325, tags.get(279))  # TileByteCounts, else StripByteCounts
+    if isinstance(offsets, int):
+        offsets = (offsets,)
+    if isinstance(counts, int):
+        counts = (counts,)
+    if not offsets or not counts or len(offsets) != len(counts):
+        raise SlideOpenError(
+            f"{label}: the TIFF directory is incomplete (no strip or tile table); the file is "
+            "truncated or corrupt: check that it is complete",
+            path=label,
+        )
+    end = max(int(o) + int(c) for o, c in zip(offsets, counts, strict=True))
+    if end > size:
+        raise SlideOpenError(
+            f"{label}: image data is truncated (the TIFF's pixel data runs to byte {end:,}, "
+            f"the file has {size:,}); check that the file is complete",
+            path=label,
+        )
+
+
+@functools.cache
+def _quiet_pillow_libtiff() -> None:
+    """Stop the libtiff that Pillow's wheels bundle from printing its errors to stderr.
+
+    Pillow silences libtiff's warnings but not its errors, which libtiff writes straight to
+    stderr ("ZIPDecode: Decoding error at scanline 144") before Pillow raises its own
+    exception, which this module already turns into one line. Only Pillow's private copy is
+    touched (a system libtiff other libraries share is left alone); nothing happens where the
+    copy cannot be found.
+    """
+    import PIL
+
+    private = Path(PIL.__file__).resolve().parent
+    places = [private.parent / "pillow.libs", private / ".dylibs"]
+    for folder in places:
+        for library in sorted(folder.glob("libtiff*")) if folder.is_dir() else []:
+            try:
+                ctypes.CDLL(str(library)).TIFFSetErrorHandler(None)
+            except (OSError, AttributeError):
+                continue
+
+
+def _head(source: Source) -> bytes:
+    if isinstance(source, bytes):
+        return source[:16]
+    try:
+        with open(source, "rb") as handle:
+            return handle.read(16)
+    except OSError:
+        return b""
+
+
+def _what_failed(exc: Exception, source: Source) -> str:
     if isinstance(exc, Image.DecompressionBombError):
         return "too many pixels to decode safely"
     if type(exc).__name__ == "UnidentifiedImageError":
+        kind = magic_kind(_head(source))
+        if kind is not None:
+            return f"it starts as a {kind} file but cannot be read: it is truncated or corrupt"
         return (
             "not an image or slide format medagent reads (OpenSlide formats, PNG, JPEG, "
             "TIFF, DICOM)"
         )
-    return f"image data is truncated or corrupt ({_reason(exc)})"
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    # PIL names the file it was given; the caller's label already does, and may hide the path.
-    return text[:160]
+    # PIL may name the file it was given; the caller's label does, and may hide the path.
+    hide = None if isinstance(source, bytes) else str(source)
+    return f"image data is truncated or corrupt ({failure_reason(exc, hide=hide)})"

@@ -1,6 +1,10 @@
 """DICOM radiology images via pydicom: windowed to 8 bits, spacing from the file.
 
 Whole-slide DICOM (VL Whole Slide Microscopy) goes to OpenSlide instead; see ``open_image``.
+
+pydicom reads a cut file without complaint as far as it goes: a header cut short is an empty
+or partial dataset, a value cut short is a short value, pixel data cut short is only noticed
+when decoded. So each step below says which of those it found, in words a user can act on.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import numpy as np
 from PIL import Image
 
 from medagent.errors import SlideOpenError
+from medagent.imaging._guard import failure_reason
 from medagent.imaging._pil import ImageSlide
 
-__all__ = ["WSI_SOP_CLASS", "open_dicom", "pixel_spacing_mm"]
+__all__ = ["WSI_SOP_CLASS", "dicom_sop_class", "open_dicom", "pixel_spacing_mm"]
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -58,31 +63,73 @@ def _to_uint8(ds: Any, pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def open_dicom(path: Path) -> ImageSlide:
-    """A DICOM image as a one-level slide; multi-frame files show their first frame."""
+def _fail(path: Path, reason: str) -> SlideOpenError:
+    return SlideOpenError(f"{path}: {reason}", path=str(path))
+
+
+def _truncated(path: Path, what: str) -> SlideOpenError:
+    return _fail(path, f"{what}; the file is truncated or corrupt: check that it is complete")
+
+
+def _read(path: Path, *, header_only: bool) -> Any:
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path))
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise SlideOpenError(f"{path}: not a readable DICOM file ({exc})", path=str(path)) from None
+        return pydicom.dcmread(str(path), stop_before_pixels=header_only)
+    except Exception as exc:  # pydicom: InvalidDicomError, struct.error, EOFError, …
+        reason = failure_reason(exc, hide=str(path))
+        raise _truncated(path, f"DICOM data cannot be read ({reason})") from None
+
+
+def _sop_class(path: Path, ds: Any) -> Any:
+    sop = ds.get("SOPClassUID")
+    if sop is None:
+        raise _truncated(path, "the DICOM header is incomplete (it has no SOP Class UID)")
+    if not sop.is_valid:
+        raise _truncated(path, f"the DICOM header is damaged (SOP Class UID {str(sop)[:64]!r})")
+    return sop
+
+
+def dicom_sop_class(path: Path) -> str:
+    """The file's SOP Class UID, read from its header only (no pixel data)."""
+    return str(_sop_class(path, _read(path, header_only=True)))
+
+
+def _decoder_available(syntax: Any) -> bool:
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except NotImplementedError:  # a transfer syntax pydicom has no decoder for at all
+        return False
+
+
+def open_dicom(path: Path) -> ImageSlide:
+    """A DICOM image as a one-level slide; multi-frame files show their first frame."""
+    sop = _sop_class(path, _read(path, header_only=True))
+    ds = _read(path, header_only=False)
+    if "SOPClassUID" not in ds:
+        # pydicom gives up on the whole dataset when encapsulated pixel data is cut short.
+        raise _truncated(path, "the file ends inside its pixel data")
     if "PixelData" not in ds:
-        raise SlideOpenError(
-            f"{path}: this DICOM object has no pixel data (it is a {ds.SOPClassUID.name})",
-            path=str(path),
-        )
+        # An image whose pixel data is missing was cut short; other objects (reports, plans,
+        # presentation states) never had any.
+        if "Rows" in ds or "Columns" in ds or "Image" in sop.name or "Segmentation" in sop.name:
+            raise _truncated(path, f"the file ends before its pixel data (a {sop.name})")
+        raise _fail(path, f"this DICOM object has no pixel data (it is a {sop.name})")
     syntax = ds.file_meta.get("TransferSyntaxUID")
     try:
         pixels = ds.pixel_array
-    except (RuntimeError, NotImplementedError, ValueError) as exc:
-        name = syntax.name if syntax is not None else "an unknown transfer syntax"
-        raise SlideOpenError(
-            f"{path}: pixel data is compressed as {name} and no installed decoder reads it; "
-            "install one: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
-            f"(or python-gdcm) [{str(exc).splitlines()[0][:120]}]",
-            path=str(path),
-        ) from None
+    except Exception as exc:  # pydicom and its plugins raise many types
+        reason = failure_reason(exc, hide=str(path))
+        if syntax is not None and syntax.is_compressed and not _decoder_available(syntax):
+            raise _fail(
+                path,
+                f"pixel data is compressed as {syntax.name} and no installed decoder reads it; "
+                "install one: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
+                f"(or python-gdcm) [{reason}]",
+            ) from None
+        raise _truncated(path, f"its pixel data cannot be decoded ({reason})") from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         pixels = pixels[0]
@@ -90,7 +137,7 @@ def open_dicom(path: Path) -> ImageSlide:
     spacing = pixel_spacing_mm(ds)
     properties = {
         "dicom.modality": str(ds.get("Modality", "")),
-        "dicom.sop_class": ds.SOPClassUID.name,
+        "dicom.sop_class": sop.name,
         "dicom.photometric": str(ds.get("PhotometricInterpretation", "")),
         "dicom.frames": str(frames),
     }

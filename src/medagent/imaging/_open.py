@@ -1,4 +1,10 @@
-"""``open_image``: one entry point for slides, plain images and DICOM, with one-line errors."""
+"""``open_image``: one entry point for slides, plain images and DICOM, with one-line errors.
+
+Opening runs inside the decoder boundary (``_guard``): whatever pydicom, PIL, OpenSlide or a
+future reader raises is one ``SlideOpenError`` naming the file, and their warnings become the
+slide's ``notes``. A file that opens is then sampled — the first and last tile of every level —
+so a truncated or zero-filled pyramid fails here, naming the level, not in the middle of a run.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from medagent.errors import SlideOpenError
-from medagent.imaging._decode import DEFAULT_MAX_PIXELS, decode_image
+from medagent.imaging._decode import DEFAULT_MAX_PIXELS, decode_image, magic_kind
+from medagent.imaging._guard import captured_warnings, decoder_boundary
+from medagent.imaging._region import Region
+from medagent.imaging._roots import _os_reason
 from medagent.imaging.base import Slide
 
 __all__ = ["open_image"]
@@ -17,6 +26,8 @@ __all__ = ["open_image"]
 #: recognise is mislabelled or damaged, not a plain image to be read another way.
 _SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
 _PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "TIFF": "tiff", "BMP": "bmp", "WEBP": "webp"}
+#: Side of the square read at two corners of every level when a file is opened (level pixels).
+_SAMPLE = 256
 
 
 def _fail(path: Path, reason: str) -> SlideOpenError:
@@ -24,17 +35,16 @@ def _fail(path: Path, reason: str) -> SlideOpenError:
 
 
 def _sniff(path: Path) -> bytes:
-    if not path.exists():
-        raise _fail(path, "no such file; check the path")
-    if path.is_dir():
-        raise _fail(path, "is a folder; give the slide file itself (for MRXS, the .mrxs file)")
     try:
+        if path.is_dir():
+            raise _fail(path, "is a folder; give the slide file itself (for MRXS, the .mrxs file)")
         with path.open("rb") as handle:
             head = handle.read(132)
-    except PermissionError:
-        raise _fail(path, "permission denied; check the file's permissions") from None
-    except OSError as exc:
-        raise _fail(path, f"cannot be read ({exc.strerror or exc})") from None
+    except (FileNotFoundError, NotADirectoryError):
+        reason = "is a link to a missing file" if path.is_symlink() else "no such file"
+        raise _fail(path, f"{reason}; check the path") from None
+    except OSError as exc:  # a symlink loop, a name too long, permission denied, …
+        raise _fail(path, _os_reason(exc)) from None
     if not head:
         raise _fail(path, "is empty (0 bytes); the copy or download may have failed")
     return head
@@ -46,9 +56,9 @@ def _is_dicom(head: bytes) -> bool:
 
 def _pil_kind(path: Path) -> str | None:
     try:
-        with Image.open(path) as image:
+        with captured_warnings(), Image.open(path) as image:
             return image.format
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
 
 
@@ -56,9 +66,11 @@ def _open_pil(path: Path, max_pixels: int) -> Slide:
     from medagent.imaging._pil import ImageSlide
 
     decoded = decode_image(path, max_pixels=max_pixels)
-    return ImageSlide(
+    slide = ImageSlide(
         decoded.image, path=path, format=_PIL_FORMATS.get(decoded.format, decoded.format.lower())
     )
+    slide.add_notes(decoded.notes)
+    return slide
 
 
 def open_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Slide:
@@ -66,38 +78,57 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 
     OpenSlide is tried first for anything it claims; plain images open through PIL as one-level
     slides; DICOM radiology through pydicom. Any failure is a ``SlideOpenError`` naming the file
-    and the reason. ``max_pixels`` bounds what a single-level image may decode to (checked
-    from the header first); pass less for files from remote clients.
+    and the reason — a level that cannot be read included (the first and last tile of every
+    level are read now). ``max_pixels`` bounds what a single-level image may decode to (checked
+    from the header first); pass less for files from remote clients. What the decoders warned
+    about is in ``Slide.notes``.
     """
     path = Path(path)
+    with decoder_boundary(path, "opening it") as notes:
+        slide = _open(path, max_pixels)
+        try:
+            _check_levels(slide)
+        except BaseException:
+            slide.close()
+            raise
+    slide.add_notes(notes)
+    return slide
+
+
+def _open(path: Path, max_pixels: int) -> Slide:
     head = _sniff(path)
     if _is_dicom(head):
-        import pydicom
+        from medagent.imaging._dicom import WSI_SOP_CLASS, dicom_sop_class, open_dicom
 
-        from medagent.imaging._dicom import WSI_SOP_CLASS, open_dicom
-
-        try:
-            sop_class = pydicom.dcmread(str(path), stop_before_pixels=True).SOPClassUID
-        except Exception as exc:  # pydicom raises many types for damaged headers
-            raise _fail(path, f"not a readable DICOM file ({exc})") from None
-        if sop_class != WSI_SOP_CLASS:
+        if dicom_sop_class(path) != WSI_SOP_CLASS:  # whole-slide DICOM: OpenSlide below
             return open_dicom(path)
     from medagent.imaging._openslide import OpenSlideSlide, detect_openslide_format
 
     vendor = detect_openslide_format(path)
     if vendor is not None:
         try:
-            slide: Slide = OpenSlideSlide(path)
+            return OpenSlideSlide(path)
         except SlideOpenError:
-            # OpenSlide claims every TIFF but refuses untiled ones; PIL reads those.
+            # OpenSlide claims every tiled TIFF but refuses some (odd sample formats); PIL may
+            # read their first image. Say so: for a damaged pyramid that is all that is left.
             if vendor == "generic-tiff" and _pil_kind(path) == "TIFF":
-                return _open_pil(path, max_pixels)
+                slide = _open_pil(path, max_pixels)
+                slide.add_notes(
+                    [
+                        "OpenSlide cannot read it as a tiled pyramid (it may be truncated); "
+                        "only its first image was opened"
+                    ]
+                )
+                return slide
             raise
-        _check_readable(slide)
-        return slide
     if path.suffix.lower() in _SLIDE_SUFFIXES:
         kind = _pil_kind(path)
-        found = f"it contains a {kind} image" if kind else "its content is not a slide"
+        if kind:
+            found = f"it contains a {kind} image"
+        elif magic_kind(head):
+            found = f"it starts as a {magic_kind(head)} file but cannot be read"
+        else:
+            found = "its content is not a slide"
         raise _fail(
             path,
             f"named {path.suffix} but OpenSlide does not recognise it ({found}); "
@@ -106,15 +137,24 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     return _open_pil(path, max_pixels)
 
 
-def _check_readable(slide: Slide) -> None:
-    """Read a corner of the coarsest level now, so a truncated file fails at open, not mid-run."""
-    from medagent.imaging._region import Region
-
-    level = slide.level_count - 1
-    downsample = slide.level_downsamples[level]
-    side = int(min(64 * downsample, slide.dimensions.width, slide.dimensions.height))
-    try:
-        slide.read(Region(x=0, y=0, width=max(1, side), height=max(1, side)), level)
-    except SlideOpenError:
-        slide.close()
-        raise
+def _check_levels(slide: Slide) -> None:
+    """Read the first and the last tile of every level: a cut or zero-filled file fails now,
+    naming the level, rather than in the middle of a run. Damage between the two corners is
+    still found when that part is read (one line, like this)."""
+    for level, (size, downsample) in enumerate(
+        zip(slide.level_dimensions, slide.level_downsamples, strict=True)
+    ):
+        l_width, l_height = min(_SAMPLE, size.width), min(_SAMPLE, size.height)
+        if l_width < 1 or l_height < 1:
+            raise _fail(slide.path, f"level {level} has no pixels ({size.width} x {size.height})")
+        corners = {(0, 0), (size.width - l_width, size.height - l_height)}
+        for l_x, l_y in sorted(corners):
+            slide.read(
+                Region(
+                    x=int(l_x * downsample),
+                    y=int(l_y * downsample),
+                    width=max(1, int(l_width * downsample)),
+                    height=max(1, int(l_height * downsample)),
+                ),
+                level,
+            )

@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from medagent.errors import SlideOpenError
+from medagent.imaging._guard import failure_reason
 from medagent.imaging._region import Region, Size
 from medagent.imaging.base import Slide, flatten_rgba
 
@@ -36,18 +37,19 @@ def _float(value: str | None) -> float | None:
 
 
 class OpenSlideSlide(Slide):
-    """A slide OpenSlide reads. Reads fail as ``SlideOpenError`` naming the file."""
+    """A slide OpenSlide reads. Reads fail as ``SlideOpenError`` naming the file (``Slide``
+    wraps ``read``)."""
 
     def __init__(self, path: Path, *, tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES) -> None:
         import openslide
 
         self.path = path
-        self._errors = (openslide.OpenSlideError,)
         try:
             self._osr = openslide.OpenSlide(str(path))
         except openslide.OpenSlideError as exc:
             raise SlideOpenError(
-                f"{path}: OpenSlide cannot open it ({exc}); the file may be truncated or corrupt",
+                f"{path}: OpenSlide cannot open it ({failure_reason(exc, hide=str(path))}); "
+                "the file may be truncated or corrupt",
                 path=str(path),
             ) from None
         self._osr.set_cache(openslide.OpenSlideCache(tile_cache_bytes))
@@ -94,14 +96,7 @@ class OpenSlideSlide(Slide):
 
     def read(self, region: Region, level: int) -> Image.Image:
         size = self.level_size_of(region, level)
-        try:
-            rgba = self._osr.read_region((region.x, region.y), level, (size.width, size.height))
-        except self._errors as exc:
-            raise SlideOpenError(
-                f"{self.path}: reading {region} at level {level} failed ({exc}); "
-                "the file may be truncated or corrupt",
-                path=str(self.path),
-            ) from None
+        rgba = self._osr.read_region((region.x, region.y), level, (size.width, size.height))
         return flatten_rgba(rgba)
 
     def close(self) -> None:

@@ -1,22 +1,28 @@
 """The contract of an opened image: a pyramid of levels read by level-0 region.
 
-Three implementations: ``OpenSlideSlide`` (whole-slide formats), ``ImageSlide`` (PNG, JPEG,
-plain TIFF) and ``DicomImage`` (radiology). Everything above this layer (rendering, tissue,
-tools) works on ``Slide`` alone.
+Two implementations: ``OpenSlideSlide`` (whole-slide formats) and ``ImageSlide`` (PNG, JPEG,
+plain TIFF, DICOM radiology). Everything above this layer (rendering, tissue, tools) works on
+``Slide`` alone.
+
+Every ``read`` of every implementation, present or future, runs inside the decoder boundary
+(``__init_subclass__`` wraps it): whatever a decoder raises there is one ``SlideOpenError``
+naming the file and the level, and its warnings become ``notes``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from medagent.errors import InputError, PHIRefusedError
+from medagent.errors import InputError, PHIRefusedError, RegionError
+from medagent.imaging._guard import decoder_boundary
 from medagent.imaging._region import Region, Size
 
 __all__ = ["Slide", "SlideInfo", "flatten_rgba"]
@@ -38,10 +44,35 @@ class SlideInfo(BaseModel):
     mpp_y: float | None
     objective_power: float | None
     associated_images: list[str]
+    #: What the decoders warned about while the file was opened and read (one line each).
+    notes: list[str] = []
 
     @property
     def spacing_known(self) -> bool:
         return self.mpp_x is not None and self.mpp_y is not None
+
+
+#: Most notes a slide keeps: a damaged file can warn on every read.
+_MAX_NOTES = 20
+
+_Read = Callable[["Slide", Region, int], Image.Image]
+
+
+def _guarded(read: _Read) -> _Read:
+    @functools.wraps(read)
+    def guarded_read(self: Slide, region: Region, level: int) -> Image.Image:
+        with decoder_boundary(self.path, f"reading level {level} at {region}") as notes:
+            if not 0 <= level < self.level_count:
+                raise RegionError(
+                    f"{self.path.name} has no level {level}; its levels are 0 to "
+                    f"{self.level_count - 1}"
+                )
+            image = read(self, region, level)
+        self.add_notes(notes)
+        return image
+
+    guarded_read.__medagent_guarded__ = True  # type: ignore[attr-defined]
+    return guarded_read
 
 
 class Slide(ABC):
@@ -49,6 +80,12 @@ class Slide(ABC):
 
     path: Path
     format: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        read = cls.__dict__.get("read")
+        if read is not None and not getattr(read, "__medagent_guarded__", False):
+            setattr(cls, "read", _guarded(read))  # noqa: B010 - mypy refuses assigning a method
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -101,10 +138,31 @@ class Slide(ABC):
                 f"associated image {name!r} of {self.path.name} may show patient identifiers; "
                 "pass allow_phi=True only if you are allowed to see them"
             )
-        return self._associated_image(name)
+        with decoder_boundary(self.path, f"reading the associated image {name!r}") as notes:
+            image = self._associated_image(name)
+        self.add_notes(notes)
+        return image
 
     def _associated_image(self, name: str) -> Image.Image:
         raise InputError(f"{self.path.name} has no associated image {name!r}", path=str(self.path))
+
+    @property
+    def notes(self) -> list[str]:
+        """What the decoders warned about while this image was opened and read, one line each
+        (at most 20): worth showing a user (``slide info`` does), never an error."""
+        return list(self._notes())
+
+    def add_notes(self, notes: Iterable[str]) -> None:
+        """Keep decoder warnings (duplicates and those past the limit are dropped)."""
+        kept = self._notes()
+        for note in notes:
+            if note not in kept and len(kept) < _MAX_NOTES:
+                kept.append(note)
+
+    def _notes(self) -> list[str]:
+        # Implementations need not call a base __init__: the list appears on first use.
+        kept: list[str] = self.__dict__.setdefault("_decoder_notes", [])
+        return kept
 
     @property
     def info(self) -> SlideInfo:
@@ -120,6 +178,7 @@ class Slide(ABC):
             mpp_y=self.mpp_y,
             objective_power=self.objective_power,
             associated_images=self.associated_image_names,
+            notes=self.notes,
         )
 
     # -- pixels -----------------------------------------------------------------------------
@@ -141,7 +200,10 @@ class Slide(ABC):
 
     @abstractmethod
     def read(self, region: Region, level: int) -> Image.Image:
-        """RGB pixels of ``region`` (inside the slide) at ``level``, ``level_size_of`` in size."""
+        """RGB pixels of ``region`` (inside the slide) at ``level``, ``level_size_of`` in size.
+
+        Implementations just read: the level is checked and failures are made one line for
+        them (see the module docstring)."""
 
     def close(self) -> None:  # noqa: B027 - most kinds hold no handle; those that do override
         """Release file handles; reading after this is an error."""

@@ -5,17 +5,16 @@ Images become JPEG data URLs here and nowhere earlier: this is where bytes enter
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from medagent.artifacts import ArtifactStore, data_url, fit_long_side, to_jpeg
-from medagent.errors import ConfigError, InputError
+from medagent.errors import ConfigError
 from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
 from medagent.models.base import GenerateParams, ToolChoice
 
@@ -46,12 +45,9 @@ def load_image(part: ImagePart, artifacts: ArtifactStore | None) -> Image.Image:
             )
         return artifacts.get(part.artifact)
     assert part.data is not None
-    try:
-        image = Image.open(io.BytesIO(part.data))
-        image.load()
-    except (UnidentifiedImageError, OSError):
-        raise InputError("image bytes in the message are not a readable image") from None
-    return image
+    from medagent.imaging import decode_image  # pixel count checked before decoding
+
+    return decode_image(part.data, name="image bytes in the message").image
 
 
 def image_data_url(part: ImagePart, artifacts: ArtifactStore | None, long_side: int) -> str:

@@ -14,7 +14,6 @@ turn a teacher's good runs into demos.
 from __future__ import annotations
 
 import copy
-import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.errors import ConfigError, InputError, MedagentError
@@ -135,7 +134,7 @@ def load_input_image(value: object, what: str) -> ImagePart:
     """An image input (PIL image, path or bytes) as a message part, in RGB.
 
     A path opens through ``open_image``, like every image path medagent accepts: DICOM,
-    slides and plain images alike.
+    slides and plain images alike; bytes through ``decode_image`` (pixel count checked first).
     """
     if isinstance(value, Image.Image):
         return ImagePart(image=value if value.mode == "RGB" else value.convert("RGB"))
@@ -148,11 +147,13 @@ def load_input_image(value: object, what: str) -> ImagePart:
         except MedagentError as exc:
             raise InputError(f"{what}: cannot read image ({exc})", path=str(value)) from None
     if isinstance(value, bytes):
+        from medagent.imaging import decode_image
+
         try:
-            with Image.open(io.BytesIO(value)) as opened:
-                return ImagePart(image=opened.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise InputError(f"{what}: cannot read image (bytes) ({exc})", path="(bytes)") from None
+            image = decode_image(value, name="image bytes").image
+        except MedagentError as exc:
+            raise InputError(f"{what}: cannot read image ({exc})", path="(bytes)") from None
+        return ImagePart(image=image if image.mode == "RGB" else image.convert("RGB"))
     raise ConfigError(f"{what}: an image must be a PIL image, a path or bytes, not {type(value)}")
 
 

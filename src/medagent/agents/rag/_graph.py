@@ -23,6 +23,7 @@ from medagent.agents.rag._prompt import (
 )
 from medagent.models import ChatModel, GenerateParams, Structured, generate_structured
 from medagent.prompts import CompiledProgram, Program, resolve_program
+from medagent.prompts._modules import load_input_image
 from medagent.retrieval._adaptive_k import AdaptiveK, select_k
 from medagent.retrieval._router import DomainRouter, KNNDomainRouter
 from medagent.tools import ImageSearcher
@@ -186,8 +187,9 @@ class RAGPipeline:
         seed: int = 0,
     ) -> FourRuns:
         """The four answers preference-pair mining compares (see ``_pairs``)."""
-        with Image.open(image_path) as opened:
-            clean = opened.convert("RGB")
+        # Through open_image like every image path (DICOM included), as the predictors load it.
+        clean = load_input_image(image_path, f"item {item_id}").image
+        assert clean is not None  # load_input_image always decodes
         noise = noise_image(clean, seed)
         wanted = normalize_answer(reference, options) or reference.strip().lower()
 
