@@ -281,3 +281,73 @@ def test_demo_runs_offline_on_a_fresh_machine(tmp_path: Path) -> None:
     trajectory = json.loads((out / "trajectory.json").read_text())
     assert trajectory["slide"]["width"] >= 50_000 and trajectory["slide"]["mpp_x"] == 0.5
     assert (out / "trajectory.html").exists()
+
+
+_ASK = ["ask", "{slide}", "q?", "--backend", "scripted", "--script", "{script}"]
+_EVAL_RUN = ["eval", "run", "--dataset", "jsonl", "--data", "{items}", "--out", "{out}"]
+_EVAL_RUN += ["--method", "vqa", "--backend", "scripted", "--script", "{script}"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["slide", "render", "{slide}", "--region", "10,10,-5,5"], "--region: width and height"),
+        (["slide", "render", "{slide}", "--region", "nan,0,5,5"], "--region: expected X,Y,W,H"),
+        (["slide", "render", "{slide}", "--region", "inf,0,1,1"], "--region: expected X,Y,W,H"),
+        (["slide", "render", "{slide}", "--region", "0,0,1e30,5"], "--region: X,Y,W,H must"),
+        (["slide", "render", "{slide}", "--size", "-3"], "--size must be at least 16"),
+        ([*_ASK, "--steps", "0"], "invalid --steps: Input should be greater than or equal"),
+        ([*_ASK, "--item-timeout", "nan"], "invalid --item-timeout: Input should be greater"),
+        ([*_ASK, "--max-images", "-1"], "invalid --max-images: "),
+        ([*_ASK, "--long-side", "1e9"], "Invalid value for '--long-side'"),
+        ([*_ASK, "--timeout", "-1"], "invalid --timeout: Input should be greater than 0"),
+        (["demo", "--steps", "0"], "invalid --steps: Input should be greater than or equal"),
+        (["model", "check", "--max-tokens", "0", "--backend", "scripted"], "'--max-tokens'"),
+        (
+            [*_EVAL_RUN, "--item-timeout", "-1"],
+            "invalid timeout_s for GiantConfig: Input should be greater than 0 (got -1.0)",
+        ),
+    ],
+    ids=[
+        "region-negative-size",
+        "region-nan",
+        "region-inf",
+        "region-huge",
+        "render-size",
+        "ask-steps",
+        "ask-item-timeout-nan",
+        "ask-max-images",
+        "ask-long-side-float",
+        "ask-timeout",
+        "demo-steps",
+        "model-check-max-tokens",
+        "eval-run-item-timeout",
+    ],
+)
+def test_numbers_from_the_command_line_are_checked_in_one_line(
+    pyramid_tiff: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    """No value typed on the command line ends in a pydantic dump or a traceback."""
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "a", "task": "t", "question": "q", "answer": "a"}) + "\n")
+    where = {"{slide}": str(pyramid_tiff), "{script}": str(write_script(tmp_path / "s.jsonl"))}
+    where |= {"{items}": str(items), "{out}": str(tmp_path / "run")}
+    if args[:2] == ["slide", "render"]:
+        args = [*args, "--out", str(tmp_path / "view.png")]
+    result = medagent(
+        *[where.get(a, a) for a in args], env={"MEDAGENT_CACHE_DIR": str(tmp_path / "cache")}
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    for noise in ("Traceback", "pydantic", "validation error for", "For further information"):
+        assert noise not in result.stderr
+    if message.startswith(("--", "invalid")):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_bad_setting_from_the_environment_names_the_variable() -> None:
+    result = medagent("model", "check", "--backend", "scripted", env={"MEDAGENT_TIMEOUT_S": "-1"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: invalid setting timeout_s (from MEDAGENT_TIMEOUT_S): Input should be greater than 0"
+    )

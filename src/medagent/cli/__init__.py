@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from pydantic import ValidationError
+
 from medagent.cli import (  # noqa: F401 - register
     _ask,
     _chat,
@@ -19,7 +21,7 @@ from medagent.cli import (  # noqa: F401 - register
     _serve,
     _slide,
 )
-from medagent.cli._app import app, build_settings, err_console
+from medagent.cli._app import app, build_settings, err_console, validation_line
 from medagent.errors import MedagentError
 
 __all__ = ["app", "build_settings", "main"]
@@ -34,6 +36,14 @@ def main() -> None:
         if debug:
             raise
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:
+        # A value from the user no command checked first: still one line, not a pydantic dump.
+        if debug:
+            raise
+        err_console.print(
+            f"error: {validation_line(exc)}", markup=False, highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)

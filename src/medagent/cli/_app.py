@@ -6,6 +6,7 @@ it down.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "err_console",
     "model_app",
     "slide_app",
+    "validation_line",
 ]
 
 app = typer.Typer(
@@ -149,16 +151,40 @@ DeviceOpt = Annotated[
 ]
 
 
-def config_from_flags(model: type[_C], **flags: Any) -> _C:
+#: Flags whose name differs from the setting they set (``--timeout`` sets ``timeout_s``).
+_SETTING_FLAGS = {"timeout_s": "--timeout", "max_retries": "--max-retries"}
+
+
+def _given(value: Any) -> str:
+    """A rejected value as an error message quotes it: short, whatever the user typed."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def config_from_flags(
+    model: type[_C], *, flag_names: Mapping[str, str] | None = None, **flags: Any
+) -> _C:
     """A command's config model from its flags; flags left out (None) keep the model's default,
-    and an invalid value is a one-line error naming the flag (``--max-steps``)."""
+    and an invalid value is a one-line error naming the flag the user typed (``flag_names``
+    maps a field to its flag where they differ: ``{"max_steps": "--steps"}``)."""
     given = {key: value for key, value in flags.items() if value is not None}
     try:
         return model(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0]).replace("_", "-") if first["loc"] else "option"
-        raise ConfigError(f"invalid --{name}: {first['msg']}") from None
+        field = str(first["loc"][0]) if first["loc"] else ""
+        flag = (flag_names or {}).get(field) or f"--{field.replace('_', '-') or 'option'}"
+        got = f" (got {_given(given[field])})" if field in given else ""
+        raise ConfigError(f"invalid {flag}: {first['msg']}{got}") from None
+
+
+def validation_line(exc: ValidationError) -> str:
+    """One line for a pydantic error that reached the top of the CLI: a value from the user
+    that no command checked before building a model from it (a bug; ``--debug`` shows it)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "value"
+    got = f" (got {_given(first['input'])})" if "input" in first else ""
+    return f"invalid {where} for {exc.title}: {first['msg']}{got}"
 
 
 def build_settings(**flags: Any) -> Settings:
@@ -171,4 +197,11 @@ def build_settings(**flags: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if field in given:
+            flag = _SETTING_FLAGS.get(field, f"--{field.replace('_', '-')}")
+            got = _given(given[field])
+            raise ConfigError(f"invalid {flag}: {first['msg']} (got {got})") from None
+        raise ConfigError(
+            f"invalid setting {where} (from MEDAGENT_{field.upper()}): {first['msg']}"
+        ) from None

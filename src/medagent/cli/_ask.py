@@ -152,6 +152,12 @@ def ask(
 
     config = config_from_flags(
         GiantConfig,
+        flag_names={
+            "max_steps": "--steps",
+            "max_images_in_context": "--max-images",
+            "guides_on_crops": "--crop-guides",
+            "timeout_s": "--item-timeout",
+        },
         max_steps=steps,
         long_side=long_side,
         max_images_in_context=max_images,
@@ -271,10 +277,11 @@ def demo(
     settings = build_settings(
         backend=backend, model=model, base_url=base_url, timeout_s=timeout, device=device
     )
+    config = config_from_flags(GiantConfig, flag_names={"max_steps": "--steps"}, max_steps=steps)
     path = _demo_slide(settings.cache_dir, rebuild)
     chat_model = _demo_model(settings)
     console.print(f"question: {DEMO_QUESTION}")
-    navigator = GiantNavigator(chat_model, GiantConfig(max_steps=steps), on_event=_print_event)
+    navigator = GiantNavigator(chat_model, config, on_event=_print_event)
 
     async def _run() -> Any:
         try:

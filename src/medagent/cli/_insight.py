@@ -163,6 +163,7 @@ def insight(
 
     config = config_from_flags(
         InsightConfig,
+        flag_names={"max_steps": "--steps", "timeout_s": "--run-timeout"},
         roots=roots,
         depth=depth,
         adaptive=adaptive,

@@ -34,7 +34,7 @@ def model_check(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
-    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 32,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer.")] = 32,
 ) -> None:
     """Send a text, an image and a structured-output request; print a table.
 
