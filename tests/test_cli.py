@@ -303,10 +303,10 @@ _EVAL_RUN += ["--method", "vqa", "--backend", "scripted", "--script", "{script}"
         ([*_ASK, "--timeout", "-1"], "invalid --timeout: Input should be greater than 0"),
         (["demo", "--steps", "0"], "invalid --steps: Input should be greater than or equal"),
         (["model", "check", "--max-tokens", "0", "--backend", "scripted"], "'--max-tokens'"),
-        (
-            [*_EVAL_RUN, "--item-timeout", "-1"],
-            "invalid timeout_s for GiantConfig: Input should be greater than 0 (got -1.0)",
-        ),
+        ([*_EVAL_RUN, "--item-timeout", "-1"], "'--item-timeout'"),
+        ([*_EVAL_RUN, "--steps", "0"], "'--steps'"),
+        ([*_EVAL_RUN, "--price-in", "-1"], "'--price-in'"),
+        (["eval", "report", "{out}", "--replicates", "-1"], "'--replicates'"),
     ],
     ids=[
         "region-negative-size",
@@ -322,6 +322,9 @@ _EVAL_RUN += ["--method", "vqa", "--backend", "scripted", "--script", "{script}"
         "demo-steps",
         "model-check-max-tokens",
         "eval-run-item-timeout",
+        "eval-run-steps",
+        "eval-run-price-in",
+        "eval-report-replicates",
     ],
 )
 def test_numbers_from_the_command_line_are_checked_in_one_line(

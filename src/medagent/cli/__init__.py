@@ -6,7 +6,9 @@ traceback. Commands live in one module per group (``_model``, ``_slide``, ``_ask
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 from pydantic import ValidationError
 
@@ -27,9 +29,22 @@ from medagent.errors import MedagentError
 __all__ = ["app", "build_settings", "main"]
 
 
+def _interruptible() -> None:
+    """Make Ctrl-C / ``kill -INT`` stop any command cleanly however it was started.
+
+    A job started in the background of a non-interactive shell (``cmd &``, many CI runners)
+    inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler: ``kill
+    -INT`` would do nothing. Every command leaves resumable state on disk, so each takes the
+    signal back.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main() -> None:
     """Entry point of the ``medagent`` console script."""
     debug = "--debug" in sys.argv[1:]
+    _interruptible()
     try:
         app()
     except MedagentError as exc:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,18 +45,6 @@ def _build(settings: Settings, cache: Path | None) -> Any:
 
     model = build_model(settings)
     return CachedModel(model, cache) if cache else model
-
-
-def _interruptible() -> None:
-    """Make SIGINT stop the run cleanly however it was started.
-
-    A job started in the background of a non-interactive shell (``cmd &``, many CI runners)
-    inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler: ``kill
-    -INT`` would do nothing and the run would go on to the end. A batch run is always safe to
-    interrupt (finished items are on disk), so it takes the signal back.
-    """
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @eval_app.command("run")
@@ -105,8 +91,8 @@ def eval_run(
         bool, typer.Option(help="Leave out items whose slide or image is missing.")
     ] = False,
     concurrency: Annotated[int, typer.Option(help="Items in flight at once.")] = 4,
-    item_timeout: Annotated[float, typer.Option(help="Seconds per item.")] = 900.0,
-    steps: Annotated[int, typer.Option(help="giant: turns per item.")] = 20,
+    item_timeout: Annotated[float, typer.Option(help="Seconds per item.", min=1.0)] = 900.0,
+    steps: Annotated[int, typer.Option(help="giant: turns per item.", min=1)] = 20,
     votes: Annotated[int, typer.Option(help="giant: majority over k runs.")] = 1,
     cache: Annotated[
         bool, typer.Option(help="Reuse identical model replies (RUN_DIR/cache.sqlite).")
@@ -119,8 +105,10 @@ def eval_run(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: a local instance).")
     ] = None,
-    price_in: Annotated[float, typer.Option(help="USD per million prompt tokens.")] = 0.0,
-    price_out: Annotated[float, typer.Option(help="USD per million completion tokens.")] = 0.0,
+    price_in: Annotated[float, typer.Option(help="USD per million prompt tokens.", min=0.0)] = 0.0,
+    price_out: Annotated[
+        float, typer.Option(help="USD per million completion tokens.", min=0.0)
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for sampling and baselines.")] = 0,
     backend: BackendOpt = None,
     model: ModelOpt = None,
@@ -142,7 +130,6 @@ def eval_run(
     from medagent.evals import EvalRunner, Prices, RunConfig, load_dataset, make_method
     from medagent.evals.datasets import DatasetKind
 
-    _interruptible()
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor {executor!r}: choose local or ray")
     settings = build_settings(
@@ -273,7 +260,7 @@ def eval_report(
     out: Annotated[
         Path | None, typer.Option(help="Also write a self-contained HTML report here.")
     ] = None,
-    replicates: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 1000,
+    replicates: Annotated[int, typer.Option(help="Bootstrap replicates.", min=1)] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """Scores per task (mean ± std over bootstrap replicates), steps, tokens, latency, cost.

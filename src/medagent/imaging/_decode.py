@@ -112,6 +112,12 @@ def decode_image(
                 loaded = image.copy()
         except SlideOpenError:
             raise
+        except Image.DecompressionBombError:
+            # PIL's own bound, met before ours when the header declares an absurd size.
+            raise SlideOpenError(
+                f"{label}: declares too many pixels to decode safely; send a smaller image",
+                path=label,
+            ) from None
         except Exception as exc:  # PIL: OSError, SyntaxError, ValueError, struct.error, …
             raise SlideOpenError(
                 f"{label}: {_what_failed(exc, source)}; check that the file is complete", path=label

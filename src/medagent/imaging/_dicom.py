@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from medagent.errors import SlideOpenError
+from medagent.imaging._decode import DEFAULT_MAX_PIXELS
 from medagent.imaging._guard import failure_reason
 from medagent.imaging._pil import ImageSlide
 
@@ -104,9 +105,33 @@ def _decoder_available(syntax: Any) -> bool:
         return False
 
 
-def open_dicom(path: Path) -> ImageSlide:
-    """A DICOM image as a one-level slide; multi-frame files show their first frame."""
-    sop = _sop_class(path, _read(path, header_only=True))
+def _check_pixel_count(path: Path, header: Any, max_pixels: int) -> None:
+    """Refuse, from the header alone, an image whose decoded pixels would exceed the bound.
+
+    A deflated or compressed DICOM can be a few KB on disk and gigabytes decoded; pydicom
+    decodes every frame at once, so the bound counts them all.
+    """
+    try:
+        rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise _truncated(path, "the DICOM header has unreadable image dimensions") from None
+    if rows * columns * max(frames, 1) > max_pixels:
+        raise _fail(
+            path,
+            f"{columns} x {rows} px x {frames} frame(s) is more than the {max_pixels:,} pixels "
+            "allowed for one image; export a smaller image or a single frame",
+        )
+
+
+def open_dicom(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSlide:
+    """A DICOM image as a one-level slide; multi-frame files show their first frame.
+
+    ``max_pixels`` bounds rows x columns x frames, checked from the header before decoding.
+    """
+    header = _read(path, header_only=True)
+    sop = _sop_class(path, header)
+    _check_pixel_count(path, header, max_pixels)
     ds = _read(path, header_only=False)
     if "SOPClassUID" not in ds:
         # pydicom gives up on the whole dataset when encapsulated pixel data is cut short.

@@ -101,7 +101,7 @@ def _open(path: Path, max_pixels: int) -> Slide:
         from medagent.imaging._dicom import WSI_SOP_CLASS, dicom_sop_class, open_dicom
 
         if dicom_sop_class(path) != WSI_SOP_CLASS:  # whole-slide DICOM: OpenSlide below
-            return open_dicom(path)
+            return open_dicom(path, max_pixels=max_pixels)
     from medagent.imaging._openslide import OpenSlideSlide, detect_openslide_format
 
     vendor = detect_openslide_format(path)
