@@ -307,6 +307,8 @@ _EVAL_RUN += ["--method", "vqa", "--backend", "scripted", "--script", "{script}"
         ([*_EVAL_RUN, "--steps", "0"], "'--steps'"),
         ([*_EVAL_RUN, "--price-in", "-1"], "'--price-in'"),
         (["eval", "report", "{out}", "--replicates", "-1"], "'--replicates'"),
+        (["mcp", "--slides", "{out}", "--transport", "http", "--port", "-1"], "'--port'"),
+        (["mcp", "--slides", "{out}", "--max-image-mpx", "0"], "'--max-image-mpx'"),
     ],
     ids=[
         "region-negative-size",
@@ -325,6 +327,8 @@ _EVAL_RUN += ["--method", "vqa", "--backend", "scripted", "--script", "{script}"
         "eval-run-steps",
         "eval-run-price-in",
         "eval-report-replicates",
+        "mcp-port",
+        "mcp-max-image-mpx",
     ],
 )
 def test_numbers_from_the_command_line_are_checked_in_one_line(

@@ -8,7 +8,7 @@ Cases:
 * a real 9400 x 9400 px PNG of ~100 KB (88 million pixels: under PIL's own hard limit, so the
   old server decoded it) in the slides folder, through every tool;
 * a PNG whose header declares 100,000 x 100,000 px (PIL's ``DecompressionBombError`` range);
-* the bound is a setting: ``SlideTools(max_pixels=…)`` and ``medagent mcp --max-megapixels``
+* the bound is a setting: ``SlideTools(max_pixels=…)`` and ``medagent mcp --max-image-mpx``
   refuse an image over it and open one under it;
 * the store's own bound: a mask id whose image is over the store's ``max_pixels``;
 * over the SDK's stdio client, the same replies: ``isError``, one line, no exception name.
@@ -134,7 +134,7 @@ async def test_over_stdio_a_bomb_is_a_one_line_tool_error(slides: Path) -> None:
     from mcp import ClientSession, StdioServerParameters, stdio_client
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
-    args = ["-m", "medagent", "mcp", "--slides", str(slides), "--max-megapixels", "1"]
+    args = ["-m", "medagent", "mcp", "--slides", str(slides), "--max-image-mpx", "1"]
     server = StdioServerParameters(command=sys.executable, args=args, env=env)
     async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
         await session.initialize()

@@ -31,6 +31,7 @@ from medagent.cli._app import (
     err_console,
 )
 from medagent.errors import ConfigError
+from medagent.imaging import REMOTE_MAX_PIXELS
 
 if TYPE_CHECKING:
     from medagent.agents.chat import ChatAgent, ChatEvent
@@ -294,7 +295,9 @@ def mcp(
     host: Annotated[
         str, typer.Option(help="http: address to listen on. Anything but loopback needs --token.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="http: port; the endpoint is /mcp.")] = 8765,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="http: port; the endpoint is /mcp.")
+    ] = 8765,
     token: Annotated[
         str | None,
         typer.Option(
@@ -306,15 +309,15 @@ def mcp(
             show_default=False,
         ),
     ] = None,
-    max_megapixels: Annotated[
-        float | None,
+    max_image_mpx: Annotated[
+        float,
         typer.Option(
             min=0.01,
-            help="Largest plain image (PNG, JPEG, TIFF strip) a client may open, in millions "
-            "of pixels; checked before decoding. Pyramidal slides are not limited. [50]",
-            show_default=False,
+            help="Most megapixels a plain image (PNG, JPEG, DICOM, untiled TIFF) a client opens "
+            "may decode to, checked from its header; pyramidal slides are read by tile and not "
+            "affected.",
         ),
-    ] = None,
+    ] = REMOTE_MAX_PIXELS / 1e6,
     artifacts: Annotated[
         Path | None,
         typer.Option(help="Keep the views in this folder. [a temporary folder]"),
@@ -333,7 +336,7 @@ def mcp(
     loopback) and connect to http://HOST:PORT/mcp.
     """
     from medagent.artifacts import ArtifactStore
-    from medagent.mcp_server import MAX_PIXELS, SlideTools, check_binding, require_mcp, serve
+    from medagent.mcp_server import SlideTools, check_binding, require_mcp, serve
 
     require_mcp()
     if transport not in ("stdio", "http"):
@@ -344,7 +347,7 @@ def mcp(
         if not folder.is_dir():
             raise ConfigError(f"--slides {folder}: not a folder")
     settings = build_settings()
-    max_pixels = int(max_megapixels * 1e6) if max_megapixels is not None else MAX_PIXELS
+    max_pixels = int(max_image_mpx * 1e6)
     with tempfile.TemporaryDirectory(prefix="medagent-mcp-") as scratch:
         tools = SlideTools(
             slides,

@@ -4,7 +4,13 @@ Coordinates are level-0 pixels (``Region``); physical spacing is ``None`` when t
 record it — never guessed.
 """
 
-from medagent.imaging._decode import DEFAULT_MAX_PIXELS, Decoded, decode_image, image_header_size
+from medagent.imaging._decode import (
+    DEFAULT_MAX_PIXELS,
+    REMOTE_MAX_PIXELS,
+    Decoded,
+    decode_image,
+    image_header_size,
+)
 from medagent.imaging._demo_slide import build_demo_slide
 from medagent.imaging._open import open_image
 from medagent.imaging._overlay import (
@@ -38,6 +44,7 @@ __all__ = [
     "GuideStyle",
     "ImageSlide",
     "Point",
+    "REMOTE_MAX_PIXELS",
     "Region",
     "RenderPolicy",
     "Rendered",

@@ -28,6 +28,11 @@ __all__ = ["DEFAULT_MAX_PIXELS", "Decoded", "decode_image", "image_header_size",
 #: (2 x ``Image.MAX_IMAGE_PIXELS``); callers that take images from remote clients pass less.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
+#: The bound for images a remote client hands in (web uploads, MCP): 40 Mpx covers radiographs
+#: (~9 Mpx), mammograms (~20 Mpx) and photos, and decodes to at most ~160 MB. Larger images
+#: belong in a pyramidal format, which is read a region at a time and is not bounded by this.
+REMOTE_MAX_PIXELS = 40_000_000
+
 Source = str | os.PathLike[str] | bytes
 
 #: How image files start: a file that starts so but does not open is damaged, not foreign.

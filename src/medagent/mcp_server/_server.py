@@ -28,6 +28,7 @@ from medagent._version import __version__
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import DependencyMissingError, MedagentError
 from medagent.imaging import (
+    REMOTE_MAX_PIXELS,
     ImageSlide,
     RenderPolicy,
     Slide,
@@ -58,7 +59,7 @@ __all__ = ["MAX_PIXELS", "SlideTools", "build_mcp_server", "require_mcp", "serve
 #: Most pixels a plain image (PNG, JPEG, TIFF strip) opened for a client may have: checked from
 #: the header before decoding, so a small file declaring 9400 x 9400 px is refused unread.
 #: Pyramidal slides are read a region at a time and are not bounded by this.
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = REMOTE_MAX_PIXELS
 
 _LIST_LIMIT = 500
 _OPEN_SLIDES = 8
