@@ -93,6 +93,17 @@ def serve(
     upload_checks: Annotated[
         int, typer.Option(help="Uploads opened for checking at once (each may decode an image).")
     ] = 2,
+    active_turns: Annotated[
+        int,
+        typer.Option(help="Chat turns running at once, all sessions; later ones wait their turn."),
+    ] = 32,
+    image_workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads for reading and rendering slide regions. [default: CPUs - 1]",
+            show_default=False,
+        ),
+    ] = None,
     messages_per_minute: Annotated[
         float, typer.Option(help="Messages per minute per session, on average.")
     ] = 20.0,
@@ -159,6 +170,8 @@ def serve(
         max_image_mpx=max_image_mpx,
         open_slides_mb=open_slides_mb,
         upload_checks=upload_checks,
+        active_turns=active_turns,
+        image_workers=image_workers,
         messages_per_minute=messages_per_minute,
         message_burst=burst,
         client_messages_per_minute=client_messages_per_minute,

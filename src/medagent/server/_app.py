@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from medagent.server._chat import AgentFactory, ChatService, chat_agent_factory
 from medagent.server._config import ServerConfig
+from medagent.server._limits import TurnGate
 from medagent.server._redact import redact_logs
 from medagent.server._routes import add_error_handlers, api_router
 from medagent.server._security import ClientLimits, RequestGuard
@@ -25,8 +31,10 @@ from medagent.server._uploads import upload_router
 if TYPE_CHECKING:
     from medagent.models import ChatModel
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "return_freed_memory", "serve"]
 
+#: Threads for the server's blocking calls (anyio's default is 40).
+_BLOCKING_THREADS = 8
 STATIC = Path(str(resources.files("medagent.server") / "static"))
 #: The page loads only its own files: no CDN, no inline script, nothing framed elsewhere.
 #: Inline styles stay allowed: OpenSeadragon positions its elements with style attributes.
@@ -79,11 +87,20 @@ def create_app(
                 checkpointer=checkpointer,
                 model_for=model_for,
                 open_slide=tiles.shared,
-                agent_factory=agent_factory,
+                agent_factory=TurnGate(config.active_turns).wrap(agent_factory),
             )
             app.state.chats = chats
             # Checking an upload decodes it: a few at a time, however many arrive at once.
             app.state.upload_checks = anyio.CapacityLimiter(config.upload_checks)
+            # Agents run image work with asyncio.to_thread: with as many threads as CPUs (or
+            # more) busy decoding, health checks and streams waited up to a second for a CPU.
+            images = stack.enter_context(
+                ThreadPoolExecutor(config.image_threads, thread_name_prefix="medagent-image")
+            )
+            asyncio.get_running_loop().set_default_executor(images)
+            # The same for the server's own blocking calls (opening sessions, tiles): forty
+            # threads taking turns at the interpreter lock kept the loop waiting 200 ms.
+            to_thread.current_default_thread_limiter().total_tokens = _BLOCKING_THREADS
             try:
                 yield
             finally:
@@ -145,4 +162,25 @@ def serve(app: FastAPI, config: ServerConfig) -> None:
         proxy_headers=False,  # client addresses are not trusted from headers by default
     )
     redact_logs(config.token)  # after uvicorn.Config, which sets up the log handlers
+    return_freed_memory()
     uvicorn.Server(settings).run()
+
+
+def return_freed_memory() -> None:
+    """Make the C allocator give large freed buffers back to the system at once.
+
+    Decoded regions and crops are megabytes each, allocated from many worker threads. glibc
+    raises its mmap threshold after the first large free, so later buffers come from per-thread
+    heaps that it keeps: after a burst of concurrent turns the server stayed ~300 MB above its
+    baseline for good. A fixed 1 MiB threshold maps each large buffer on its own and unmaps it
+    when freed. A no-op where the C library is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # another C library (musl): it returns memory itself
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1024 * 1024)
+    mallopt(m_trim_threshold, 8 * 1024 * 1024)

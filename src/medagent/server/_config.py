@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -103,6 +104,15 @@ class ServerConfig(BaseModel):
         "decode to, checked from its header; pyramidal slides are read by tile, unaffected.",
     )
     open_agents: int = Field(256, ge=1, description="Session agents kept in memory.")
+    active_turns: int = Field(
+        32, ge=1, description="Turns running at once, all sessions; later ones wait their turn."
+    )
+    image_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Threads for the agents' image work (reading, rendering); default: one "
+        "less than the CPUs, so the event loop always has a CPU to answer on.",
+    )
     upload_dir: Path | None = Field(
         None, description="Enables POST /api/uploads into this folder (also a slide root)."
     )
@@ -151,6 +161,10 @@ class ServerConfig(BaseModel):
         if is_loopback(self.host) and not self.token:
             return frozenset({"localhost", "127.0.0.1", "::1", self.host.strip("[]").lower()})
         return None
+
+    @property
+    def image_threads(self) -> int:
+        return self.image_workers or max(1, (os.cpu_count() or 2) - 1)
 
     @property
     def max_body_bytes(self) -> int:
