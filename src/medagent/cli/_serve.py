@@ -20,6 +20,7 @@ from medagent.cli._app import (
     err_console,
 )
 from medagent.errors import ConfigError
+from medagent.imaging import REMOTE_MAX_PIXELS
 
 
 @app.command("serve")
@@ -83,10 +84,11 @@ def serve(
     max_image_mpx: Annotated[
         float,
         typer.Option(
+            min=0.01,
             help="Most megapixels a plain image (PNG, JPEG, DICOM, untiled TIFF) may decode to, "
-            "checked from its header; pyramidal slides are read by tile and not affected."
+            "checked from its header; pyramidal slides are read by tile and not affected.",
         ),
-    ] = 40.0,
+    ] = REMOTE_MAX_PIXELS / 1e6,
     open_slides_mb: Annotated[
         int, typer.Option(help="Memory the cache of open slides may hold, MB.")
     ] = 1024,

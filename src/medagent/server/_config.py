@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medagent.errors import ConfigError
+from medagent.imaging import REMOTE_MAX_PIXELS
 
 __all__ = ["ServerConfig", "is_loopback", "origin_netloc"]
 
@@ -98,7 +99,7 @@ class ServerConfig(BaseModel):
         "an OpenSlide slide (read by tile) little.",
     )
     max_image_mpx: float = Field(
-        40.0,
+        REMOTE_MAX_PIXELS / 1e6,
         gt=0,
         description="Most megapixels a single-level image (PNG, JPEG, DICOM, untiled TIFF) may "
         "decode to, checked from its header; pyramidal slides are read by tile, unaffected.",
