@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ _TILE_CACHE = "private, max-age=86400"
 #: A validation reply lists at most this many problems, each cut to one short line.
 _MAX_PROBLEMS = 10
 _LOC_PART = 40
+_TILE_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 class NewSession(BaseModel):
@@ -101,6 +103,14 @@ def scrub_paths(text: str, folders: Sequence[Path]) -> str:
 
 def _server_folders(config: ServerConfig) -> list[Path]:
     return [*config.roots, config.data_dir.expanduser().resolve()]
+
+
+def _tile_number(text: str) -> int:
+    """A Deep Zoom level or tile index from the URL. Parsed here, not by the router's ``int``
+    converter: that one raises on a number of more than 4,300 digits (a 500)."""
+    if not _TILE_NUMBER.fullmatch(text):
+        raise TileNotFoundError("no such tile in this slide's Deep Zoom pyramid")
+    return int(text)
 
 
 def _problem(error: dict[str, Any]) -> str:
@@ -255,10 +265,13 @@ def api_router() -> APIRouter:
         xml = await to_thread.run_sync(_tiles(request).dzi, session.slide_path)
         return Response(xml, media_type="application/xml", headers={"Cache-Control": _TILE_CACHE})
 
-    @router.get("/api/sessions/{session_id}/slide_files/{level:int}/{col:int}_{row:int}.jpeg")
-    async def tile(request: Request, session_id: str, level: int, col: int, row: int) -> Response:
+    @router.get("/api/sessions/{session_id}/slide_files/{level}/{col}_{row}.jpeg")
+    async def tile(request: Request, session_id: str, level: str, col: str, row: str) -> Response:
         session = await _chats(request).open(session_id)
-        data = await to_thread.run_sync(_tiles(request).tile, session.slide_path, level, col, row)
+        dz_level, dz_col, dz_row = (_tile_number(text) for text in (level, col, row))
+        data = await to_thread.run_sync(
+            _tiles(request).tile, session.slide_path, dz_level, dz_col, dz_row
+        )
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": _TILE_CACHE})
 
     @router.get("/api/sessions/{session_id}/crops/{artifact_id}")
