@@ -102,7 +102,7 @@ def serve(
     image_workers: Annotated[
         int | None,
         typer.Option(
-            help="Threads for reading and rendering slide regions. [default: CPUs - 1]",
+            help="Threads for reading and rendering slide regions. [default: one per CPU]",
             show_default=False,
         ),
     ] = None,

@@ -92,8 +92,8 @@ def create_app(
             app.state.chats = chats
             # Checking an upload decodes it: a few at a time, however many arrive at once.
             app.state.upload_checks = anyio.CapacityLimiter(config.upload_checks)
-            # Agents run image work with asyncio.to_thread: with as many threads as CPUs (or
-            # more) busy decoding, health checks and streams waited up to a second for a CPU.
+            # Agents run image work with asyncio.to_thread, whose default pool is CPUs + 4
+            # threads: one per CPU decodes as fast and leaves the event loop less to wait for.
             images = stack.enter_context(
                 ThreadPoolExecutor(config.image_threads, thread_name_prefix="medagent-image")
             )

@@ -112,7 +112,7 @@ class ServerConfig(BaseModel):
         None,
         ge=1,
         description="Threads for the agents' image work (reading, rendering); default: one "
-        "less than the CPUs, so the event loop always has a CPU to answer on.",
+        "per CPU. More only take turns at the CPUs, and the event loop waits with them.",
     )
     upload_dir: Path | None = Field(
         None, description="Enables POST /api/uploads into this folder (also a slide root)."
@@ -165,7 +165,7 @@ class ServerConfig(BaseModel):
 
     @property
     def image_threads(self) -> int:
-        return self.image_workers or max(1, (os.cpu_count() or 2) - 1)
+        return self.image_workers or os.cpu_count() or 1
 
     @property
     def max_body_bytes(self) -> int:
