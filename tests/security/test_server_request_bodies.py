@@ -49,6 +49,7 @@ def test_an_oversize_json_body_is_413_before_parsing(
         reply = client.post(route, content=body, headers=JSON)
         assert reply.status_code == 413, (route, reply.text[:200])
         assert len(reply.content) < 100 and b"\n" not in reply.content
+        assert "request body too large" in one_line(reply)  # as for a chunked body
 
 
 def test_an_oversize_chunked_json_body_is_413(make_client: Callable[..., TestClient]) -> None:

@@ -9,31 +9,21 @@ TOKEN``; it is compared in constant time and never logged (no access log is kept
 from __future__ import annotations
 
 import hmac
-import ipaddress
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from medagent._hosts import is_loopback
 from medagent.errors import ConfigError
 
 if TYPE_CHECKING:
     from mcp.server.lowlevel import Server
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["BearerGuard", "check_binding", "http_app", "is_loopback", "serve_http"]
+__all__ = ["MAX_BODY", "BearerGuard", "check_binding", "http_app", "is_loopback", "serve_http"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1``: only this machine can connect."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+#: Largest JSON-RPC request body: tool arguments are paths, regions and ids, never images.
+MAX_BODY = 1024 * 1024
 
 
 def check_binding(host: str, token: str | None) -> None:
@@ -71,44 +61,37 @@ class BearerGuard:
         for key, value in scope["headers"]:
             if key.lower() == b"authorization":
                 authorization = value.decode("latin-1")
+        from medagent._asgi import send_json
+
         if authorization[:7].lower() != "bearer ":
-            await _unauthorized(
+            await send_json(
                 send,
+                401,
                 "this MCP server needs its token: send 'Authorization: Bearer TOKEN'",
-                'Bearer realm="medagent"',
+                [(b"www-authenticate", b'Bearer realm="medagent"')],
             )
             return
         if not self._matches(authorization[7:].strip()):
-            await _unauthorized(
+            await send_json(
                 send,
+                401,
                 "wrong token; use the one the MCP server was started with",
-                'Bearer realm="medagent", error="invalid_token"',
+                [(b"www-authenticate", b'Bearer realm="medagent", error="invalid_token"')],
             )
             return
         await self.app(scope, receive, send)
 
 
-async def _unauthorized(send: Send, detail: str, challenge: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", challenge.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+def http_app(
+    server: Server[Any], *, host: str, token: str | None, max_body: int = MAX_BODY
+) -> ASGIApp:
+    """The streamable-HTTP app for ``server`` at ``/mcp``, behind the token when there is one;
+    request bodies are bounded while they stream in (413 past ``max_body``)."""
+    from medagent._asgi import BodyLimit
 
-
-def http_app(server: Server[Any], *, host: str, token: str | None) -> ASGIApp:
-    """The streamable-HTTP app for ``server`` at ``/mcp``, behind the token when there is one."""
     check_binding(host, token)
     app: ASGIApp = server.streamable_http_app(host=host)
-    return BearerGuard(app, token) if token else app
+    return BodyLimit(BearerGuard(app, token) if token else app, max_body)
 
 
 def serve_http(server: Server[Any], *, host: str, port: int, token: str | None) -> None:

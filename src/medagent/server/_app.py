@@ -18,12 +18,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from medagent._asgi import BodyLimit
 from medagent.server._chat import AgentFactory, ChatService, chat_agent_factory
 from medagent.server._config import ServerConfig
 from medagent.server._limits import TurnGate
 from medagent.server._redact import redact_logs
 from medagent.server._routes import add_error_handlers, api_router
-from medagent.server._security import ClientLimits, RequestGuard
+from medagent.server._security import RAW_BODY_PATHS, ClientLimits, RequestGuard
 from medagent.server._state import open_checkpointer, open_session_store
 from medagent.server._tiles import TileService
 from medagent.server._uploads import upload_router
@@ -115,9 +116,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
-        # Counted while the body streams in, before anything parses it: 413 past the limit,
-        # whether Content-Length is declared or the body comes in chunks.
-        max_body_size=config.max_body_bytes,
     )
     app.state.config = config
     app.state.tiles = tiles = TileService(
@@ -137,14 +135,27 @@ def create_app(
     )
     add_error_handlers(app)
     app.include_router(api_router())
-    app.include_router(upload_router(max_body_size=config.max_upload_bytes))
+    app.include_router(upload_router())
 
     @app.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(RequestGuard, token=config.token, hosts=config.hosts, origins=config.origins)
+    # Outermost: bodies are counted while they stream in, before anything parses them (413
+    # past the limit, declared or chunked); uploads have their own, larger limit.
+    app.add_middleware(
+        BodyLimit,
+        limit=lambda path: (
+            config.max_upload_bytes if path in RAW_BODY_PATHS else config.max_body_bytes
+        ),
+    )
+    app.add_middleware(
+        RequestGuard,
+        token=config.token,
+        hosts=config.hosts,
+        origins=config.origins,
+    )
     return app
 
 

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medagent._hosts import is_loopback
 from medagent.errors import ConfigError
 from medagent.imaging import REMOTE_MAX_PIXELS
 
 __all__ = ["ServerConfig", "is_loopback", "origin_netloc"]
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1``: only this machine can connect."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def origin_netloc(origin: str) -> str:

@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from medagent.errors import (
     InputError,
@@ -134,11 +133,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        detail = str(exc.detail)
-        if exc.status_code == 413:
-            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-            detail = "request body too large" + (f" (limit {limit:,} bytes)" if limit else "")
-        return _error(exc.status_code, detail, **(exc.headers or {}))
+        return _error(exc.status_code, str(exc.detail), **(exc.headers or {}))
 
     app.add_exception_handler(HTTPException, http_error)
 

@@ -20,7 +20,6 @@ this app never grants).
 from __future__ import annotations
 
 import hmac
-import json
 import math
 import time
 from collections.abc import Callable
@@ -29,9 +28,16 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from medagent._asgi import send_json
 from medagent.server._config import origin_netloc
 
-__all__ = ["COOKIE", "RAW_BODY_PATHS", "ClientLimits", "RateLimiter", "RequestGuard"]
+__all__ = [
+    "COOKIE",
+    "RAW_BODY_PATHS",
+    "ClientLimits",
+    "RateLimiter",
+    "RequestGuard",
+]
 
 COOKIE = "medagent_token"
 #: Paths anyone may fetch: vendored viewer code and a liveness probe hold nothing private.
@@ -57,24 +63,6 @@ def _cookie(header: str, name: str) -> str | None:
     except CookieError:
         return None
     return cookie[name].value if name in cookie else None
-
-
-async def _reply(
-    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class RequestGuard:
@@ -106,7 +94,7 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self._hosts is not None and _host_name(headers.get("host", "")) not in self._hosts:
-            await _reply(
+            await send_json(
                 send, 400, "unexpected Host header; open the app as http://127.0.0.1:PORT/"
             )
             return
@@ -114,7 +102,7 @@ class RequestGuard:
         if scope["method"] in _WRITES:
             refused = self._write_refusal(scope, headers)
             if refused is not None:
-                await _reply(send, *refused)
+                await send_json(send, *refused)
                 return
         if self._token is None or path.startswith(_PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
@@ -130,7 +118,7 @@ class RequestGuard:
         elif "cookie" in headers:
             presented = _cookie(headers["cookie"], COOKIE)
         if presented is None:
-            await _reply(
+            await send_json(
                 send,
                 401,
                 "this server needs its token: send 'Authorization: Bearer TOKEN', "
@@ -139,7 +127,7 @@ class RequestGuard:
             )
             return
         if not self._matches(presented):
-            await _reply(
+            await send_json(
                 send,
                 401,
                 "wrong token; use the one the server was started with",
@@ -170,7 +158,7 @@ class RequestGuard:
     async def _enter_page(self, query: dict[str, str], send: Send) -> None:
         """``/?token=T``: trade the token for a cookie and drop it from the address bar."""
         if not self._matches(query.pop("token")):
-            await _reply(send, 401, "wrong token; use the one the server was started with")
+            await send_json(send, 401, "wrong token; use the one the server was started with")
             return
         assert self._token is not None
         location = "/" + (f"?{urlencode(query)}" if query else "")

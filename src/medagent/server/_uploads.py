@@ -70,12 +70,12 @@ def _free_name(folder: Path, name: str) -> Path:
     return path
 
 
-def upload_router(*, max_body_size: int) -> APIRouter:
-    """``POST /api/uploads``; its body may reach ``max_body_size`` (the app's JSON limit is
-    smaller)."""
+def upload_router() -> APIRouter:
+    """``POST /api/uploads``; its body may reach the upload limit (``RequestGuard`` applies it,
+    and the smaller JSON limit to every other route)."""
     router = APIRouter()
 
-    @router.post("/api/uploads", status_code=201, response_model=None, max_body_size=max_body_size)
+    @router.post("/api/uploads", status_code=201, response_model=None)
     async def upload(request: Request, filename: str) -> JSONResponse | dict[str, str]:
         """Store one slide file; its name in the reply opens a session like any other."""
         config: ServerConfig = request.app.state.config
