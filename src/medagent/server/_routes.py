@@ -100,6 +100,17 @@ def scrub_paths(text: str, folders: Sequence[Path]) -> str:
     return text
 
 
+def _scrubbed(value: Any, folders: Sequence[Path]) -> Any:
+    """``value`` (an event as JSON data) with every string passed through ``scrub_paths``."""
+    if isinstance(value, str):
+        return scrub_paths(value, folders)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, folders) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, folders) for item in value]
+    return value
+
+
 def _server_folders(config: ServerConfig) -> list[Path]:
     return [*config.roots, config.data_dir.expanduser().resolve()]
 
@@ -222,7 +233,9 @@ def api_router() -> APIRouter:
         """Every event of every turn so far, in order (what the page redraws from)."""
         chats = _chats(request)
         events = await chats.history(await chats.open(session_id))
-        return {"events": [event.model_dump(mode="json") for event in events]}
+        # Events carry error texts and tool results, which may name server paths.
+        folders = _server_folders(_config(request))
+        return {"events": [_scrubbed(event.model_dump(mode="json"), folders) for event in events]}
 
     @router.post("/api/sessions/{session_id}/messages")
     async def send_message(request: Request, session_id: str, body: NewMessage) -> Response:
@@ -247,10 +260,13 @@ def api_router() -> APIRouter:
                 return _error(422, "the region is outside the slide")
         events = chats.start_turn(session, body.text, region)
 
+        folders = _server_folders(config)
+
         async def stream() -> Any:
             async for event in events:
                 ident = f"{event.get('turn', 0)}.{event.get('seq', 0)}"
-                yield {"event": event["type"], "id": ident, "data": json.dumps(event)}
+                data = json.dumps(_scrubbed(event, folders))
+                yield {"event": event["type"], "id": ident, "data": data}
 
         return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store"})
 
