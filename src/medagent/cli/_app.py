@@ -149,6 +149,17 @@ DeviceOpt = Annotated[
         show_default=False,
     ),
 ]
+#: ``serve`` and ``mcp``: the bound on images from remote clients (imaging.REMOTE_MAX_PIXELS).
+MaxImageMpxOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-image-mpx",
+        min=0.01,
+        help="Most megapixels a plain image (PNG, JPEG, DICOM, untiled TIFF) a client opens may "
+        "decode to, checked from its header before decoding; pyramidal slides are read by tile "
+        "and not affected.",
+    ),
+]
 
 
 #: Flags whose name differs from the setting they set (``--timeout`` sets ``timeout_s``).

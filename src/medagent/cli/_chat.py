@@ -20,6 +20,7 @@ from medagent.cli._app import (
     BackendOpt,
     BaseUrlOpt,
     DeviceOpt,
+    MaxImageMpxOpt,
     ModelOpt,
     RetriesOpt,
     ScriptOpt,
@@ -309,15 +310,7 @@ def mcp(
             show_default=False,
         ),
     ] = None,
-    max_image_mpx: Annotated[
-        float,
-        typer.Option(
-            min=0.01,
-            help="Most megapixels a plain image (PNG, JPEG, DICOM, untiled TIFF) a client opens "
-            "may decode to, checked from its header; pyramidal slides are read by tile and not "
-            "affected.",
-        ),
-    ] = REMOTE_MAX_PIXELS / 1e6,
+    max_image_mpx: MaxImageMpxOpt = REMOTE_MAX_PIXELS / 1e6,
     artifacts: Annotated[
         Path | None,
         typer.Option(help="Keep the views in this folder. [a temporary folder]"),

@@ -11,6 +11,7 @@ from medagent.cli._app import (
     BackendOpt,
     BaseUrlOpt,
     DeviceOpt,
+    MaxImageMpxOpt,
     ModelOpt,
     RetriesOpt,
     ScriptOpt,
@@ -81,14 +82,7 @@ def serve(
     max_body_kb: Annotated[
         int, typer.Option(help="Largest request body other than an upload, KiB (413 beyond).")
     ] = 1024,
-    max_image_mpx: Annotated[
-        float,
-        typer.Option(
-            min=0.01,
-            help="Most megapixels a plain image (PNG, JPEG, DICOM, untiled TIFF) may decode to, "
-            "checked from its header; pyramidal slides are read by tile and not affected.",
-        ),
-    ] = REMOTE_MAX_PIXELS / 1e6,
+    max_image_mpx: MaxImageMpxOpt = REMOTE_MAX_PIXELS / 1e6,
     open_slides_mb: Annotated[
         int, typer.Option(help="Memory the cache of open slides may hold, MB.")
     ] = 1024,
