@@ -4,7 +4,8 @@ Each conversation is a LangGraph thread; its messages (artifact ids, never pixel
 are checkpointed, so with a persistent checkpointer (``AsyncSqliteSaver``) a thread carries on
 in a new process exactly where it stopped. A user message is stored before its turn runs, and
 every step is stored before the next one starts: a process killed mid-turn loses neither the
-message nor its turn number, and the next message first finishes that turn.
+message nor its turn number, and the next message first finishes that turn — or, when finishing
+it fails again, closes it with an error, so that no fault keeps a thread from taking messages.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from medagent.agents.chat._graph import (
     UserTurn,
     accept_turn,
     build_graph,
+    close_turn,
     unfinished_turn,
 )
 from medagent.artifacts import ArtifactStore
@@ -114,8 +116,17 @@ class ChatAgent:
                 # whole from its turn_start, so its events cannot pass for the new turn's.
                 for event in unfinished_turn(values):
                     yield event
-                async for event in self._run(None, settings):
-                    yield event
+                try:
+                    async for event in self._run(None, settings):
+                        yield event
+                except Exception as exc:  # it fails again: a fault, not a stop; close it
+                    values = (await self._graph.aget_state(settings)).values or {}
+                    text = str(exc).strip()
+                    reason = text.splitlines()[0][:160] if text else type(exc).__name__
+                    closing, update = close_turn(values, thread_id, reason)
+                    await self._graph.aupdate_state(settings, update, as_node="finish")
+                    for event in closing:
+                        yield event
                 values = (await self._graph.aget_state(settings)).values or {}
             # Write-ahead: the message and its number are stored before the turn runs.
             start, update = accept_turn(values, thread_id, user, slide=str(self.slide.path))

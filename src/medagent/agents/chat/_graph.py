@@ -285,6 +285,34 @@ def unfinished_turn(values: Mapping[str, Any]) -> list[ChatEvent]:
     return [ChatEvent.model_validate(e) for e in events if e.get("turn") == number]
 
 
+def close_turn(
+    values: Mapping[str, Any], thread_id: str, reason: str
+) -> tuple[list[ChatEvent], ChatState]:
+    """The events and state update that end the thread's open turn as failed: an ``error``
+    naming ``reason``, then ``turn_end``. For a turn that fails again when it is resumed (a
+    bug, not a killed process): the thread must stay usable, and the next message kept."""
+    thread_turn, seq = values.get("turn", 0), values.get("seq", 0)
+    events = [
+        ChatEvent(
+            type="error",
+            thread_id=thread_id,
+            turn=thread_turn,
+            seq=seq,
+            text=f"this turn could not be finished and was closed ({reason})",
+        ),
+        ChatEvent(type="turn_end", thread_id=thread_id, turn=thread_turn, seq=seq + 1),
+    ]
+    update = ChatState(
+        events=[e.model_dump(mode="json") for e in events],
+        seq=seq + 2,
+        inbox=None,
+        accepted=False,
+        pending=None,
+        route="listen",
+    )
+    return events, update
+
+
 def _schema_prompt(tools: Sequence[ToolSpec]) -> str:
     import json
 
