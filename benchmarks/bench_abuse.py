@@ -27,10 +27,7 @@ import io
 import json
 import multiprocessing
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -41,50 +38,9 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import httpx
+from bench_server import bench_slide, start_server
 
-ZOOM = {"name": "zoom", "arguments": {"x": 400, "y": 300, "width": 800, "height": 600}}
-CMU = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "cmu-1-small-region.svs"
 MIB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _slide(work: Path) -> Path:
-    if CMU.exists():
-        return CMU
-    from medagent.testing import synthetic_tissue, write_pyramid_tiff
-
-    path = work / "slides" / "bench.tif"
-    path.parent.mkdir(parents=True)
-    return write_pyramid_tiff(path, synthetic_tissue(4000, 3000, seed=1), mpp=0.5, levels=3)
-
-
-def _start(slide: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    script = work / "script.jsonl"
-    lines = [json.dumps({"tool_calls": [ZOOM]}), json.dumps({"text": "An answer."})]
-    script.write_text("\n".join(lines * 3))
-    port = _free_port()
-    command = [sys.executable, "-m", "medagent", "serve", "--slides", str(slide.parent)]
-    command += ["--port", str(port), "--data", str(work / "data"), "--backend", "scripted"]
-    command += ["--script", str(script), "--uploads", str(work / "uploads")]
-    command += ["--max-upload-mb", "64"]
-    log = (work / "server.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not start within 60 s")
 
 
 def _rss_mib(pid: int) -> float:
@@ -287,8 +243,9 @@ def main() -> None:
     bomb = _png_bomb()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        slide = _slide(work)
-        process, base = _start(slide, work)
+        slide = bench_slide(work, size=(4000, 3000))
+        extra = ["--uploads", str(work / "uploads"), "--max-upload-mb", "64"]
+        process, base = start_server(slide, work, 3, extra, log=work / "server.log")
         monitor = Monitor(base, process.pid)
         try:
             start_rss = _rss_mib(process.pid)

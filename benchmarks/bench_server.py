@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,14 +38,10 @@ ZOOM = {"name": "zoom", "arguments": {"x": 400, "y": 300, "width": 800, "height"
 CMU = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "cmu-1-small-region.svs"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _slide(work: Path, given: str | None) -> Path:
+def bench_slide(
+    work: Path, given: str | None = None, size: tuple[int, int] = (20_000, 15_000)
+) -> Path:
+    """``given``, else the real CMU slide from ../shared/data, else a generated pyramid."""
     if given:
         return Path(given).resolve()
     if CMU.exists():
@@ -55,19 +50,26 @@ def _slide(work: Path, given: str | None) -> Path:
 
     path = work / "slides" / "bench.tif"
     path.parent.mkdir(parents=True)
-    return write_pyramid_tiff(path, synthetic_tissue(20_000, 15_000, seed=1), mpp=0.5, levels=5)
+    levels = 5 if max(size) > 10_000 else 3
+    return write_pyramid_tiff(path, synthetic_tissue(*size, seed=1), mpp=0.5, levels=levels)
 
 
-def _start(slide: Path, work: Path, turns: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    slide: Path, work: Path, turns: int, extra: list[str], log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``medagent serve`` over ``slide``'s folder on a free loopback port, each turn scripted
+    as a zoom then an answer (``turns`` of them); returns the process and its base URL."""
+    from medagent.testing import free_port
+
     script = work / "script.jsonl"
-    script.write_text(
-        "\n".join([json.dumps({"tool_calls": [ZOOM]}), json.dumps({"text": "An answer."})] * turns)
-    )
-    port = _free_port()
+    lines = [json.dumps({"tool_calls": [ZOOM]}), json.dumps({"text": "An answer."})]
+    script.write_text("\n".join(lines * turns))
+    port = free_port()
     command = [sys.executable, "-m", "medagent", "serve", "--slides", str(slide.parent)]
     command += ["--port", str(port), "--data", str(work / "data"), "--backend", "scripted"]
-    command += ["--script", str(script), "--burst", str(turns), "--messages-per-minute", "600"]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    command += ["--script", str(script), *extra]
+    output = log.open("wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -189,8 +191,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        slide = _slide(work, args.slide)
-        process, base = _start(slide, work, args.turns)
+        slide = bench_slide(work, args.slide)
+        limits = ["--burst", str(args.turns), "--messages-per-minute", "600"]
+        process, base = start_server(slide, work, args.turns, limits)
         try:
             idle_rss, _ = _memory(process.pid)
             chat = asyncio.run(_chat_load(base, slide.name, args.sessions, args.turns))
