@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from server_attack_support import LOOPBACK, SAME_ORIGIN, SLIDE, build_app, one_line, running
+
+from browser_support import chromium_page
 
 OTHER_PORT = "http://127.0.0.1:9999"
 
@@ -131,15 +132,6 @@ def test_an_allowed_extra_origin_may_write(make_client: Callable[..., TestClient
 
 
 # -- a real browser on a second loopback origin ----------------------------------------------
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ATTACKER_PAGE = b"<!doctype html><title>elsewhere</title><p>another origin</p>"
 #: What the attacker's page runs: each write, plainly and as no-cors; what the page can observe.
 ATTACK = """async ([base, session]) => {
@@ -192,21 +184,8 @@ def attacker_origin() -> Iterator[str]:
 
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
-    if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.skip("browser test: /usr/bin/chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(
-            "browser test: the playwright package is not installed (pip install playwright)"
-        )
-    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        yield context.new_page()
-        context.close()
-        browser.close()
+    with chromium_page() as page:
+        yield page
 
 
 @pytest.mark.browser

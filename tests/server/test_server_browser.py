@@ -8,7 +8,6 @@ reloads and finds the same boxes. Screenshots go to ``.medagent/test-output/serv
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import threading
 import time
@@ -19,20 +18,12 @@ from typing import Any
 import pytest
 from server_support import ANSWER, SCRIPT, ZOOM
 
+from browser_support import chromium_page
 from medagent.models import ScriptedModel
 from medagent.server import ServerConfig, create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.realdata]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 OUTPUT = Path(__file__).resolve().parents[2] / ".medagent" / "test-output" / "server"
 CMU = (2220, 2967)
 
@@ -62,21 +53,8 @@ def server(cmu_slide: Path, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def page(server: str) -> Iterator[Any]:
-    if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.skip("browser test: /usr/bin/chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(
-            "browser test: the playwright package is not installed (pip install playwright)"
-        )
-    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        yield context.new_page()
-        context.close()
-        browser.close()
+    with chromium_page(viewport={"width": 1280, "height": 800}) as page:
+        yield page
 
 
 def _home_transform(page: Any) -> tuple[float, float, float]:
