@@ -31,5 +31,5 @@ def test_unknown_backend_is_refused() -> None:
 def test_cli_turns_validation_errors_into_config_errors() -> None:
     from medagent.cli import build_settings
 
-    with pytest.raises(ConfigError, match="invalid setting timeout_s"):
+    with pytest.raises(ConfigError, match="invalid --timeout: Input should be greater than 0"):
         build_settings(timeout_s=-1)
