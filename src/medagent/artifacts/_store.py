@@ -11,6 +11,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from medagent._files import write_atomic
 from medagent.artifacts._encoding import data_url, to_jpeg
 from medagent.errors import InputError, SlideOpenError
 from medagent.imaging import DEFAULT_MAX_PIXELS, Region, decode_image, image_header_size
@@ -80,9 +81,7 @@ class ArtifactStore:
         artifact_id = hashlib.sha256(data).hexdigest()[:32]
         path = self.root / f"{artifact_id}{_SUFFIX[media_type]}"
         if not path.exists():
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_atomic(path, data)
         ref = ArtifactRef(
             id=artifact_id,
             width=image.width,
@@ -92,7 +91,7 @@ class ArtifactStore:
             region=region,
         )
         # A sidecar keeps what the image shows, so an id alone (from a model) is enough.
-        (self.root / f"{artifact_id}.json").write_text(ref.model_dump_json())
+        write_atomic(self.root / f"{artifact_id}.json", ref.model_dump_json())
         return ref
 
     def find(self, artifact_id: str) -> ArtifactRef:

@@ -10,8 +10,8 @@ refers to them as ``{"image": "<sha256>"}``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from medagent._files import write_atomic
 from medagent._version import __version__
 from medagent.errors import ConfigError, InputError
 from medagent.prompts._modules import Demo, DemoSource, Predict, load_input_image
@@ -231,9 +232,7 @@ def apply_predictor_state(
 def write_compiled(compiled: CompiledProgram, path: Path) -> None:
     """Write the JSON atomically (a killed save never leaves half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(compiled.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(partial, path)
+    write_atomic(path, compiled.model_dump_json(indent=2))
 
 
 def image_sink(folder: Path) -> ImageSink:
@@ -244,9 +243,9 @@ def image_sink(folder: Path) -> ImageSink:
         if target.exists():
             return
         folder.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        image.save(partial, format="PNG")
-        os.replace(partial, target)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        write_atomic(target, buffer.getvalue())
 
     return store
 

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from medagent._files import write_atomic
+
 __all__ = ["FourRuns", "PreferencePair", "noise_image", "pairs_from_runs", "write_pairs"]
 
 Stage = Literal["1", "2a", "2b", "2c"]
@@ -130,9 +132,6 @@ def write_pairs(pairs: Sequence[PreferencePair], path: str | Path) -> Path:
     """DPO JSONL, one pair per line (prompt, images, chosen, rejected, stage, …)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(pair.model_dump(), ensure_ascii=False) + "\n")
-    partial.replace(path)
+    lines = (json.dumps(pair.model_dump(), ensure_ascii=False) + "\n" for pair in pairs)
+    write_atomic(path, "".join(lines))
     return path
