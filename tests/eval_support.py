@@ -41,6 +41,19 @@ def vqa_items(folder: Path, count: int) -> Path:
     return path
 
 
+def one_image_item(folder: Path, reply: dict[str, object]) -> tuple[Path, Path]:
+    """A JSONL of one image question under ``folder``, and a scripted-backend reply file that
+    answers it with ``reply``: (items file, replies file)."""
+    data = folder / "data"
+    data.mkdir()
+    Image.new("RGB", (24, 24)).save(data / "a.png")
+    line = {"id": "a", "task": "t", "images": ["a.png"], "question": "?", "answer": "yes"}
+    (data / "items.jsonl").write_text(json.dumps(line) + "\n")
+    script = folder / "replies.jsonl"
+    script.write_text(json.dumps(reply) + "\n")
+    return data / "items.jsonl", script
+
+
 def stub_run_args(data: Path, run_dir: Path, concurrency: int) -> list[str]:
     """``eval run`` of the vqa method over ``data`` against a stub server (--base-url added)."""
     return [

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from cli_support import medagent
+from eval_support import one_image_item
 from medagent._files import write_atomic, write_json_atomic
 from medagent.agents.giant import GiantConfig, GiantNavigator
 from medagent.errors import ConfigError, InputError
@@ -134,15 +135,9 @@ async def test_a_damaged_manifest_beside_other_results_is_still_refused(tmp_path
 
 
 def test_eval_run_and_report_after_a_manifest_cut_short(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    Image.new("RGB", (24, 24)).save(data / "a.png")
-    line = {"id": "a", "task": "t", "images": ["a.png"], "question": "?", "answer": "yes"}
-    (data / "items.jsonl").write_text(json.dumps(line) + "\n")
-    script = tmp_path / "replies.jsonl"
-    script.write_text(json.dumps(YES) + "\n")
+    items, script = one_image_item(tmp_path, YES)
     out = tmp_path / "run"
-    args = ["eval", "run", "--dataset", "jsonl", "--data", str(data / "items.jsonl")]
+    args = ["eval", "run", "--dataset", "jsonl", "--data", str(items)]
     args += ["--method", "vqa", "--backend", "scripted", "--script", str(script)]
     assert medagent(*args, "--out", str(out)).returncode == 0
     cut(out / "manifest.json", "halfway")

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from cli_support import medagent
+from eval_support import one_image_item
 from medagent.errors import InputError, ModelError
 from medagent.evals import EvalItem, EvalRunner, RunConfig, load_results, make_method
 from medagent.evals._methods import MethodOutput
@@ -200,14 +201,7 @@ def run_args(data: Path, script: Path, out: Path) -> list[str]:
 
 @pytest.fixture
 def one_item(tmp_path: Path) -> tuple[Path, Path]:
-    data = tmp_path / "data"
-    data.mkdir()
-    Image.new("RGB", (24, 24)).save(data / "a.png")
-    line = {"id": "a", "task": "t", "images": ["a.png"], "question": "?", "answer": "yes"}
-    (data / "items.jsonl").write_text(json.dumps(line) + "\n")
-    script = tmp_path / "replies.jsonl"
-    script.write_text(json.dumps(YES) + "\n")
-    return data / "items.jsonl", script
+    return one_image_item(tmp_path, YES)
 
 
 def test_an_output_folder_under_a_regular_file_is_one_line(
