@@ -132,7 +132,10 @@ async def _chat_load(base: str, slide: str, sessions: int, turns: int) -> dict[s
 
 async def _tiles(base: str, slide: str, clients: int = 16) -> tuple[int, float, float]:
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-        info = (await client.post("/api/sessions", json={"slide": slide})).json()
+        reply = await client.post("/api/sessions", json={"slide": slide})
+        if reply.status_code != 201:
+            raise SystemExit(f"could not open a session for the tile sweep: {reply.text}")
+        info = reply.json()
         urls = _tile_urls((await client.get(info["dzi"])).text, info["id"])
         rates = []
         for _ in ("cold", "warm"):
@@ -188,11 +191,21 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--slide", default=None, help="slide file (default: the CMU slide)")
+    parser.add_argument(
+        "serve_args",
+        nargs="*",
+        help="more `medagent serve` options, after --, e.g. -- --active-turns 64",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         slide = bench_slide(work, args.slide)
+        # Every simulated user comes from 127.0.0.1: the per-client limits must admit them all.
+        users = args.sessions + 1
         limits = ["--burst", str(args.turns), "--messages-per-minute", "600"]
+        limits += ["--client-session-burst", str(users), "--client-sessions-per-minute", "6000"]
+        limits += ["--client-message-burst", str(users * args.turns)]
+        limits += ["--client-messages-per-minute", "60000", *args.serve_args]
         process, base = start_server(slide, work, args.turns, limits)
         try:
             idle_rss, _ = _memory(process.pid)
