@@ -25,6 +25,7 @@ from medagent.imaging._region import Point, Region, Size
 from medagent.imaging._render import Rendered, Renderer, RenderPolicy, choose_level
 from medagent.imaging._roots import (
     SLIDE_SUFFIXES,
+    PathHider,
     list_under_roots,
     resolve_under_roots,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Decoded",
     "GuideStyle",
     "ImageSlide",
+    "PathHider",
     "Point",
     "REMOTE_MAX_PIXELS",
     "Region",

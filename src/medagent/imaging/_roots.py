@@ -12,13 +12,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
 from medagent.errors import InputError, PathRefusedError
 
-__all__ = ["SLIDE_SUFFIXES", "list_under_roots", "resolve_under_roots"]
+__all__ = ["SLIDE_SUFFIXES", "PathHider", "list_under_roots", "resolve_under_roots"]
 
 _MAX_DECODES = 4
 _LOG = logging.getLogger("medagent.paths")
@@ -83,6 +83,27 @@ def resolve_under_roots(requested: str, roots: Sequence[Path]) -> Path:
             f"slide path {shown} is outside the slide folders; give a path inside one of them"
         )
     raise InputError(f"no file {shown} under the slide folders")
+
+
+class PathHider:
+    """Takes a server's own folders out of text meant for a remote client.
+
+    ``folders`` maps each folder to how a client is told of it (``"."``, "the slide folder");
+    a path inside one shows relative to it. Both the spelling given and the resolved one are
+    matched, the longest first, so a nested folder is replaced before its parent.
+    """
+
+    def __init__(self, folders: Mapping[Path, str]) -> None:
+        found: dict[str, str] = {}
+        for folder, shown in folders.items():
+            for form in (folder.expanduser().absolute(), folder.expanduser().resolve()):
+                found.setdefault(str(form), shown)
+        self._folders = sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for folder, shown in self._folders:
+            text = text.replace(folder + os.sep, "").replace(folder, shown)
+        return text
 
 
 def _shown(requested: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from medagent.errors import DependencyMissingError, MedagentError
 from medagent.imaging import (
     REMOTE_MAX_PIXELS,
     ImageSlide,
+    PathHider,
     RenderPolicy,
     Slide,
     list_under_roots,
@@ -104,7 +104,10 @@ class SlideTools:
         self.sam_model = sam_model
         self.max_pixels = max_pixels
         self.cache_bytes = cache_mb * 2**20
-        self._private = _private_folders(self.roots, artifacts.root)
+        store = artifacts.root
+        self._for_client = PathHider(
+            {**{root: "the slide folder" for root in self.roots}, store: "the image store"}
+        )
         listed: list[Tool[Any, Any]] = [overview, zoom, tissue, segment, measure]
         self.tools: dict[str, Tool[Any, Any]] = {t.name: t for t in listed}
         if searcher is not None:
@@ -240,25 +243,6 @@ class SlideTools:
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=text)], is_error=True
         )
-
-    def _for_client(self, text: str) -> str:
-        """``text`` with the server's folders taken out: paths show relative to their folder."""
-        for folder, shown in self._private:
-            text = text.replace(folder + os.sep, "").replace(folder, shown)
-        return text
-
-
-def _private_folders(roots: Sequence[Path], store: Path) -> list[tuple[str, str]]:
-    """Each server folder's absolute spellings (as given and resolved) and how a client sees
-    it, longest first so a nested folder is replaced before its parent."""
-    found: dict[str, str] = {}
-    for folder, shown in [
-        *((root, "the slide folder") for root in roots),
-        (store, "the image store"),
-    ]:
-        for form in (folder.expanduser().absolute(), folder.expanduser().resolve()):
-            found.setdefault(str(form), shown)
-    return sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
 
 
 def _shown_name(name: object) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
@@ -28,7 +26,7 @@ from medagent.errors import (
     PHIRefusedError,
     SlideOpenError,
 )
-from medagent.imaging import Region, list_under_roots
+from medagent.imaging import PathHider, Region, list_under_roots
 from medagent.server._chat import (
     ChatService,
     OpenSession,
@@ -92,27 +90,21 @@ def _error(status: int, detail: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
-def scrub_paths(text: str, folders: Sequence[Path]) -> str:
-    """``text`` with each of the server's ``folders`` left out of the paths it names: a client
-    sees a path relative to its slide folder, never where the server keeps it."""
-    for folder in sorted({str(f) for f in folders}, key=len, reverse=True):
-        text = text.replace(folder + "/", "").replace(folder, ".")
-    return text
+def _hide_paths(config: ServerConfig) -> PathHider:
+    """What takes the server's folders out of a reply: a client sees a path relative to its
+    slide folder, never where the server keeps it."""
+    return PathHider({folder: "." for folder in [*config.roots, config.data_dir]})
 
 
-def _scrubbed(value: Any, folders: Sequence[Path]) -> Any:
-    """``value`` (an event as JSON data) with every string passed through ``scrub_paths``."""
+def _scrubbed(value: Any, hide: PathHider) -> Any:
+    """``value`` (an event as JSON data) with every string passed through ``hide``."""
     if isinstance(value, str):
-        return scrub_paths(value, folders)
+        return hide(value)
     if isinstance(value, dict):
-        return {key: _scrubbed(item, folders) for key, item in value.items()}
+        return {key: _scrubbed(item, hide) for key, item in value.items()}
     if isinstance(value, list):
-        return [_scrubbed(item, folders) for item in value]
+        return [_scrubbed(item, hide) for item in value]
     return value
-
-
-def _server_folders(config: ServerConfig) -> list[Path]:
-    return [*config.roots, config.data_dir.expanduser().resolve()]
 
 
 def _tile_number(text: str) -> int:
@@ -168,7 +160,7 @@ def add_error_handlers(app: FastAPI) -> None:
         def handler(
             request: Request, exc: Exception, status: int = status, fixed: str | None = fixed
         ) -> Response:
-            return _error(status, fixed or scrub_paths(str(exc), _server_folders(_config(request))))
+            return _error(status, fixed or _hide_paths(_config(request))(str(exc)))
 
         app.add_exception_handler(kind, handler)
 
@@ -234,8 +226,8 @@ def api_router() -> APIRouter:
         chats = _chats(request)
         events = await chats.history(await chats.open(session_id))
         # Events carry error texts and tool results, which may name server paths.
-        folders = _server_folders(_config(request))
-        return {"events": [_scrubbed(event.model_dump(mode="json"), folders) for event in events]}
+        hide = _hide_paths(_config(request))
+        return {"events": [_scrubbed(event.model_dump(mode="json"), hide) for event in events]}
 
     @router.post("/api/sessions/{session_id}/messages")
     async def send_message(request: Request, session_id: str, body: NewMessage) -> Response:
@@ -260,12 +252,12 @@ def api_router() -> APIRouter:
                 return _error(422, "the region is outside the slide")
         events = chats.start_turn(session, body.text, region)
 
-        folders = _server_folders(config)
+        hide = _hide_paths(config)
 
         async def stream() -> Any:
             async for event in events:
                 ident = f"{event.get('turn', 0)}.{event.get('seq', 0)}"
-                data = json.dumps(_scrubbed(event, folders))
+                data = json.dumps(_scrubbed(event, hide))
                 yield {"event": event["type"], "id": ident, "data": data}
 
         return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store"})
