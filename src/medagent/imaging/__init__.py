@@ -12,6 +12,13 @@ from medagent.imaging._decode import (
     image_header_size,
 )
 from medagent.imaging._demo_slide import build_demo_slide
+from medagent.imaging._modality import (
+    MODALITIES,
+    Modality,
+    ModalityKind,
+    dicom_modality,
+    modality,
+)
 from medagent.imaging._open import open_image
 from medagent.imaging._overlay import (
     GuideStyle,
@@ -44,6 +51,9 @@ __all__ = [
     "Decoded",
     "GuideStyle",
     "ImageSlide",
+    "MODALITIES",
+    "Modality",
+    "ModalityKind",
     "PathHider",
     "Point",
     "REMOTE_MAX_PIXELS",
@@ -61,6 +71,7 @@ __all__ = [
     "build_demo_slide",
     "choose_level",
     "decode_image",
+    "dicom_modality",
     "draw_boxes",
     "draw_guides",
     "draw_mask",
@@ -68,6 +79,7 @@ __all__ = [
     "image_header_size",
     "iter_tissue_tiles",
     "list_under_roots",
+    "modality",
     "open_image",
     "resolve_under_roots",
     "tissue_mask",

@@ -18,6 +18,7 @@ from PIL import Image
 from medagent.errors import SlideOpenError
 from medagent.imaging._decode import DEFAULT_MAX_PIXELS
 from medagent.imaging._guard import failure_reason
+from medagent.imaging._modality import dicom_modality
 from medagent.imaging._pil import ImageSlide
 
 __all__ = ["WSI_SOP_CLASS", "dicom_sop_class", "open_dicom", "pixel_spacing_mm"]
@@ -172,4 +173,5 @@ def open_dicom(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSlid
         format="dicom",
         mpp=(spacing[0] * 1000.0, spacing[1] * 1000.0) if spacing else None,
         properties=properties,
+        modality=dicom_modality(str(ds.get("Modality", ""))),
     )

@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from medagent.errors import SlideOpenError
 from medagent.imaging._decode import DEFAULT_MAX_PIXELS, decode_image, magic_kind
 from medagent.imaging._guard import captured_warnings, decoder_boundary
+from medagent.imaging._modality import ModalityKind, modality
 from medagent.imaging._region import Region
 from medagent.imaging._roots import _os_reason
 from medagent.imaging.base import Slide
@@ -62,18 +63,26 @@ def _pil_kind(path: Path) -> str | None:
         return None
 
 
-def _open_pil(path: Path, max_pixels: int) -> Slide:
+def _open_pil(path: Path, max_pixels: int, kind: ModalityKind | None = None) -> Slide:
     from medagent.imaging._pil import ImageSlide
 
     decoded = decode_image(path, max_pixels=max_pixels)
     slide = ImageSlide(
-        decoded.image, path=path, format=_PIL_FORMATS.get(decoded.format, decoded.format.lower())
+        decoded.image,
+        path=path,
+        format=_PIL_FORMATS.get(decoded.format, decoded.format.lower()),
+        modality=modality(kind) if kind else None,
     )
     slide.add_notes(decoded.notes)
     return slide
 
 
-def open_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Slide:
+def open_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    modality: ModalityKind | None = None,
+) -> Slide:
     """Open a whole-slide image, a plain image or a DICOM image as a ``Slide``.
 
     OpenSlide is tried first for anything it claims; plain images open through PIL as one-level
@@ -82,10 +91,14 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     level are read now). ``max_pixels`` bounds what a single-level image may decode to (checked
     from the header first); pass less for files from remote clients. What the decoders warned
     about is in ``Slide.notes``.
+
+    ``modality`` says what a plain image (PNG, JPEG, plain TIFF) shows — its file cannot —
+    so prompts describe it truly (``Slide.modality``); whole-slide and DICOM files say it
+    themselves, and for them it is ignored.
     """
     path = Path(path)
     with decoder_boundary(path, "opening it") as notes:
-        slide = _open(path, max_pixels)
+        slide = _open(path, max_pixels, modality)
         try:
             _check_levels(slide)
         except BaseException:
@@ -95,7 +108,7 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     return slide
 
 
-def _open(path: Path, max_pixels: int) -> Slide:
+def _open(path: Path, max_pixels: int, declared: ModalityKind | None) -> Slide:
     head = _sniff(path)
     if _is_dicom(head):
         from medagent.imaging._dicom import WSI_SOP_CLASS, dicom_sop_class, open_dicom
@@ -112,7 +125,7 @@ def _open(path: Path, max_pixels: int) -> Slide:
             # OpenSlide claims every tiled TIFF but refuses some (odd sample formats); PIL may
             # read their first image. Say so: for a damaged pyramid that is all that is left.
             if vendor == "generic-tiff" and _pil_kind(path) == "TIFF":
-                slide = _open_pil(path, max_pixels)
+                slide = _open_pil(path, max_pixels, declared)
                 slide.add_notes(
                     [
                         "OpenSlide cannot read it as a tiled pyramid (it may be truncated); "
@@ -134,7 +147,7 @@ def _open(path: Path, max_pixels: int) -> Slide:
             f"named {path.suffix} but OpenSlide does not recognise it ({found}); "
             "check that the file is complete and correctly named",
         )
-    return _open_pil(path, max_pixels)
+    return _open_pil(path, max_pixels, declared)
 
 
 def _check_levels(slide: Slide) -> None:

@@ -9,6 +9,7 @@ from PIL import Image
 
 from medagent.errors import SlideOpenError
 from medagent.imaging._guard import failure_reason
+from medagent.imaging._modality import MODALITIES, Modality
 from medagent.imaging._region import Region, Size
 from medagent.imaging.base import Slide, flatten_rgba
 
@@ -76,6 +77,10 @@ class OpenSlideSlide(Slide):
     @property
     def objective_power(self) -> float | None:
         return _float(self._osr.properties.get("openslide.objective-power"))
+
+    @property
+    def modality(self) -> Modality:
+        return MODALITIES["pathology"]
 
     @property
     def vendor(self) -> str | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from medagent.imaging._modality import MODALITIES, Modality
 from medagent.imaging._region import Region, Size
 from medagent.imaging.base import Slide, flatten_rgba
 
@@ -18,7 +19,8 @@ _LEVEL_FACTOR = 4
 
 
 class ImageSlide(Slide):
-    """A plain image behaving like a slide. Spacing is unknown unless given (never guessed)."""
+    """A plain image behaving like a slide. Spacing is unknown unless given (never guessed);
+    so is what it shows (``modality``), unless the file or the caller says."""
 
     def __init__(
         self,
@@ -28,6 +30,7 @@ class ImageSlide(Slide):
         format: str = "image",
         mpp: tuple[float, float] | None = None,
         properties: dict[str, str] | None = None,
+        modality: Modality | None = None,
     ) -> None:
         self.path = path or Path("<memory>")
         self.format = format
@@ -39,6 +42,7 @@ class ImageSlide(Slide):
             self._levels.append(previous.reduce(_LEVEL_FACTOR))
         self._mpp = mpp
         self._properties = properties or {}
+        self._modality = modality or MODALITIES["image"]
 
     @property
     def level_dimensions(self) -> list[Size]:
@@ -60,6 +64,10 @@ class ImageSlide(Slide):
     @property
     def properties(self) -> dict[str, str]:
         return self._properties
+
+    @property
+    def modality(self) -> Modality:
+        return self._modality
 
     def read(self, region: Region, level: int) -> Image.Image:
         downsample = self.level_downsamples[level]

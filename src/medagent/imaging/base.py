@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from medagent.errors import InputError, PHIRefusedError, RegionError
 from medagent.imaging._guard import decoder_boundary
+from medagent.imaging._modality import MODALITIES, Modality, ModalityKind
 from medagent.imaging._region import Region, Size
 
 __all__ = ["Slide", "SlideInfo", "flatten_rgba"]
@@ -44,6 +45,8 @@ class SlideInfo(BaseModel):
     mpp_y: float | None
     objective_power: float | None
     associated_images: list[str]
+    #: What the image is (``Modality.kind``): pathology, radiograph, ct, mr, ..., or image.
+    modality: ModalityKind = "image"
     #: What the decoders warned about while the file was opened and read (one line each).
     notes: list[str] = []
 
@@ -118,6 +121,12 @@ class Slide(ABC):
         return None
 
     @property
+    def modality(self) -> Modality:
+        """What the image is, for prompts and reports; a plain medical image unless the file
+        (or whoever opened it) says more."""
+        return MODALITIES["image"]
+
+    @property
     def vendor(self) -> str | None:
         return None
 
@@ -178,6 +187,7 @@ class Slide(ABC):
             mpp_y=self.mpp_y,
             objective_power=self.objective_power,
             associated_images=self.associated_image_names,
+            modality=self.modality.kind,
             notes=self.notes,
         )
 
