@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from medagent.artifacts import ArtifactStore
 from medagent.imaging import ImageSlide, Region, Slide, open_image
+from medagent.tools import SamSegmenter
 from medagent.tools._measure import MeasureOutput, measure
 from medagent.tools._segment import SegmentOutput, segment, segment_nuclei
 from medagent.tools.base import ToolContext, ToolFailure
@@ -40,7 +41,7 @@ def _ctx(tmp_path: Path, slide: Slide | None, sam_model: Path | None = None) -> 
     return ToolContext(
         artifacts=ArtifactStore(tmp_path / "artifacts"),
         slide=slide,
-        sam_model=str(sam_model) if sam_model else None,
+        segmenter=SamSegmenter(sam_model) if sam_model else None,
     )
 
 
@@ -277,12 +278,18 @@ def test_sam_point_prompt_in_a_subregion(tmp_path: Path, tiny_sam: Path) -> None
 
 @pytest.mark.slow
 @pytest.mark.hf
-def test_sam_model_is_loaded_once_per_folder(tiny_sam: Path) -> None:
-    from medagent.tools._sam import load_sam
-
-    first = load_sam(tiny_sam)
-    assert load_sam(str(tiny_sam)) is first
-    assert load_sam(tiny_sam / ".." / tiny_sam.name) is first
+def test_sam_model_is_loaded_once_by_the_segmenter_given(tmp_path: Path, tiny_sam: Path) -> None:
+    segmenter = SamSegmenter(tiny_sam)
+    assert segmenter._loaded is None  # building one costs nothing
+    ctx = ToolContext(
+        artifacts=ArtifactStore(tmp_path / "artifacts"),
+        slide=ImageSlide(_he_image(GRID), mpp=(0.5, 0.5)),
+        segmenter=segmenter,
+    )
+    for _ in range(2):
+        _ok(segment.run(ctx, {"method": "sam", "points": [[30, 30]]}))
+    model = segmenter.model
+    assert segmenter.model is model  # loaded once, kept by the object, not by the process
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ def build_giant_graph(config: RunnableConfig | None = None) -> Any:
             artifacts=ArtifactStore(folder / "artifacts"),
             slide=open_image(values["slide"]),
             policy=RenderPolicy(long_side=giant.long_side),
-            sam_model=settings.sam_model,
+            segmenter=settings.segmenter(),
         ),
         log=RunLog(folder / "events.jsonl"),
         config=giant,
@@ -106,7 +106,7 @@ def build_insight_graph(config: RunnableConfig | None = None) -> Any:
             artifacts=artifacts,
             slide=slide,
             policy=RenderPolicy(long_side=insight.long_side),
-            sam_model=settings.sam_model,
+            segmenter=settings.segmenter(),
             searcher=searcher,
         )
         sources.append(Source(number=number, slide=slide, tools=tools))

@@ -176,7 +176,7 @@ def ask(
         method=method,  # type: ignore[arg-type]  # checked against the choices above
         votes=votes,
         on_event=None if as_json else _print_event,
-        sam_model=settings.sam_model,
+        segmenter=settings.segmenter(),
         prompts=load_prompts(prompts),
     )
 

@@ -347,7 +347,7 @@ def mcp(
             ArtifactStore(artifacts or scratch, max_pixels=max_pixels),
             searcher=_searcher(index),
             long_side=long_side or 1000,
-            sam_model=settings.sam_model,
+            segmenter=settings.segmenter(),
             max_pixels=max_pixels,
         )
         if transport == "http":

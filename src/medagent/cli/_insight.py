@@ -191,7 +191,7 @@ def insight(
         config,
         searcher=searcher,
         on_event=None if as_json else _print_event,
-        sam_model=settings.sam_model,
+        segmenter=settings.segmenter(),
         prompts=program,
     )
 

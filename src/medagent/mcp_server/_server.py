@@ -40,6 +40,7 @@ from medagent.mcp_server._http import check_binding, serve_http
 from medagent.tools import (
     ImageSearcher,
     SearchOutput,
+    Segmenter,
     Tool,
     ToolContext,
     ToolFailure,
@@ -93,7 +94,7 @@ class SlideTools:
         *,
         searcher: ImageSearcher | None = None,
         long_side: int = 1000,
-        sam_model: str | None = None,
+        segmenter: Segmenter | None = None,
         max_pixels: int = MAX_PIXELS,
         cache_mb: int = 512,
     ) -> None:
@@ -101,7 +102,7 @@ class SlideTools:
         self.artifacts = artifacts
         self.searcher = searcher
         self.policy = RenderPolicy(long_side=long_side)
-        self.sam_model = sam_model
+        self.segmenter = segmenter
         self.max_pixels = max_pixels
         self.cache_bytes = cache_mb * 2**20
         store = artifacts.root
@@ -153,7 +154,7 @@ class SlideTools:
             artifacts=self.artifacts,
             slide=slide,
             policy=self.policy,
-            sam_model=self.sam_model,
+            segmenter=self.segmenter,
             searcher=self.searcher,
         )
         with self._lock:

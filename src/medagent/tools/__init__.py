@@ -4,6 +4,8 @@ Each tool is defined once (``medagent.tools.base.Tool``); call it as ``zoom(ctx,
 width=…, height=…)`` from Python, or ``zoom.run(ctx, arguments)`` with a model's arguments.
 """
 
+from typing import Any
+
 from medagent.tools._measure import (
     AngleInput,
     DistanceInput,
@@ -21,7 +23,7 @@ from medagent.tools._measure import (
     measure_polygon,
     measure_polyline,
 )
-from medagent.tools._sam import SamMask, SamSegmenter, load_sam
+from medagent.tools._sam import SamMask, SamSegmenter, Segmenter
 from medagent.tools._search import (
     ImageSearcher,
     SearchInput,
@@ -47,12 +49,24 @@ from medagent.tools._view import (
     ZoomInput,
     ZoomOutput,
     overview,
+    slide_facts,
     zoom,
 )
 from medagent.tools.base import Tool, ToolContext, ToolFailure, tool
 
+#: Every image tool, in the order a model sees them: one list for chat, MCP and agents.
+DEFAULT_TOOLS: tuple[Tool[Any, Any], ...] = (
+    overview,
+    zoom,
+    tissue,
+    segment,
+    measure,
+    search_similar,
+)
+
 __all__ = [
     "AngleInput",
+    "DEFAULT_TOOLS",
     "DistanceInput",
     "ImageSearcher",
     "MaskInput",
@@ -71,6 +85,7 @@ __all__ = [
     "SegmentInput",
     "SegmentOutput",
     "SegmentedObject",
+    "Segmenter",
     "SimilarCase",
     "SimilarImage",
     "SlideFacts",
@@ -82,7 +97,6 @@ __all__ = [
     "ToolFailure",
     "ZoomInput",
     "ZoomOutput",
-    "load_sam",
     "measure",
     "measure_angle",
     "measure_distance",
@@ -94,6 +108,7 @@ __all__ = [
     "segment",
     "segment_nuclei",
     "segment_tissue",
+    "slide_facts",
     "tissue",
     "tool",
     "zoom",

@@ -1,16 +1,17 @@
 """Segment Anything (SAM) through transformers: a box or points in, one binary mask out.
 
 torch and transformers are imported only when a model is loaded (the ``[hf]`` extra). Loading
-takes seconds and hundreds of MB for real checkpoints, so ``load_sam`` keeps the last few
-loaded models per source and device for the life of the process.
+takes seconds and hundreds of MB for real checkpoints, so a ``SamSegmenter`` loads on first
+use and keeps its model: whoever runs the agents builds one and passes it in
+(``ToolContext.segmenter``), as a searcher is passed — no hidden process-wide cache.
 """
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.errors import ConfigError, DependencyMissingError
 
-__all__ = ["SamMask", "SamSegmenter", "load_sam"]
+__all__ = ["SamMask", "SamSegmenter", "Segmenter"]
 
 #: Prompt coordinates here are pixels of the image given to ``segment`` (x0, y0, x1, y1 for a
 #: box); the tool converts from level-0 before calling.
@@ -44,23 +45,57 @@ def _import_hf() -> tuple[Any, Any]:
     return torch, transformers
 
 
-class SamSegmenter:
-    """A loaded SAM model and its processor; use ``load_sam`` to share one per process."""
+@runtime_checkable
+class Segmenter(Protocol):
+    """Prompted segmentation for ``segment(method="sam")``: a box and/or points in (pixels of
+    ``image``), one mask out."""
 
-    def __init__(self, model: Any, processor: Any, *, source: str, device: str) -> None:
-        self.model = model
-        self.processor = processor
-        self.source = source
+    def segment(
+        self,
+        image: Image.Image,
+        *,
+        box: ImageBox | None = None,
+        points: Sequence[ImagePoint] = (),
+    ) -> SamMask: ...
+
+
+class SamSegmenter:
+    """SAM from a checkpoint (a local folder, or a hub id already in the local cache).
+
+    Nothing is loaded until the first ``segment`` (or ``load``): building one is free, so a
+    CLI can make one from ``--sam-model`` whether or not a model ever asks for SAM.
+    """
+
+    def __init__(self, source: str | Path, *, device: str | None = None) -> None:
+        self.source = str(source)
         self.device = device
+        self._loaded: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()  # tools run in worker threads: load once
 
     def __repr__(self) -> str:
         return f"SamSegmenter({self.source!r}, device={self.device!r})"
 
-    @classmethod
-    def load(cls, source: str, device: str | None = None) -> SamSegmenter:
-        """Load a SAM checkpoint (a local folder or a hub id already in the local cache)."""
+    def load(self) -> SamSegmenter:
+        """Load the model now (it loads on first use otherwise); raises ``ConfigError`` when
+        the source is not a SAM checkpoint."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+        return self
+
+    @property
+    def model(self) -> Any:
+        return self.load()._loaded[0]  # type: ignore[index]
+
+    @property
+    def processor(self) -> Any:
+        return self.load()._loaded[1]  # type: ignore[index]
+
+    def _load(self) -> tuple[Any, Any]:
         torch, transformers = _import_hf()
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        source = self.source
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device
         looks_local = source.startswith(("/", ".", "~")) or Path(source).drive != ""
         location = str(Path(source).expanduser()) if looks_local else source
         if looks_local and not Path(location).is_dir():
@@ -85,7 +120,7 @@ class SamSegmenter:
                 "folder written by SamModel.save_pretrained and SamProcessor.save_pretrained, "
                 "or a hub id already in the local cache"
             ) from None
-        return cls(model, processor, source=source, device=device)
+        return model, processor
 
     def segment(
         self,
@@ -115,18 +150,3 @@ class SamSegmenter:
         mask = masks[0][0, 0].numpy().astype(bool)
         score = float(outputs.iou_scores[0, 0, 0].cpu())
         return SamMask(mask=mask, score=min(1.0, max(0.0, score)))
-
-
-@functools.lru_cache(maxsize=4)
-def _cached(source: str, device: str | None) -> SamSegmenter:
-    return SamSegmenter.load(source, device)
-
-
-def load_sam(source: str | Path, device: str | None = None) -> SamSegmenter:
-    """A ``SamSegmenter`` for ``source``, loaded once per process and reused.
-
-    A local folder is keyed by its resolved path, so different spellings share one model.
-    """
-    path = Path(source).expanduser()
-    key = str(path.resolve()) if path.exists() else str(source)
-    return _cached(key, device)

@@ -33,7 +33,7 @@ from medagent.imaging import (
     tissue_pixels,
 )
 from medagent.tools._measure import Spacing
-from medagent.tools._sam import load_sam
+from medagent.tools._sam import Segmenter
 from medagent.tools.base import ToolContext, store_view, tool
 
 __all__ = [
@@ -332,14 +332,14 @@ def _default_long_side(method: Method, region: Region) -> int:
 
 
 def _sam_labels(
-    view: Rendered, args: SegmentInput, sam_model: str | None
+    view: Rendered, args: SegmentInput, segmenter: Segmenter | None
 ) -> tuple[np.ndarray, float]:
     from skimage.measure import label
 
-    if sam_model is None:
+    if segmenter is None:
         raise ConfigError(
             "method 'sam' needs a SAM model: set --sam-model / MEDAGENT_SAM_MODEL "
-            "(ToolContext.sam_model) to a folder holding a SAM "
+            "(ToolContext.segmenter = SamSegmenter(folder)) to a folder holding a SAM "
             "checkpoint (saved with SamModel/SamProcessor.save_pretrained; for tests, "
             "medagent.testing.build_tiny_sam) or a hub id already in the local cache"
         )
@@ -360,7 +360,7 @@ def _sam_labels(
         if not region.contains(p.x, p.y):
             raise RegionError(f"the SAM point {p} lies outside the segmented region {region}")
     image_points = [((p.x - region.x) / sx, (p.y - region.y) / sy) for p in args.points or []]
-    found = load_sam(sam_model).segment(view.image, box=image_box, points=image_points)
+    found = segmenter.segment(view.image, box=image_box, points=image_points)
     return np.asarray(label(found.mask), dtype=np.int32), found.score
 
 
@@ -402,7 +402,7 @@ def segment(ctx: ToolContext, args: SegmentInput) -> SegmentOutput:
     elif args.method == "tissue":
         labels = segment_tissue(view.image)
     else:
-        labels, score = _sam_labels(view, args, ctx.sam_model)
+        labels, score = _sam_labels(view, args, ctx.segmenter)
         notes.append(f"SAM's predicted IoU for the mask is {score:.2f}")
 
     if spacing is not None:

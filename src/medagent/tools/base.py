@@ -31,6 +31,7 @@ from medagent.imaging import (
 from medagent.models import ToolSpec
 
 if TYPE_CHECKING:
+    from medagent.tools._sam import Segmenter
     from medagent.tools._search import ImageSearcher
 
 __all__ = ["Tool", "ToolContext", "ToolFailure", "store_view", "tool"]
@@ -51,9 +52,9 @@ class ToolContext:
     slide: Slide | None = None
     policy: RenderPolicy = field(default_factory=RenderPolicy)
     guides: GuideStyle | None = field(default_factory=GuideStyle)
-    #: SAM checkpoint (folder or cached hub id) for ``segment(method="sam")``; chosen by
-    #: whoever runs the agent, never by the model.
-    sam_model: str | None = None
+    #: Prompted segmentation for ``segment(method="sam")`` (``SamSegmenter(folder)``); chosen
+    #: by whoever runs the agent, never by the model, and passed in like ``searcher``.
+    segmenter: Segmenter | None = None
     #: Similar-case search for ``search_similar`` (``medagent.retrieval.IndexSearcher``).
     searcher: ImageSearcher | None = None
     _renderer: Renderer | None = field(default=None, repr=False)

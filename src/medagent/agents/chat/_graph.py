@@ -29,7 +29,6 @@ from pydantic import BaseModel, ValidationError
 
 from medagent.agents.chat._actions import action_schema, read_action, read_native
 from medagent.agents.chat._config import ChatConfig, ChatEvent, ChatEventType
-from medagent.agents.giant import prune_images
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import ConfigError, MedagentError, ModelError, ModelResponseError
 from medagent.imaging import Region, RenderPolicy, Slide, open_image
@@ -41,11 +40,14 @@ from medagent.models import (
     StreamingChatModel,
     ToolCall,
     ToolSpec,
+    prune_images,
 )
 from medagent.prompts import load_template
 from medagent.tools import (
     ImageSearcher,
+    SamSegmenter,
     SearchOutput,
+    Segmenter,
     Tool,
     ToolContext,
     ToolFailure,
@@ -108,10 +110,18 @@ class ChatRuntime:
     config: ChatConfig = field(default_factory=ChatConfig)
     slide: Slide | None = None
     searcher: ImageSearcher | None = None
+    #: SAM for segment(method="sam"); built from ``config.sam_model`` when not given.
+    segmenter: Segmenter | None = None
     _built: ChatModel | None = field(default=None, repr=False)
     _contexts: dict[str, ToolContext] = field(default_factory=dict, repr=False)
     # Tools render with one shared renderer cache; threads of one agent take turns at it.
     _tool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def sam(self) -> Segmenter | None:
+        """One segmenter for every thread (a SAM model is loaded once, on first use)."""
+        if self.segmenter is None and self.config.sam_model:
+            self.segmenter = SamSegmenter(self.config.sam_model)
+        return self.segmenter
 
     def chat_model(self) -> ChatModel:
         if self._built is None:
@@ -142,7 +152,7 @@ class ChatRuntime:
                 policy=RenderPolicy(
                     long_side=self.config.image_long_side, cache_entries=self.config.view_cache
                 ),
-                sam_model=self.config.sam_model,
+                segmenter=self.sam(),
                 searcher=self.searcher,
             )
         return self._contexts[key]

@@ -40,7 +40,7 @@ from medagent.prompts import (
     load_template,
     resolve_program,
 )
-from medagent.tools import ToolContext
+from medagent.tools import Segmenter, ToolContext
 from medagent.tools._view import slide_facts
 
 __all__ = ["TEMPLATES", "GiantNavigator", "GiantResult", "giant_program", "prompt_hashes"]
@@ -128,7 +128,7 @@ class GiantNavigator:
         method: Method = "giant",
         runs_dir: str | Path = "runs",
         on_event: Callable[[GiantEvent], None] | None = None,
-        sam_model: str | None = None,
+        segmenter: Segmenter | None = None,
         votes: int = 1,
         prompts: CompiledProgram | Program | None = None,
     ) -> None:
@@ -145,7 +145,7 @@ class GiantNavigator:
         self.method = method
         self.runs_dir = Path(runs_dir)
         self.on_event = on_event or (lambda event: None)
-        self.sam_model = sam_model
+        self.segmenter = segmenter
 
     # -- public API ---------------------------------------------------------------------------
     @staticmethod
@@ -194,7 +194,7 @@ class GiantNavigator:
         self, slide: Slide, question: str, options: list[str] | None, directory: Path
     ) -> GiantResult:
         """GIANT xk: k independent runs (seeds seed, seed+1, ...), majority over predictions."""
-        from medagent.agents.giant._answers import majority_vote
+        from medagent.agents.base import majority_vote
 
         results = []
         base_seed = self.config.seed or 0
@@ -204,7 +204,7 @@ class GiantNavigator:
                 self.config.model_copy(update={"seed": base_seed + index}),
                 method=self.method,
                 on_event=self.on_event,
-                sam_model=self.sam_model,
+                segmenter=self.segmenter,
                 prompts=self.prompts,
             )
             results.append(
@@ -314,7 +314,7 @@ class GiantNavigator:
             artifacts=ArtifactStore(directory / "artifacts"),
             slide=slide,
             policy=RenderPolicy(long_side=self.config.long_side),
-            sam_model=self.sam_model,
+            segmenter=self.segmenter,
         )
         log = RunLog(directory / "events.jsonl")
         started = time.perf_counter()
@@ -411,7 +411,7 @@ class GiantNavigator:
         directory: Path,
         elapsed: float,
     ) -> GiantResult:
-        from medagent.agents.giant._answers import normalize_answer
+        from medagent.agents.base import normalize_answer
 
         status = state.get("status") or "running"
         answer = state.get("answer")

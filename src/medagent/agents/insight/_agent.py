@@ -29,7 +29,7 @@ from medagent.errors import ConfigError
 from medagent.imaging import RenderPolicy, Slide, open_image
 from medagent.models import ChatModel
 from medagent.prompts import CompiledProgram, Program, load_template, resolve_program
-from medagent.tools import ImageSearcher, ToolContext
+from medagent.tools import ImageSearcher, Segmenter, ToolContext
 
 __all__ = ["TEMPLATES", "InsightAgent", "ImagesArg", "prompt_hashes"]
 
@@ -77,7 +77,7 @@ class InsightAgent:
         searcher: ImageSearcher | None = None,
         runs_dir: str | Path = "runs",
         on_event: Callable[[InsightEvent], None] | None = None,
-        sam_model: str | None = None,
+        segmenter: Segmenter | None = None,
         prompts: CompiledProgram | Program | None = None,
     ) -> None:
         self.prompts = resolve_program(prompts, insight_program(), "the insight agent")
@@ -86,7 +86,7 @@ class InsightAgent:
         self.searcher = searcher
         self.runs_dir = Path(runs_dir)
         self.on_event = on_event or (lambda event: None)
-        self.sam_model = sam_model
+        self.segmenter = segmenter
 
     def run(
         self, images: ImagesArg, goal: str, *, run_dir: str | Path | None = None
@@ -164,7 +164,7 @@ class InsightAgent:
                     artifacts=artifacts,
                     slide=slide,
                     policy=RenderPolicy(long_side=self.config.long_side),
-                    sam_model=self.sam_model,
+                    segmenter=self.segmenter,
                     searcher=self.searcher,
                 ),
             )
