@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medagent.agents.giant import majority_vote, normalize_answer
+from medagent.agents.base import majority_vote, normalize_answer
 
 ORGANS = ["Lung", "Liver", "Colon - Transverse"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from medagent.agents.giant import normalize_answer
+from medagent.agents.base import normalize_answer
 from medagent.errors import ConfigError, InputError
 from medagent.evals.datasets import (
     MULTIPATHQA_TASKS,

@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent._files import write_json_atomic
-from medagent.agents.giant import GiantConfig, GiantNavigator, Method, normalize_answer
+from medagent.agents.base import normalize_answer
+from medagent.agents.giant import GiantConfig, GiantNavigator, Method
 from medagent.agents.insight import (
     InsightAgent,
     InsightConfig,

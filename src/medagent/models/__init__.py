@@ -5,14 +5,26 @@ Backends: ``OpenAIBackend`` (any OpenAI-compatible server), ``VLLMBackend`` (in-
 """
 
 from medagent.models._cache import CachedModel, request_key
+from medagent.models._check import run_checks
 from medagent.models._endpoints import RetryPolicy
 from medagent.models._factory import build_model
-from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
+from medagent.models._messages import (
+    ImagePart,
+    Message,
+    TextPart,
+    ToolCall,
+    ToolSpec,
+    prune_images,
+)
 from medagent.models._openai import OpenAIBackend
 from medagent.models._scripted import RecordedRequest, ScriptedModel, ScriptedReply
 from medagent.models._structured import (
+    Attempts,
+    Correction,
     Structured,
     StructuredFailure,
+    ask_with_corrections,
+    correction_message,
     extract_json,
     generate_structured,
     parse_structured,
@@ -20,6 +32,7 @@ from medagent.models._structured import (
 from medagent.models._sync import SyncChatModel
 from medagent.models._transformers import TransformersBackend
 from medagent.models._vllm import VLLMBackend
+from medagent.models._wire import forced_tool_call_schema
 from medagent.models.base import (
     ChatModel,
     GenerateParams,
@@ -30,8 +43,10 @@ from medagent.models.base import (
 )
 
 __all__ = [
+    "Attempts",
     "CachedModel",
     "ChatModel",
+    "Correction",
     "GenerateParams",
     "ImagePart",
     "Message",
@@ -52,9 +67,14 @@ __all__ = [
     "Usage",
     "UsageTotals",
     "VLLMBackend",
+    "ask_with_corrections",
     "build_model",
+    "correction_message",
     "extract_json",
+    "forced_tool_call_schema",
     "generate_structured",
     "parse_structured",
+    "prune_images",
     "request_key",
+    "run_checks",
 ]

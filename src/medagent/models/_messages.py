@@ -22,6 +22,7 @@ __all__ = [
     "TextPart",
     "ToolCall",
     "ToolSpec",
+    "prune_images",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -172,3 +173,38 @@ class Message(BaseModel):
     @property
     def images(self) -> list[ImagePart]:
         return [p for p in self.content if isinstance(p, ImagePart)]
+
+
+def prune_images(messages: list[Message], keep: int | None) -> list[Message]:
+    """Keep the first image (the overview) and the latest ``keep - 1``; others become text.
+
+    Long conversations outgrow a model's context on images first. Demo images (a compiled
+    prompt's worked examples) are part of the prompt: always kept.
+    """
+    if keep is None:
+        return messages
+    positions = [
+        (m_index, p_index)
+        for m_index, message in enumerate(messages)
+        for p_index, part in enumerate(message.content)
+        if isinstance(part, ImagePart) and not (part.artifact and part.artifact.kind == "demo")
+    ]
+    kept = set(positions[:1] + (positions[1:][-(keep - 1) :] if keep > 1 else []))
+    pruned: list[Message] = []
+    for m_index, message in enumerate(messages):
+        if not any(
+            (m_index, p) in positions and (m_index, p) not in kept
+            for p in range(len(message.content))
+        ):
+            pruned.append(message)
+            continue
+        parts: list[TextPart | ImagePart] = []
+        for p_index, part in enumerate(message.content):
+            if isinstance(part, ImagePart) and (m_index, p_index) not in kept:
+                region = part.artifact.region if part.artifact else None
+                where = f" of region {region}" if region else ""
+                parts.append(TextPart(text=f"[an earlier image{where} was removed to save space]"))
+            else:
+                parts.append(part)
+        pruned.append(message.model_copy(update={"content": parts}))
+    return pruned

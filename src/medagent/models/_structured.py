@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,8 +21,11 @@ from medagent.models._messages import Message, ToolSpec
 from medagent.models.base import ChatModel, GenerateParams, Reply
 
 __all__ = [
+    "Attempts",
+    "Correction",
     "Structured",
     "StructuredFailure",
+    "ask_with_corrections",
     "correction_message",
     "extract_json",
     "generate_structured",
@@ -29,6 +33,7 @@ __all__ = [
 ]
 
 T = TypeVar("T", bound=BaseModel)
+V = TypeVar("V")
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 # strict=False: raw control characters inside strings (weak models write them) are accepted.
@@ -88,14 +93,27 @@ def correction_message(reason: str, schema: type[BaseModel]) -> Message:
     )
 
 
+Correction = Callable[[str, type[BaseModel]], Message]
+"""Builds the user turn that answers an unusable reply: ``(reason, schema) -> Message``.
+
+Agents whose prompts teach their own reply format pass their own; the default is
+``correction_message``."""
+
+
 class Structured(BaseModel, Generic[T]):
-    """A validated answer, with every reply it took to get it."""
+    """A validated answer, with every reply it took to get it and why earlier ones were refused."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     ok: Literal[True] = True
     value: T
     replies: list[Reply] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The text of the reply that was accepted."""
+        return self.replies[-1].text if self.replies else ""
 
 
 class StructuredFailure(BaseModel):
@@ -111,6 +129,51 @@ class StructuredFailure(BaseModel):
     replies: list[Reply] = Field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Attempts(Generic[V]):
+    """How asking went: the value read (``None`` if none), every reply, why each refused
+    reply was refused, and the transport error that ended it early, if one did."""
+
+    value: V | None
+    replies: list[Reply] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    model_error: str | None = None
+
+
+async def ask_with_corrections(
+    send: Callable[[list[Message]], Awaitable[Reply]],
+    messages: Sequence[Message],
+    read: Callable[[Reply], tuple[V | None, str | None]],
+    correction: Callable[[str], Message],
+    *,
+    max_retries: int,
+) -> Attempts[V]:
+    """The one loop behind every structured ask: send, read, explain what was wrong, send again.
+
+    ``send`` makes one request (a plain ``generate``, a stream, a JSON-schema or a tool-call
+    request: the caller's choice); ``read`` turns a reply into a value or a reason it is
+    unusable; ``correction`` words that reason as the next user turn. Each refused answer and
+    its correction stay in the conversation, so the model sees all its earlier mistakes. At
+    most ``1 + max_retries`` requests; a ``ModelError`` ends the loop (``model_error``) instead
+    of raising, so an agent can record the failure and go on.
+    """
+    history = list(messages)
+    replies: list[Reply] = []
+    errors: list[str] = []
+    for _ in range(max_retries + 1):
+        try:
+            reply = await send(history)
+        except ModelError as exc:
+            return Attempts(None, replies, errors, model_error=str(exc))
+        replies.append(reply)
+        value, reason = read(reply)
+        if value is not None:
+            return Attempts(value, replies, errors)
+        errors.append(reason or "the answer did not match the schema")
+        history += [Message.assistant(reply.text or "(empty)"), correction(errors[-1])]
+    return Attempts(None, replies, errors)
+
+
 async def generate_structured(
     model: ChatModel,
     messages: Sequence[Message],
@@ -120,43 +183,57 @@ async def generate_structured(
     tools: Sequence[ToolSpec] | None = None,
     params: GenerateParams | None = None,
     artifacts: ArtifactStore | None = None,
+    request_schema: type[BaseModel] | None = None,
+    correction: Correction = correction_message,
 ) -> Structured[T] | StructuredFailure:
     """Ask for ``schema``; on an invalid answer, explain the error and ask again.
 
     At most ``1 + max_retries`` requests. Model transport errors end the attempt with
     ``kind="model_error"`` instead of raising, so an agent can record the failure and go on.
+    ``request_schema`` is what constrained decoding is given when it differs from what the
+    reply is validated against (e.g. a schema bounded by the slide's size, validated loosely);
+    ``correction`` writes the turn that explains a refused reply (the agent's own wording).
     """
-    history = list(messages)
-    replies: list[Reply] = []
-    errors: list[str] = []
-    for _ in range(max_retries + 1):
-        try:
-            reply = await model.generate(
-                history, schema=schema, tools=tools, params=params, artifacts=artifacts
-            )
-        except ModelError as exc:
-            return StructuredFailure(
-                kind="model_error",
-                reason=str(exc),
-                errors=errors,
-                replies=replies,
-                last_text=replies[-1].text if replies else "",
-            )
-        replies.append(reply)
-        value, reason = (
-            (reply.parsed, None)
-            if reply.parsed is not None
-            else (parse_structured(reply.text, schema))
+
+    async def send(history: list[Message]) -> Reply:
+        return await model.generate(
+            history,
+            schema=request_schema or schema,
+            tools=tools,
+            params=params,
+            artifacts=artifacts,
         )
-        if isinstance(value, schema):
-            return Structured[schema](value=value, replies=replies)  # type: ignore[valid-type]
-        reason = reason or reply.parse_error or "the answer did not match the schema"
-        errors.append(reason)
-        history += [Message.assistant(reply.text), correction_message(reason, schema)]
+
+    def read(reply: Reply) -> tuple[T | None, str | None]:
+        # A reply parsed against a stricter request schema is validated again against ours.
+        if isinstance(reply.parsed, schema):
+            return reply.parsed, None
+        value, reason = parse_structured(reply.text, schema)
+        return value, reason or reply.parse_error
+
+    done = await ask_with_corrections(
+        send, messages, read, lambda reason: correction(reason, schema), max_retries=max_retries
+    )
+    last_text = done.replies[-1].text if done.replies else ""
+    if done.value is not None:
+        return Structured[schema](  # type: ignore[valid-type]
+            value=done.value, replies=done.replies, errors=done.errors
+        )
+    if done.model_error is not None:
+        return StructuredFailure(
+            kind="model_error",
+            reason=done.model_error,
+            errors=done.errors,
+            replies=done.replies,
+            last_text=last_text,
+        )
     return StructuredFailure(
         kind="invalid_output",
-        reason=f"no valid {schema.__name__} after {len(replies)} answers; last error: {errors[-1]}",
-        errors=errors,
-        last_text=replies[-1].text,
-        replies=replies,
+        reason=(
+            f"no valid {schema.__name__} after {len(done.replies)} answers; "
+            f"last error: {done.errors[-1]}"
+        ),
+        errors=done.errors,
+        last_text=last_text,
+        replies=done.replies,
     )

@@ -18,13 +18,6 @@ from pydantic import BaseModel
 
 from medagent.artifacts import ArtifactStore, fit_long_side
 from medagent.errors import ConfigError, DependencyMissingError, ModelError
-from medagent.models._hf_loading import (
-    first_line,
-    load_error,
-    pick_device,
-    pick_dtype,
-    resolve_location,
-)
 from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
@@ -35,6 +28,13 @@ from medagent.models._wire import (
     to_openai_tools,
 )
 from medagent.models.base import GenerateParams, Reply, Usage, UsageTotals
+from medagent.models.hf_loading import (
+    first_line,
+    load_error,
+    pick_device,
+    pick_dtype,
+    resolve_location,
+)
 
 __all__ = ["TransformersBackend"]
 

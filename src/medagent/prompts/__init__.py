@@ -6,7 +6,15 @@ from medagent.prompts._agents import demo_turns, fill_instructions, resolve_prog
 from medagent.prompts._bootstrap import BootstrapFewShot
 from medagent.prompts._compiled import CompiledProgram, PromptVersionWarning, load_compiled
 from medagent.prompts._instruction_search import InstructionSearch
-from medagent.prompts._modules import ChainOfThought, Demo, Example, Predict, Prediction, tracing
+from medagent.prompts._modules import (
+    ChainOfThought,
+    Demo,
+    Example,
+    Predict,
+    Prediction,
+    load_input_image,
+    tracing,
+)
 from medagent.prompts._optimizer import (
     BudgetExhausted,
     CandidateRecord,
@@ -20,7 +28,7 @@ from medagent.prompts._program import Program
 from medagent.prompts._random_search import RandomSearch
 from medagent.prompts._signature import InputField, Signature
 from medagent.prompts._templates import PromptTemplate, load_template
-from medagent.prompts._vqa import VQAAnswer, vqa_program
+from medagent.prompts._vqa import VQA_TEMPLATES, VQAAnswer, vqa_program
 
 __all__ = [
     "BootstrapFewShot",
@@ -44,10 +52,12 @@ __all__ = [
     "RandomSearch",
     "Signature",
     "VQAAnswer",
+    "VQA_TEMPLATES",
     "demo_turns",
     "evaluate",
     "fill_instructions",
     "load_compiled",
+    "load_input_image",
     "load_template",
     "resolve_program",
     "tracing",

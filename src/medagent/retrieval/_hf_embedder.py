@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from medagent.errors import ConfigError, DependencyMissingError, ModelError
-from medagent.models._hf_loading import (
+from medagent.models.hf_loading import (
     first_line,
     load_error,
     pick_device,

@@ -11,9 +11,8 @@ from medagent.agents.giant._actions import (
     RandomAction,
     ZoomAction,
 )
-from medagent.agents.giant._answers import majority_vote, normalize_answer
 from medagent.agents.giant._config import GiantConfig, Method
-from medagent.agents.giant._graph import GiantEvent, GiantState, prune_images
+from medagent.agents.giant._graph import GiantEvent, GiantState
 from medagent.agents.giant._navigator import GiantNavigator, GiantResult, giant_program
 from medagent.agents.giant._trajectory import RunLog, Status, StepRecord, Trajectory
 
@@ -35,7 +34,4 @@ __all__ = [
     "Trajectory",
     "ZoomAction",
     "giant_program",
-    "majority_vote",
-    "normalize_answer",
-    "prune_images",
 ]

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from medagent.agents.base import majority_vote, normalize_answer
 from medagent.agents.giant._actions import FinalAnswer
-from medagent.agents.giant._answers import majority_vote, normalize_answer
 from medagent.agents.giant._config import GiantConfig
 from medagent.agents.giant._graph import GiantEvent, _options_text
 from medagent.agents.giant._trajectory import RunLog, Status, StepRecord

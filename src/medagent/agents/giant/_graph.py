@@ -27,12 +27,12 @@ from medagent.agents.giant._config import GiantConfig
 from medagent.agents.giant._trajectory import RunLog, StepRecord
 from medagent.errors import ModelError, RegionError
 from medagent.imaging import Region, TissueMask, tissue_mask
-from medagent.models import ChatModel, GenerateParams, ImagePart, Message, TextPart
+from medagent.models import ChatModel, GenerateParams, Message, prune_images
 from medagent.models._structured import parse_structured
 from medagent.prompts import load_template
 from medagent.tools import ToolContext, overview, zoom
 
-__all__ = ["GiantEvent", "GiantState", "RunContext", "build_graph", "prune_images"]
+__all__ = ["GiantEvent", "GiantState", "RunContext", "build_graph"]
 
 
 class GiantState(TypedDict, total=False):
@@ -94,40 +94,6 @@ def _options_text(options: list[str] | None) -> str:
         return ""
     lines = "\n".join(f"{i}. {option}" for i, option in enumerate(options, start=1))
     return f"Options:\n{lines}\nAnswer with the number of the correct option.\n"
-
-
-def prune_images(messages: list[Message], keep: int | None) -> list[Message]:
-    """Keep the first image (the overview) and the latest ``keep - 1``; others become text.
-
-    Demo images (a compiled prompt's worked examples) are part of the prompt: always kept.
-    """
-    if keep is None:
-        return messages
-    positions = [
-        (m_index, p_index)
-        for m_index, message in enumerate(messages)
-        for p_index, part in enumerate(message.content)
-        if isinstance(part, ImagePart) and not (part.artifact and part.artifact.kind == "demo")
-    ]
-    kept = set(positions[:1] + (positions[1:][-(keep - 1) :] if keep > 1 else []))
-    pruned: list[Message] = []
-    for m_index, message in enumerate(messages):
-        if not any(
-            (m_index, p) in positions and (m_index, p) not in kept
-            for p in range(len(message.content))
-        ):
-            pruned.append(message)
-            continue
-        parts: list[TextPart | ImagePart] = []
-        for p_index, part in enumerate(message.content):
-            if isinstance(part, ImagePart) and (m_index, p_index) not in kept:
-                region = part.artifact.region if part.artifact else None
-                where = f" of region {region}" if region else ""
-                parts.append(TextPart(text=f"[an earlier image{where} was removed to save space]"))
-            else:
-                parts.append(part)
-        pruned.append(message.model_copy(update={"content": parts}))
-    return pruned
 
 
 def _iou(a: Region, b: Region) -> float:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, RootModel
 
-from medagent.agents.giant import prune_images
 from medagent.agents.insight._context import RunContext
 from medagent.agents.insight._outputs import AnswerAction, InsightAnswer, action_schema
 from medagent.agents.insight._report import Insight, InsightEvent, QuestionRecord
 from medagent.agents.insight._tools import ToolAction, execute, tool_lines
-from medagent.models import Message
+from medagent.models import Message, prune_images
 from medagent.prompts import load_template
 
 __all__ = ["investigate"]

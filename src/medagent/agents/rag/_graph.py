@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from medagent.agents.giant import normalize_answer
+from medagent.agents.base import normalize_answer
 from medagent.agents.rag._pairs import FourRuns, noise_image
 from medagent.agents.rag._prompt import (
     RAGAnswer,

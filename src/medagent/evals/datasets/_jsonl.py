@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medagent.agents.giant import normalize_answer
+from medagent.agents.base import normalize_answer
 from medagent.errors import InputError
 from medagent.evals._records import EvalItem
 from medagent.evals.datasets._base import (

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from medagent.agents.giant import normalize_answer
+from medagent.agents.base import normalize_answer
 from medagent.errors import ConfigError, InputError
 from medagent.evals._records import EvalItem, MetricType
 from medagent.evals.datasets._base import (
