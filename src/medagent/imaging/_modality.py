@@ -46,13 +46,18 @@ class Modality(BaseModel):
             return "pixel spacing unknown"
         unit = self.unit or ("mm" if mpp >= 50 else "µm")
         value = mpp / 1000.0 if unit == "mm" else mpp
-        return f"{value:.3g} {unit} per pixel"
+        return f"{_number(value)} {unit} per pixel"
 
     def length(self, microns: float) -> str:
         """A physical length in this kind's unit (``microns`` in µm)."""
         unit = self.unit or ("mm" if microns >= 1000 else "µm")
         value = microns / 1000.0 if unit == "mm" else microns
-        return f"{value:.3g} {unit}"
+        return f"{_number(value)} {unit}"
+
+
+def _number(value: float) -> str:
+    """Three significant digits, without an exponent for large values."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 MODALITIES: dict[ModalityKind, Modality] = {
