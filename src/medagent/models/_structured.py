@@ -170,7 +170,7 @@ async def ask_with_corrections(
         if value is not None:
             return Attempts(value, replies, errors)
         errors.append(reason or "the answer did not match the schema")
-        history += [Message.assistant(reply.text or "(empty)"), correction(errors[-1])]
+        history = [*history, Message.assistant(reply.text or "(empty)"), correction(errors[-1])]
     return Attempts(None, replies, errors)
 
 
