@@ -269,7 +269,7 @@ def eval_report(
 
     Several runs are shown side by side. Failed items count as wrong answers.
     """
-    from medagent.evals._report import load_run, render_html, render_markdown
+    from medagent.evals import load_run, render_html, render_markdown
 
     reports = [load_run(run, replicates=replicates, seed=seed) for run in runs]
     for report in reports:

@@ -43,8 +43,7 @@ def model_check(
 
       medagent model check --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
     """
-    from medagent.models import build_model
-    from medagent.models._check import run_checks
+    from medagent.models import build_model, run_checks
 
     settings = build_settings(
         backend=backend,

@@ -156,8 +156,7 @@ def optimize(
     candidate and its score. --budget caps the model calls of the whole search: it stops there
     and keeps the best program scored so far. Use the same backend and model to evaluate.
     """
-    from medagent.evals import load_dataset
-    from medagent.evals._methods import vqa_example, vqa_metric
+    from medagent.evals import load_dataset, vqa_example, vqa_metric
     from medagent.evals.datasets import DatasetKind
     from medagent.models import GenerateParams, build_model
     from medagent.prompts import BootstrapFewShot, InstructionSearch, RandomSearch, vqa_program
