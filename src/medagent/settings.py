@@ -50,8 +50,11 @@ class Settings(BaseSettings):
         description="Forced tool calls: native tool calling, JSON-schema decoding, or native "
         "with a schema retry when the server ignores the forced choice.",
     )
-    image_long_side: int = Field(
-        1024, ge=32, description="Long side of images sent to models (never upscaled)."
+    image_long_side: int | None = Field(
+        None,
+        ge=32,
+        description="The most pixels on an image's long side a server accepts; agents render "
+        "at most this. None: no cap.",
     )
     device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:1, mps.")
     dtype: str = Field("auto", description="transformers backend: auto, float32, bfloat16, ...")

@@ -32,7 +32,7 @@ from medagent.models._structured import (
 from medagent.models._sync import SyncChatModel
 from medagent.models._transformers import TransformersBackend
 from medagent.models._vllm import VLLMBackend
-from medagent.models._wire import forced_tool_call_schema
+from medagent.models._wire import RAW_IMAGE_LONG_SIDE, forced_tool_call_schema
 from medagent.models.base import (
     ChatModel,
     GenerateParams,
@@ -40,6 +40,7 @@ from medagent.models.base import (
     StreamingChatModel,
     Usage,
     UsageTotals,
+    image_cap,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "ImagePart",
     "Message",
     "OpenAIBackend",
+    "RAW_IMAGE_LONG_SIDE",
     "RecordedRequest",
     "Reply",
     "RetryPolicy",
@@ -73,6 +75,7 @@ __all__ = [
     "extract_json",
     "forced_tool_call_schema",
     "generate_structured",
+    "image_cap",
     "parse_structured",
     "prune_images",
     "request_key",

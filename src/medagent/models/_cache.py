@@ -27,6 +27,7 @@ from medagent.models.base import (
     Reply,
     StreamingChatModel,
     UsageTotals,
+    image_cap,
 )
 
 __all__ = ["CachedModel", "request_key"]
@@ -92,6 +93,11 @@ class CachedModel:
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT)")
         self._db.commit()
+
+    @property
+    def image_long_side(self) -> int | None:
+        """The wrapped backend's cap on images, so agents render within it."""
+        return image_cap(self.inner)
 
     async def generate(
         self,

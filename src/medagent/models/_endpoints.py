@@ -1,4 +1,4 @@
-"""Retry timing and a pool of endpoints for the HTTP backend.
+"""Retry timing, retryable failures and a pool of endpoints for the HTTP backend.
 
 Batch evaluations spread requests over several vLLM servers; one that keeps failing is set
 aside for a cool-down instead of eating every retry.
@@ -13,7 +13,27 @@ from email.utils import parsedate_to_datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Endpoint", "EndpointPool", "RetryPolicy", "parse_retry_after"]
+from medagent.errors import ModelError
+
+__all__ = [
+    "Endpoint",
+    "EndpointPool",
+    "RETRYABLE_STATUS",
+    "RetryPolicy",
+    "Retryable",
+    "parse_retry_after",
+]
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses worth another try: timeouts, conflicts, rate limits, server errors."""
+
+
+class Retryable(Exception):
+    """One failed attempt that may succeed if tried again; ``error`` is what to report if not."""
+
+    def __init__(self, error: ModelError, retry_after: float | None = None) -> None:
+        self.error = error
+        self.retry_after = retry_after
 
 
 class RetryPolicy(BaseModel):

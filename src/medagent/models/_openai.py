@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -25,8 +27,16 @@ from medagent.errors import (
     ModelTimeoutError,
     ModelUnavailableError,
 )
-from medagent.models._endpoints import Endpoint, EndpointPool, RetryPolicy, parse_retry_after
+from medagent.models._endpoints import (
+    RETRYABLE_STATUS,
+    Endpoint,
+    EndpointPool,
+    Retryable,
+    RetryPolicy,
+    parse_retry_after,
+)
 from medagent.models._messages import Message, ToolSpec
+from medagent.models._sse import StreamAssembly, read_chunk, sse_data
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
     forced_tool_call_schema,
@@ -51,16 +61,29 @@ decoding of ``{"name", "arguments"}`` (``schema``), or native with a schema retr
 server ignored the forced choice (``auto``)."""
 
 _CONNECTIONS_PER_CLIENT = 8
-_RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-_TOOL_BLOCK = "<tool_call>"
 
 
-class _Retryable(Exception):
-    """One failed attempt that may succeed if tried again."""
+@dataclass(frozen=True)
+class _Completion:
+    """A chat completion received; ``shown``: its text was already yielded piece by piece."""
 
-    def __init__(self, error: ModelError, retry_after: float | None = None) -> None:
-        self.error = error
-        self.retry_after = retry_after
+    data: dict[str, Any]
+    shown: bool = False
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """The completion that ended a request, with where and after how many attempts."""
+
+    completion: _Completion
+    endpoint: Endpoint
+    attempts: int
+    latency_s: float
+
+
+_Attempt = Callable[[Endpoint], AsyncGenerator[str | _Completion, None]]
+"""One try of a request on one endpoint: text pieces to show (streaming only), then one
+``_Completion``; raises ``Retryable`` when another try may succeed."""
 
 
 class OpenAIBackend:
@@ -69,7 +92,8 @@ class OpenAIBackend:
     Retries (with exponential backoff and jitter) cover connection errors, timeouts, 429 (its
     ``Retry-After`` honoured), 5xx and unreadable bodies. Other 4xx answers are the caller's
     mistake and are reported at once with the server's message. ``generate_stream`` retries the
-    same failures until the first chunk of a stream arrives, never after.
+    same failures until the first chunk of a stream arrives, never after. ``image_long_side``
+    caps the images sent (``None``: no cap; see ``sent_long_side``).
     """
 
     def __init__(
@@ -81,7 +105,7 @@ class OpenAIBackend:
         timeout_s: float = 120.0,
         retry: RetryPolicy | None = None,
         concurrency: int = 8,
-        image_long_side: int = 1024,
+        image_long_side: int | None = None,
         structured_field: StructuredOutputField = "response_format",
         tool_mode: ToolMode = "auto",
         failure_threshold: int = 3,
@@ -245,42 +269,21 @@ class OpenAIBackend:
         body = self.build_request(
             messages, tools=tools, params=params, artifacts=artifacts, stream=True
         )
-        started = time.perf_counter()
-        last: _Retryable | None = None
-        for attempt in range(1, self.retry.max_retries + 2):
-            if last is not None:
-                await asyncio.sleep(self.retry.delay(attempt - 1, last.retry_after, self._rng))
-            endpoint = self.pool.pick()
-            assembly = _StreamAssembly(hide_tool_blocks=bool(tools))
-            try:
-                # Closed at once if our caller stops early: it holds a connection and a slot.
-                async with contextlib.aclosing(self._stream(endpoint, body, assembly)) as pieces:
-                    async for piece in pieces:
-                        yield piece
-            except _Retryable as failure:
-                self.pool.record_failure(endpoint)
-                last = failure
-                continue
-            except ModelError:
-                self.usage_totals.failures += 1
-                raise
-            self.pool.record_success(endpoint)
-            reply = self._reply(
-                assembly.whole or assembly.completion(),
-                None,
-                bool(tools),
-                False,
-                endpoint,
-                attempt,
-                time.perf_counter() - started,
-            )
-            self.usage_totals.add(reply.usage)
-            if assembly.whole is not None and reply.text:
-                yield reply.text  # the server ignored "stream": its text comes in one piece
-            yield reply
-            return
-        assert last is not None
-        raise self._gave_up(last)
+        hide_tool_blocks = bool(tools)
+        answered: _Answered | None = None
+        attempts = self._attempts(lambda endpoint: self._stream(endpoint, body, hide_tool_blocks))
+        async with contextlib.aclosing(attempts) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    yield item
+                else:
+                    answered = item
+        assert answered is not None
+        reply = self._reply(answered.completion.data, None, bool(tools), False, answered)
+        self.usage_totals.add(reply.usage)
+        if not answered.completion.shown and reply.text:
+            yield reply.text  # the server ignored "stream": its text comes in one piece
+        yield reply
 
     async def _complete(
         self,
@@ -299,49 +302,67 @@ class OpenAIBackend:
             artifacts=artifacts,
             tool_mode=tool_mode,
         )
+        answered: _Answered | None = None
+        async for item in self._attempts(lambda endpoint: self._post(endpoint, body)):
+            if isinstance(item, _Answered):
+                answered = item
+        assert answered is not None
+        schema_call = (
+            tool_mode == "schema"
+            and forced_tool_call_schema(tools or [], params.tool_choice) is not None
+        )
+        reply = self._reply(answered.completion.data, schema, bool(tools), schema_call, answered)
+        self.usage_totals.add(reply.usage)
+        return reply
+
+    async def _attempts(self, attempt: _Attempt) -> AsyncGenerator[str | _Answered, None]:
+        """The retry loop of every request: ``attempt`` on one endpoint after another.
+
+        Yields the text pieces an attempt yields as they come, then one ``_Answered``. An
+        attempt raising ``Retryable`` (only before any piece) is tried again after a backoff;
+        any other ``ModelError`` ends the request at once, and so does the last retry's failure.
+        """
         started = time.perf_counter()
-        last: _Retryable | None = None
-        for attempt in range(1, self.retry.max_retries + 2):
+        last: Retryable | None = None
+        for number in range(1, self.retry.max_retries + 2):
             if last is not None:
-                await asyncio.sleep(self.retry.delay(attempt - 1, last.retry_after, self._rng))
+                await asyncio.sleep(self.retry.delay(number - 1, last.retry_after, self._rng))
             endpoint = self.pool.pick()
+            completion: _Completion | None = None
             try:
-                data = await self._post(endpoint, body)
-            except _Retryable as failure:
+                # Closed at once if our caller stops early: it holds a connection and a slot.
+                async with contextlib.aclosing(attempt(endpoint)) as items:
+                    async for item in items:
+                        if isinstance(item, str):
+                            yield item
+                        else:
+                            completion = item
+            except Retryable as failure:
                 self.pool.record_failure(endpoint)
                 last = failure
                 continue
             except ModelError:
                 self.usage_totals.failures += 1
                 raise
+            assert completion is not None
             self.pool.record_success(endpoint)
-            schema_call = (
-                tool_mode == "schema"
-                and forced_tool_call_schema(tools or [], params.tool_choice) is not None
-            )
-            reply = self._reply(
-                data,
-                schema,
-                bool(tools),
-                schema_call,
-                endpoint,
-                attempt,
-                time.perf_counter() - started,
-            )
-            self.usage_totals.add(reply.usage)
-            return reply
+            yield _Answered(completion, endpoint, number, time.perf_counter() - started)
+            return
         assert last is not None
         raise self._gave_up(last)
 
-    def _gave_up(self, last: _Retryable) -> ModelError:
-        """The last attempt's error, counted and saying how many attempts were made."""
+    def _gave_up(self, last: Retryable) -> ModelError:
+        """The last attempt's error, counted, as a new error saying how many attempts were made."""
         self.usage_totals.failures += 1
         self.usage_totals.retries += self.retry.max_retries
-        error = last.error
-        error.args = (f"{error} (gave up after {self.retry.max_retries + 1} attempts)",)
+        error = copy.copy(last.error)  # same class and fields; the original stays as raised
+        error.args = (f"{last.error} (gave up after {self.retry.max_retries + 1} attempts)",)
         return error
 
-    async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(
+        self, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncGenerator[str | _Completion, None]:
+        """One whole (not streamed) attempt: yields the completion only."""
         url = f"{endpoint.url}/chat/completions"
         async with endpoint.slots:
             try:
@@ -349,13 +370,13 @@ class OpenAIBackend:
             except httpx.TimeoutException:
                 raise self._no_answer(endpoint) from None
             except httpx.TransportError as exc:
-                raise _Retryable(_unreachable(endpoint.url, exc)) from None
-        if response.status_code == 200:
-            return _completion_json(endpoint, response)
-        raise _status_error(endpoint, response)
+                raise Retryable(_unreachable(endpoint.url, exc)) from None
+        if response.status_code != 200:
+            raise _status_error(endpoint, response)
+        yield _Completion(_completion_json(endpoint, response))
 
-    def _no_answer(self, endpoint: Endpoint) -> _Retryable:
-        return _Retryable(
+    def _no_answer(self, endpoint: Endpoint) -> Retryable:
+        return Retryable(
             ModelTimeoutError(
                 f"the model server at {endpoint.url} did not answer within "
                 f"{self.timeout_s:g} s; raise --timeout or check the server's load",
@@ -364,13 +385,14 @@ class OpenAIBackend:
         )
 
     async def _stream(
-        self, endpoint: Endpoint, body: dict[str, Any], assembly: _StreamAssembly
-    ) -> AsyncGenerator[str, None]:
-        """One streamed attempt: yields the text to show as chunks arrive into ``assembly``.
+        self, endpoint: Endpoint, body: dict[str, Any], hide_tool_blocks: bool
+    ) -> AsyncGenerator[str | _Completion, None]:
+        """One streamed attempt: yields the text to show as chunks arrive, then the completion.
 
-        Raises ``_Retryable`` only while no chunk has arrived; after that, failures are final.
+        Raises ``Retryable`` only while no chunk has arrived; after that, failures are final.
         """
         url = f"{endpoint.url}/chat/completions"
+        assembly = StreamAssembly(hide_tool_blocks=hide_tool_blocks)
         async with endpoint.slots:
             try:
                 async with self._http().stream(
@@ -380,14 +402,14 @@ class OpenAIBackend:
                         await response.aread()
                         raise _status_error(endpoint, response)
                     if "text/event-stream" not in response.headers.get("content-type", ""):
-                        await response.aread()
-                        assembly.whole = _completion_json(endpoint, response)
+                        await response.aread()  # the server ignored "stream": a whole answer
+                        yield _Completion(_completion_json(endpoint, response))
                         return
-                    async for data in _sse_data(response):
+                    async for data in sse_data(response):
                         if data.strip() == "[DONE]":
                             assembly.done = True
                             break
-                        piece = assembly.add(_chunk(endpoint, data, assembly.chunks))
+                        piece = assembly.add(read_chunk(endpoint, data, assembly.chunks))
                         if piece:
                             yield piece
             except httpx.TimeoutException:
@@ -401,17 +423,15 @@ class OpenAIBackend:
                 ) from None
             except httpx.TransportError as exc:
                 if not assembly.chunks:
-                    raise _Retryable(_unreachable(endpoint.url, exc)) from None
+                    raise Retryable(_unreachable(endpoint.url, exc)) from None
                 self.pool.record_failure(endpoint)
                 raise ModelUnavailableError(
                     f"the stream from {endpoint.url} broke off after {assembly.chunks} chunks "
                     f"({type(exc).__name__}); the partial reply was dropped",
                     endpoint=endpoint.url,
                 ) from None
-        if assembly.whole is not None:
-            return
         if not assembly.chunks:
-            raise _Retryable(
+            raise Retryable(
                 ModelResponseError(
                     f"the server at {endpoint.url} sent an empty stream",
                     endpoint=endpoint.url,
@@ -428,6 +448,7 @@ class OpenAIBackend:
         tail = assembly.flush()
         if tail:
             yield tail
+        yield _Completion(assembly.completion(), shown=True)
 
     def _reply(
         self,
@@ -435,9 +456,7 @@ class OpenAIBackend:
         schema: type[BaseModel] | None,
         tools_given: bool,
         schema_call: bool,
-        endpoint: Endpoint,
-        attempts: int,
-        latency_s: float,
+        answered: _Answered,
     ) -> Reply:
         choice = data["choices"][0]
         message = choice.get("message") or {}
@@ -461,166 +480,13 @@ class OpenAIBackend:
             usage=Usage(
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
-                latency_s=latency_s,
-                attempts=attempts,
+                latency_s=answered.latency_s,
+                attempts=answered.attempts,
             ),
             model=str(data.get("model") or self.name),
-            endpoint=endpoint.url,
+            endpoint=answered.endpoint.url,
             raw=data,
         )
-
-
-class _StreamAssembly:
-    """A streamed completion put back together: text, tool calls by index, finish, usage.
-
-    ``completion()`` gives it the shape of a whole (non-streamed) completion, so both paths
-    read replies with the same code. ``whole`` holds the body of a server that ignored
-    ``"stream": true`` and answered at once.
-    """
-
-    def __init__(self, *, hide_tool_blocks: bool) -> None:
-        self.hide_tool_blocks = hide_tool_blocks
-        self.chunks = 0
-        self.done = False
-        self.whole: dict[str, Any] | None = None
-        self.text = ""
-        self.calls: dict[int, dict[str, Any]] = {}
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.meta: dict[str, Any] = {}
-        self._shown = 0  # characters of text already yielded
-        self._block_at: int | None = None  # where a <tool_call> block began: no text after
-
-    def add(self, chunk: dict[str, Any]) -> str:
-        """Take one chunk; returns the text that may be shown now."""
-        self.chunks += 1
-        for key in ("id", "created", "model"):
-            if key not in self.meta and chunk.get(key) is not None:
-                self.meta[key] = chunk[key]
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]  # the last one counts (vLLM may send running totals)
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if isinstance(content, str):
-                self.text += content
-            for fragment in delta.get("tool_calls") or []:
-                if isinstance(fragment, dict):
-                    self._add_call(fragment)
-            if choice.get("finish_reason"):
-                self.finish_reason = str(choice["finish_reason"])
-        return self._showable(final=False)
-
-    def flush(self) -> str:
-        """Text held back at the end because it might have begun a ``<tool_call>`` tag."""
-        return self._showable(final=True)
-
-    def _showable(self, *, final: bool) -> str:
-        end = len(self.text)
-        if self.hide_tool_blocks:
-            if self._block_at is None:
-                # A tag cannot start before what was shown: a possible start is held back.
-                found = self.text.find(_TOOL_BLOCK, self._shown)
-                self._block_at = found if found >= 0 else None
-            if self._block_at is not None:
-                end = self._block_at
-            elif not final:
-                end -= _partial_tag(self.text)
-        piece = self.text[self._shown : end] if end > self._shown else ""
-        self._shown = max(self._shown, end)
-        return piece
-
-    def _add_call(self, fragment: dict[str, Any]) -> None:
-        index = fragment.get("index")
-        if not isinstance(index, int):
-            # Servers that leave the index out send each call whole: a new id is a new call.
-            known = {call["id"] for call in self.calls.values()}
-            new = not self.calls or (fragment.get("id") and fragment.get("id") not in known)
-            index = len(self.calls) if new else max(self.calls)
-        call = self.calls.setdefault(
-            index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-        )
-        if fragment.get("id") and not call["id"]:
-            call["id"] = str(fragment["id"])
-        function = fragment.get("function") or {}
-        if function.get("name") and not call["function"]["name"]:
-            call["function"]["name"] = str(function["name"])
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            call["function"]["arguments"] += arguments
-        elif isinstance(arguments, dict):
-            call["function"]["arguments"] = json.dumps(arguments)
-
-    def completion(self) -> dict[str, Any]:
-        """The stream as the completion a non-streamed request would have returned."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
-        if self.calls:
-            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
-        data: dict[str, Any] = {
-            **self.meta,
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
-        }
-        if self.usage is not None:
-            data["usage"] = self.usage
-        return data
-
-
-def _partial_tag(text: str) -> int:
-    """How many characters at the end of ``text`` could be the start of ``<tool_call>``."""
-    for size in range(min(len(_TOOL_BLOCK) - 1, len(text)), 0, -1):
-        if text.endswith(_TOOL_BLOCK[:size]):
-            return size
-    return 0
-
-
-async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The ``data`` of each server-sent event; comments and other fields are skipped."""
-    lines: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if lines:
-                yield "\n".join(lines)
-                lines = []
-            continue
-        name, _, value = line.partition(":")
-        if name == "data":
-            lines.append(value.removeprefix(" "))
-    if lines:
-        yield "\n".join(lines)
-
-
-def _chunk(endpoint: Endpoint, data: str, received: int) -> dict[str, Any]:
-    """One event's JSON chunk; a server's error event or an unreadable chunk raises."""
-    try:
-        chunk = json.loads(data)
-        if not isinstance(chunk, dict):
-            raise ValueError("not an object")
-    except (json.JSONDecodeError, ValueError):
-        error = ModelResponseError(
-            f"the stream from {endpoint.url} sent a chunk that is not JSON after {received} "
-            f"chunks: {data[:120]!r}",
-            endpoint=endpoint.url,
-            status_code=200,
-            body=data[:2000],
-        )
-        raise (error if received else _Retryable(error)) from None
-    if "error" in chunk or chunk.get("object") == "error":
-        detail = chunk.get("error", chunk)
-        message = detail.get("message", detail) if isinstance(detail, dict) else detail
-        code = detail.get("code") if isinstance(detail, dict) else None
-        error = ModelResponseError(
-            f"the server at {endpoint.url} reported an error in the stream: "
-            + " ".join(str(message).split())[:300],
-            endpoint=endpoint.url,
-            status_code=code if isinstance(code, int) else None,
-            body=data[:2000],
-        )
-        retry = not received and isinstance(code, int) and code in _RETRYABLE_STATUS
-        raise (_Retryable(error) if retry else error)
-    return chunk
 
 
 def _completion_json(endpoint: Endpoint, response: httpx.Response) -> dict[str, Any]:
@@ -630,7 +496,7 @@ def _completion_json(endpoint: Endpoint, response: httpx.Response) -> dict[str, 
         if not isinstance(data, dict) or not data.get("choices"):
             raise ValueError("no choices")
     except (json.JSONDecodeError, ValueError):
-        raise _Retryable(
+        raise Retryable(
             ModelResponseError(
                 f"the server at {endpoint.url} sent a reply that is not a chat "
                 f"completion: {response.text[:120]!r}",
@@ -651,8 +517,8 @@ def _status_error(endpoint: Endpoint, response: httpx.Response) -> Exception:
         status_code=response.status_code,
         body=response.text[:2000],
     )
-    if response.status_code in _RETRYABLE_STATUS:
-        return _Retryable(error, parse_retry_after(response.headers.get("retry-after")))
+    if response.status_code in RETRYABLE_STATUS:
+        return Retryable(error, parse_retry_after(response.headers.get("retry-after")))
     return error
 
 

@@ -105,6 +105,7 @@ class ScriptedModel:
     Errors in the script are raised as the real backends raise them (``ModelTimeoutError``,
     ``ModelResponseError``), so retry and failure paths can be tested without a server.
     With ``responder`` instead of ``replies``, each reply is computed from its request.
+    ``image_long_side`` plays a backend's cap on images, for tests of what agents render.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class ScriptedModel:
         *,
         responder: Responder | None = None,
         name: str = "scripted",
+        image_long_side: int | None = None,
     ) -> None:
         if (replies is None) == (responder is None):
             raise ConfigError("a scripted model needs exactly one of replies or responder")
@@ -125,6 +127,7 @@ class ScriptedModel:
         elif replies is not None:
             self.replies = [ScriptedReply.model_validate(r) for r in replies]
         self.name = name
+        self.image_long_side = image_long_side
         self.usage_totals = UsageTotals()
         self.requests: list[RecordedRequest] = []
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from medagent.artifacts import ArtifactStore
 from medagent.models._messages import Message, ToolSpec
-from medagent.models.base import ChatModel, GenerateParams, Reply
+from medagent.models.base import ChatModel, GenerateParams, Reply, image_cap
 
 __all__ = ["SyncChatModel"]
 
@@ -32,6 +32,11 @@ class SyncChatModel:
             target=self._loop.run_forever, name="medagent-sync-model", daemon=True
         )
         self._thread.start()
+
+    @property
+    def image_long_side(self) -> int | None:
+        """The wrapped backend's cap on images, so agents render within it."""
+        return image_cap(self.model)
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

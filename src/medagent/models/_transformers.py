@@ -16,13 +16,13 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel
 
-from medagent.artifacts import ArtifactStore, fit_long_side
+from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, DependencyMissingError, ModelError
 from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
     forced_tool_call_schema,
-    load_image,
+    sent_image,
     split_tool_calls,
     to_openai_tool_choice,
     to_openai_tools,
@@ -50,12 +50,13 @@ def _require(package: str, purpose: str = "The transformers backend") -> None:
 
 
 def to_template_messages(
-    messages: Sequence[Message], artifacts: ArtifactStore | None, image_long_side: int
+    messages: Sequence[Message], artifacts: ArtifactStore | None, image_long_side: int | None
 ) -> tuple[list[dict[str, Any]], list[Image.Image]]:
     """Messages in the chat-template format, and their images in order of appearance.
 
     Images become ``{"type": "image"}`` placeholders; the processor puts the pixels in place of
-    the image tokens the template renders, in the same order.
+    the image tokens the template renders, in the same order. ``image_long_side`` is the
+    backend's cap (``None``: none), applied as the HTTP backends apply it.
     """
     conversation: list[dict[str, Any]] = []
     images: list[Image.Image] = []
@@ -89,8 +90,8 @@ def to_template_messages(
     return conversation, images
 
 
-def _pixels(part: ImagePart, artifacts: ArtifactStore | None, long_side: int) -> Image.Image:
-    image = fit_long_side(load_image(part, artifacts), long_side)
+def _pixels(part: ImagePart, artifacts: ArtifactStore | None, cap: int | None) -> Image.Image:
+    image = sent_image(part, artifacts, cap)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -100,6 +101,7 @@ class TransformersBackend:
     The model loads on the first ``generate`` (or an explicit ``load()``). Generation blocks, so
     it runs in a worker thread, one request at a time per backend: a single in-process model
     gains nothing from concurrent requests and the seed would not be reproducible.
+    ``image_long_side`` caps the images handed to the processor (``None``: no cap).
     """
 
     def __init__(
@@ -108,12 +110,12 @@ class TransformersBackend:
         *,
         device: str = "auto",
         dtype: str = "auto",
-        image_long_side: int = 1024,
+        image_long_side: int | None = None,
         seed: int | None = None,
     ) -> None:
         if dtype not in _DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
-        if image_long_side < 1:
+        if image_long_side is not None and image_long_side < 1:
             raise ConfigError(f"image_long_side must be positive, not {image_long_side}")
         self.name = str(model)
         self.usage_totals = UsageTotals()

@@ -55,13 +55,16 @@ def vllm_sampling_kwargs(
 
 
 class VLLMBackend:
-    """An in-process vLLM engine. Needs the ``[vllm]`` extra and, in practice, a GPU."""
+    """An in-process vLLM engine. Needs the ``[vllm]`` extra and, in practice, a GPU.
+
+    ``image_long_side`` caps the images sent (``None``: no cap; raw images are bounded anyway).
+    """
 
     def __init__(
         self,
         model: str,
         *,
-        image_long_side: int = 1024,
+        image_long_side: int | None = None,
         max_model_len: int | None = None,
         max_images_per_prompt: int = 8,
         seed: int = 0,

@@ -1,6 +1,7 @@
 """The OpenAI chat-completions wire format, shared by the HTTP and in-process vLLM backends.
 
 Images become JPEG data URLs here and nowhere earlier: this is where bytes enter a request.
+How large an image goes out is decided once, by ``sent_long_side``, for every backend.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, To
 from medagent.models.base import GenerateParams, ToolChoice
 
 __all__ = [
+    "RAW_IMAGE_LONG_SIDE",
     "forced_tool_call_schema",
     "image_data_url",
     "load_image",
@@ -26,11 +28,30 @@ __all__ = [
     "parse_tool_calls",
     "response_format",
     "sampling_fields",
+    "sent_image",
+    "sent_long_side",
     "split_tool_calls",
     "to_openai_messages",
     "to_openai_tool_choice",
     "to_openai_tools",
 ]
+
+
+RAW_IMAGE_LONG_SIDE = 1024
+"""The long side raw images (``ImagePart.image`` / ``data``: a user's file, a dataset item) are
+shrunk to. Stored artifacts are views an agent rendered at the size the model should get, with
+a prompt stating their scale: they are sent as they are, bounded only by a backend's cap."""
+
+
+def sent_long_side(part: ImagePart, cap: int | None) -> int | None:
+    """The most pixels the long side of ``part`` may have when sent; ``None``: no bound.
+
+    ``cap`` is the backend's ``image_long_side`` (the most a server or model accepts). Agents
+    render at most the cap (``render_long_side``), so their artifacts pass unchanged.
+    """
+    if part.artifact is not None:
+        return cap
+    return RAW_IMAGE_LONG_SIDE if cap is None else min(cap, RAW_IMAGE_LONG_SIDE)
 
 
 def load_image(part: ImagePart, artifacts: ArtifactStore | None) -> Image.Image:
@@ -50,24 +71,34 @@ def load_image(part: ImagePart, artifacts: ArtifactStore | None) -> Image.Image:
     return decode_image(part.data, name="image bytes in the message").image
 
 
-def image_data_url(part: ImagePart, artifacts: ArtifactStore | None, long_side: int) -> str:
-    """A JPEG data URL no longer than ``long_side``; a stored JPEG that fits is sent as is."""
+def sent_image(part: ImagePart, artifacts: ArtifactStore | None, cap: int | None) -> Image.Image:
+    """The pixels of ``part`` as a backend sends them (see ``sent_long_side``)."""
+    image = load_image(part, artifacts)
+    bound = sent_long_side(part, cap)
+    return image if bound is None else fit_long_side(image, bound)
+
+
+def image_data_url(part: ImagePart, artifacts: ArtifactStore | None, cap: int | None) -> str:
+    """A JPEG data URL of ``part`` as sent; a stored JPEG within the bound goes as stored."""
     ref = part.artifact
+    bound = sent_long_side(part, cap)
     if (
         ref is not None
         and artifacts is not None
         and ref.media_type == "image/jpeg"
-        and max(ref.width, ref.height) <= long_side
+        and (bound is None or max(ref.width, ref.height) <= bound)
     ):
         return artifacts.data_url(ref)
-    image = fit_long_side(load_image(part, artifacts), long_side)
-    return data_url(to_jpeg(image))
+    return data_url(to_jpeg(sent_image(part, artifacts, cap)))
 
 
 def to_openai_messages(
-    messages: Sequence[Message], artifacts: ArtifactStore | None, image_long_side: int
+    messages: Sequence[Message], artifacts: ArtifactStore | None, image_long_side: int | None
 ) -> list[dict[str, Any]]:
-    """Messages as chat-completions dicts. A text-only turn is sent as a plain string."""
+    """Messages as chat-completions dicts. A text-only turn is sent as a plain string.
+
+    ``image_long_side`` is the backend's cap on images (``None``: none).
+    """
     out: list[dict[str, Any]] = []
     for message in messages:
         item: dict[str, Any] = {"role": message.role}

@@ -23,6 +23,7 @@ __all__ = [
     "ToolChoice",
     "Usage",
     "UsageTotals",
+    "image_cap",
 ]
 
 ToolChoice = Literal["auto", "required", "none"] | str
@@ -108,6 +109,12 @@ class ChatModel(Protocol):
     backend can; the reply is always validated (``Reply.parsed`` / ``Reply.parse_error``).
     ``artifacts`` resolves images given as ``ArtifactRef``. Transport failures raise
     ``medagent.errors.ModelError`` subclasses after the backend's retries.
+
+    A backend may also have ``image_long_side: int | None``, the most pixels on an image's long
+    side a server or model accepts (``None``: no cap); wrappers pass the wrapped one's on.
+    Agents render their views at most that (``medagent.agents.base.render_long_side``), so
+    stored images are sent as rendered and the scale a prompt states is true of the pixels.
+    Raw images (``ImagePart.image`` / ``data``) are bounded by ``RAW_IMAGE_LONG_SIDE`` too.
     """
 
     name: str
@@ -148,3 +155,13 @@ class StreamingChatModel(ChatModel, Protocol):
         params: GenerateParams | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> AsyncIterator[str | Reply]: ...
+
+
+def image_cap(model: object) -> int | None:
+    """The most pixels on an image's long side ``model`` sends (``image_long_side``), if capped.
+
+    Optional on a ``ChatModel`` (a Protocol member would make every model declare it):
+    backends and wrappers that have one expose it; anything else has no cap.
+    """
+    cap = getattr(model, "image_long_side", None)
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
