@@ -25,7 +25,7 @@ import tifffile
 from PIL import Image
 
 from cli_support import medagent
-from medagent.errors import RegionError, SlideOpenError
+from medagent.errors import SlideOpenError
 from medagent.imaging import ImageSlide, Region, open_image
 from medagent.testing import synthetic_tissue, write_pyramid_tiff
 
@@ -123,10 +123,3 @@ def test_any_reader_error_is_one_slide_open_error(error: BaseException) -> None:
     assert "\n" not in message
     assert message.startswith("/data/broken.xyz: reading level 0 at (x=10, y=20, w=30, h=40)")
     assert "check that it is complete" in message
-
-
-def test_a_level_that_does_not_exist_is_a_region_error() -> None:
-    slide = ImageSlide(Image.new("RGB", (300, 200), "white"), path=Path("plain.png"))
-    for level in (-1, 1, 99):
-        with pytest.raises(RegionError, match="has no level"):
-            slide.read(Region(x=0, y=0, width=10, height=10), level)

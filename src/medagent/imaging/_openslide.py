@@ -53,6 +53,7 @@ class OpenSlideSlide(Slide):
                 "the file may be truncated or corrupt",
                 path=str(path),
             ) from None
+        self._closed = False
         self._osr.set_cache(openslide.OpenSlideCache(tile_cache_bytes))
         self.format = self._osr.properties.get("openslide.vendor", "openslide")
         self._level_dimensions = [Size(width=w, height=h) for w, h in self._osr.level_dimensions]
@@ -100,9 +101,16 @@ class OpenSlideSlide(Slide):
         return flatten_rgba(self._osr.associated_images[name])
 
     def read(self, region: Region, level: int) -> Image.Image:
+        if self._closed:
+            raise SlideOpenError(
+                f"{self.path.name} was closed; open it again to read it", path=str(self.path)
+            )
         size = self.level_size_of(region, level)
         rgba = self._osr.read_region((region.x, region.y), level, (size.width, size.height))
         return flatten_rgba(rgba)
 
     def close(self) -> None:
-        self._osr.close()
+        # OpenSlide refuses a second close; ``with`` blocks and callers may both close.
+        if not self._closed:
+            self._closed = True
+            self._osr.close()
