@@ -87,38 +87,20 @@ def build_giant_graph(config: RunnableConfig | None = None) -> Any:
 
 def build_insight_graph(config: RunnableConfig | None = None) -> Any:
     """The MedInsightAgent graph for a goal over one or more images."""
-    from medagent.agents.insight import InsightConfig
-    from medagent.agents.insight._context import RunContext, Source
-    from medagent.agents.insight._graph import build_graph
+    from medagent.agents.insight import InsightAgent, InsightConfig, build_graph
 
     values = _configurable(config, "insight", "images", "goal")
     settings = Settings()
     folder = _run_dir(values, settings, "insight")
-    insight = InsightConfig()
     images = values["images"]
     paths = [images] if isinstance(images, str) else list(images)
-    searcher = _searcher(values.get("index"))
-    artifacts = ArtifactStore(folder / "artifacts")
-    sources = []
-    for number, path in enumerate(paths, start=1):
-        slide = open_image(path)
-        tools = ToolContext(
-            artifacts=artifacts,
-            slide=slide,
-            policy=RenderPolicy(long_side=insight.long_side),
-            segmenter=settings.segmenter(),
-            searcher=searcher,
-        )
-        sources.append(Source(number=number, slide=slide, tools=tools))
-    run = RunContext(
-        model=_model(settings),
-        config=insight,
-        goal=str(values["goal"]),
-        sources=sources,
-        artifacts=artifacts,
-        events_path=folder / "events.jsonl",
-        searcher=searcher,
+    agent = InsightAgent(
+        _model(settings),
+        InsightConfig(seed=settings.seed),
+        searcher=_searcher(values.get("index")),
+        segmenter=settings.segmenter(),
     )
+    run = agent.run_context([open_image(path) for path in paths], str(values["goal"]), folder)
     return build_graph(run).compile()
 
 

@@ -99,7 +99,9 @@ def test_a_compiled_program_changes_what_each_module_sends(
         insight_slide, tmp_path / "run", replies, load_compiled(tmp_path / "tuned.json")
     )
     roots, agent, composer, _, summary = requests
-    role = load_template("insight/role").text
+    role = load_template("insight/role").render(
+        reader="pathologist", images="a whole-slide pathology image"
+    )
     assert all(r.messages[0].role == "system" and r.messages[0].text == role for r in requests)
 
     assert [m.role for m in roots.messages] == ["system", "user", "assistant", "user"]

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from medagent._files import write_json_atomic
-from medagent._version import package_versions
+from medagent.agents.base import (
+    ProgramRef,
+    RunManifest,
+    new_run_dir,
+    render_long_side,
+    run_sync,
+)
 from medagent.agents.insight._config import InsightConfig
-from medagent.agents.insight._context import RunContext, Source
+from medagent.agents.insight._context import RunContext, Source, role_prompt
 from medagent.agents.insight._graph import InsightState, build_graph
 from medagent.agents.insight._modules import rank_insights
 from medagent.agents.insight._outputs import MAX_IMAGES
@@ -92,15 +95,7 @@ class InsightAgent:
         self, images: ImagesArg, goal: str, *, run_dir: str | Path | None = None
     ) -> InsightReport:
         """Blocking form of ``arun`` (works inside notebooks too)."""
-        coroutine = self.arun(images, goal, run_dir=run_dir)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coroutine)
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, coroutine).result()
+        return run_sync(self.arun(images, goal, run_dir=run_dir))
 
     async def arun(
         self, images: ImagesArg, goal: str, *, run_dir: str | Path | None = None
@@ -114,7 +109,7 @@ class InsightAgent:
         if len(given) > MAX_IMAGES:
             raise ConfigError(f"{len(given)} images given; at most {MAX_IMAGES} per run")
         opened = [item if isinstance(item, Slide) else open_image(item) for item in given]
-        directory = Path(run_dir) if run_dir else self._new_run_dir()
+        directory = Path(run_dir) if run_dir else new_run_dir(self.runs_dir)
         try:
             return await self._run(opened, goal.strip(), directory)
         finally:
@@ -123,39 +118,33 @@ class InsightAgent:
                     slide.close()
 
     # -- internals ----------------------------------------------------------------------------
-    def _new_run_dir(self) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        return self.runs_dir / f"{stamp}-{uuid.uuid4().hex[:6]}"
-
-    def _manifest(self, slides: list[Slide], goal: str, run_id: str) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "method": "insight",
-            "goal": goal,
-            "images": [str(s.path.resolve()) for s in slides],
-            "model": self.model.name,
-            "backend": type(self.model).__name__,
-            "config": self.config.model_dump(mode="json"),
-            "index": self.searcher is not None,
-            "prompts": prompt_hashes(),
-            "prompt_program": (
-                {"name": self.prompts.name, "sha256": self.prompts.sha256()}
+    def _manifest(self, slides: list[Slide], goal: str, long_side: int) -> RunManifest:
+        """What this run is; the role as sent names the images' kinds, so it is hashed too."""
+        return RunManifest.for_model(
+            self.model,
+            agent="insight",
+            method="insight",
+            inputs={
+                "goal": goal,
+                "images": [str(s.path.resolve()) for s in slides],
+                "index": self.searcher is not None,
+            },
+            config=self.config.model_dump(mode="json"),
+            prompts=prompt_hashes(),
+            prompt_program=(
+                ProgramRef(name=self.prompts.name, sha256=self.prompts.sha256())
                 if self.prompts is not None
                 else None
             ),
-            "versions": package_versions(),
-            "seed": self.config.seed,
-            "created_at": datetime.now(UTC).isoformat(),
-        }
+            image_long_side=long_side,
+            seed=self.config.seed,
+        ).with_rendered(system=role_prompt(slides))
 
-    async def _run(self, slides: list[Slide], goal: str, directory: Path) -> InsightReport:
-        directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once per run
-        run_id = uuid.uuid4().hex[:12]
-        manifest = self._manifest(slides, goal, run_id)
-        write_json_atomic(directory / "manifest.json", manifest)
-        events = directory / "events.jsonl"
-        events.write_text("")  # a rerun in the same folder starts its log afresh
+    def run_context(self, slides: list[Slide], goal: str, directory: Path) -> RunContext:
+        """What the graph's nodes share for one run in ``directory`` (for ``build_graph``):
+        each image with its tools, rendering at the long side the model will receive."""
         artifacts = ArtifactStore(directory / "artifacts")
+        long_side = render_long_side(self.model, self.config.long_side)
         sources = [
             Source(
                 number=number,
@@ -163,34 +152,39 @@ class InsightAgent:
                 tools=ToolContext(
                     artifacts=artifacts,
                     slide=slide,
-                    policy=RenderPolicy(long_side=self.config.long_side),
+                    policy=RenderPolicy(long_side=long_side),
                     segmenter=self.segmenter,
                     searcher=self.searcher,
                 ),
             )
             for number, slide in enumerate(slides, start=1)
         ]
-        run = RunContext(
+        return RunContext(
             model=self.model,
             config=self.config,
             goal=goal,
             sources=sources,
             artifacts=artifacts,
-            events_path=events,
+            events_path=directory / "events.jsonl",
             searcher=self.searcher,
             on_event=self.on_event,
             prompts=self.prompts,
         )
+
+    async def _run(self, slides: list[Slide], goal: str, directory: Path) -> InsightReport:
+        manifest = self._manifest(slides, goal, render_long_side(self.model, self.config.long_side))
+        manifest.write(directory)
+        run = self.run_context(slides, goal, directory)
+        run.events_path.write_text("")  # a rerun in the same folder starts its log afresh
         started = time.perf_counter()
         app = build_graph(run).compile()
-        state: dict[str, Any]
+        state: InsightState
         try:
-            state = dict(
-                await asyncio.wait_for(
-                    app.ainvoke(InsightState(), {"recursion_limit": 4 * self.config.depth + 10}),
-                    timeout=self.config.timeout_s,
-                )
+            final = await asyncio.wait_for(
+                app.ainvoke(InsightState(), {"recursion_limit": 4 * self.config.depth + 10}),
+                timeout=self.config.timeout_s,
             )
+            state = InsightState(status=final.get("status", "running"), error=final.get("error"))
         except TimeoutError:
             state = {
                 "status": "timeout",
@@ -202,7 +196,7 @@ class InsightAgent:
             run.ranked = rank_insights(run.insights)
         status, error = self._status(run, state)
         report = InsightReport(
-            run_id=run_id,
+            run_id=manifest.run_id,
             run_dir=str(directory),
             goal=goal,
             status=status,
@@ -211,22 +205,22 @@ class InsightAgent:
             insights=run.ranked,
             findings=run.findings,
             questions=run.questions,
-            sources=[s.record() for s in sources],
+            sources=[s.record() for s in run.sources],
             trace=run.trace,
             model=self.model.name,
             config=self.config.model_dump(mode="json"),
-            started_at=manifest["created_at"],
+            started_at=manifest.created_at,
             finished_at=datetime.now(UTC).isoformat(),
             elapsed_s=time.perf_counter() - started,
         )
-        self._write(report, artifacts)
+        self._write(report, run.artifacts)
         self.on_event(InsightEvent(kind="done", text=status))
         return report
 
     @staticmethod
-    def _status(run: RunContext, state: dict[str, Any]) -> tuple[Status, str | None]:
+    def _status(run: RunContext, state: InsightState) -> tuple[Status, str | None]:
         """The run's status and, when it is not ``completed``, why."""
-        error: str | None = state.get("error")
+        error = state.get("error")
         if state.get("status") == "timeout":
             return "timeout", error
         if state.get("status") == "model_error":

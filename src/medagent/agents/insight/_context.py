@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
+from medagent.agents.base import image_words
 from medagent.agents.insight._config import InsightConfig
 from medagent.agents.insight._outputs import ToolName
 from medagent.agents.insight._prompts import MODULE_TEMPLATES
@@ -30,25 +31,74 @@ from medagent.agents.insight._report import (
     SourceImage,
 )
 from medagent.artifacts import ArtifactRef, ArtifactStore
-from medagent.imaging import ImageSlide, Slide
+from medagent.errors import ModelError
+from medagent.imaging import Slide
 from medagent.models import ChatModel, GenerateParams, Message, Structured, generate_structured
 from medagent.prompts import Program, demo_turns, fill_instructions, load_template
 from medagent.tools import ImageSearcher, ToolContext
 
-__all__ = ["ModelDown", "RunContext", "Source", "image_kind", "normalize_question"]
+__all__ = [
+    "RunContext",
+    "Source",
+    "image_kind",
+    "normalize_question",
+    "role_prompt",
+    "role_words",
+    "unit_words",
+]
 
 T = TypeVar("T", bound=BaseModel)
 
 
-class ModelDown(Exception):
-    """The model could not be reached (after the backend's retries): the run stops there."""
-
-
 def image_kind(slide: Slide) -> Literal["slide", "image"]:
-    """A whole-slide image, or a plain (radiology) image: the tools offered differ."""
-    if isinstance(slide, ImageSlide) or slide.format == "dicom":
-        return "image"
-    return "slide"
+    """A pathology slide (tissue tools apply), or any other image: the tools offered differ."""
+    return "slide" if slide.modality.kind == "pathology" else "image"
+
+
+def _plural(name: str, count: int) -> str:
+    return f"{count} {name}s" if count > 1 else name
+
+
+def role_words(slides: Sequence[Slide]) -> dict[str, str]:
+    """The role's slots for the run's images: who reads them and what they are, e.g.
+    ``reader`` "pathologist and radiologist", ``images`` "a whole-slide pathology image and
+    2 radiographs" — never a kind the images are not."""
+    readers: list[str] = []
+    counts: dict[str, int] = {}
+    articles: dict[str, str] = {}
+    for slide in slides:
+        words = image_words(slide)
+        if words["reader"] not in readers:
+            readers.append(words["reader"])
+        counts[words["image"]] = counts.get(words["image"], 0) + 1
+        articles[words["image"]] = words["a_image"]
+    named = [
+        articles[name] if count == 1 else _plural(name, count) for name, count in counts.items()
+    ]
+    images = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return {"reader": " and ".join(readers), "images": images}
+
+
+def role_prompt(slides: Sequence[Slide]) -> str:
+    """The system prompt every module sends: the role, filled with what the images are."""
+    return load_template("insight/role").render(**role_words(slides))
+
+
+def unit_words(slides: Sequence[Slide]) -> str:
+    """The units measurements come in: the images' own (µm for slides, mm for radiology), or
+    pixels where no spacing is known — never a unit an image without spacing could not give."""
+    units: list[str] = []
+    unknown = False
+    for slide in slides:
+        if slide.mpp_x is None:
+            unknown = True
+            continue
+        unit = slide.modality.unit or "µm/mm"
+        if unit not in units:
+            units.append(unit)
+    if not units:
+        return "level-0 pixels (the pixel spacing is unknown)"
+    return "/".join(units) + (" (pixels where the spacing is unknown)" if unknown else "")
 
 
 def normalize_question(text: str) -> str:
@@ -70,15 +120,13 @@ class Source:
         return image_kind(self.slide)
 
     def describe(self) -> str:
+        """What the image is, its size and its level-0 spacing (in the kind's unit), e.g.
+        "Image 2: a radiograph, 2000 x 2500 level-0 pixels, 0.15 mm per pixel"."""
         dims = self.slide.dimensions
-        spacing = (
-            f"{self.slide.mpp_x:.3g} µm per pixel"
-            if self.slide.mpp_x is not None
-            else "pixel spacing unknown"
-        )
-        what = "whole-slide image" if self.kind == "slide" else "image"
+        words = image_words(self.slide)
         return (
-            f"Image {self.number}: {what}, {dims.width} x {dims.height} level-0 pixels, {spacing}"
+            f"Image {self.number}: {words['a_image']}, {dims.width} x {dims.height} level-0 "
+            f"pixels, {words['spacing']}"
         )
 
     def record(self) -> SourceImage:
@@ -128,6 +176,10 @@ class RunContext:
             names += ["search_similar", "reports"]
         return names
 
+    def units(self) -> str:
+        """The units the run's measurements come in (see ``unit_words``)."""
+        return unit_words([s.slide for s in self.sources])
+
     def params(self) -> GenerateParams:
         return GenerateParams(
             max_tokens=self.config.max_tokens,
@@ -135,8 +187,12 @@ class RunContext:
             seed=self.config.seed,
         )
 
+    def role(self) -> str:
+        """The system prompt as sent (see ``role_prompt``)."""
+        return role_prompt([s.slide for s in self.sources])
+
     def system(self) -> Message:
-        return Message.system(load_template("insight/role").render())
+        return Message.system(self.role())
 
     def request(
         self, module: ModuleName, *intro: str | ArtifactRef, **values: object
@@ -182,7 +238,7 @@ class RunContext:
     ) -> T | None:
         """One module's request, with correction rounds; ``None`` when no valid reply came.
 
-        Every call is traced. An unreachable model raises ``ModelDown``: the graph ends the run
+        Every call is traced. An unreachable model raises ``ModelError``: the graph ends the run
         with status ``model_error`` rather than asking again at every branch.
         """
         started = time.perf_counter()
@@ -228,5 +284,5 @@ class RunContext:
             value: T = result.value
             return value
         if result.kind == "model_error":
-            raise ModelDown(result.reason)
+            raise ModelError(result.reason)
         return None

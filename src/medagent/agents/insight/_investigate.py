@@ -43,7 +43,7 @@ def _opening(run: RunContext, record: QuestionRecord, parent: Insight | None) ->
         question=record.question,
         parent=follows,
         findings=_findings_text(run),
-        tools=tool_lines(run.tools),
+        tools=tool_lines(run.tools, run.units()),
         steps=run.config.max_steps,
     )
 
@@ -53,7 +53,7 @@ async def investigate(
 ) -> Insight | None:
     """Answer ``record``'s question; the insight, or ``None`` (the record says why).
 
-    Raises ``ModelDown`` when the model cannot be reached.
+    Raises ``ModelError`` when the model cannot be reached.
     """
     config = run.config
     schema = action_schema(run.tools)

@@ -37,7 +37,7 @@ def _finding(run: RunContext, found: FindingOut) -> Finding:
             y=inside.y,
             width=inside.width,
             height=inside.height,
-            long_side=min(run.config.long_side, 512),
+            long_side=min(source.tools.policy.long_side, 512),
         )
     except MedagentError:
         return Finding(text=found.description, image=found.image, region=inside)
@@ -50,7 +50,8 @@ def show_overviews(run: RunContext) -> None:
     """Render each image's overview (with level-0 guides) once, for every module to show."""
     for source in run.sources:
         if source.overview is None:
-            source.overview = overview(source.tools, long_side=run.config.long_side).artifact
+            shown = overview(source.tools, long_side=source.tools.policy.long_side)
+            source.overview = shown.artifact
 
 
 async def find_roots(run: RunContext) -> list[QuestionRecord] | None:

@@ -52,10 +52,11 @@ ToolAction = (
 )
 
 
-def tool_lines(names: list[ToolName]) -> str:
-    """The reply formats of the offered tools, from the ``insight/tools`` template."""
+def tool_lines(names: list[ToolName], units: str) -> str:
+    """The reply formats of the offered tools, from the ``insight/tools`` template; ``units``
+    says what measurements come in (the images' unit, or pixels without spacing)."""
     sections: dict[str, str] = {}
-    for chunk in load_template("insight/tools").render().split("## ")[1:]:
+    for chunk in load_template("insight/tools").render(units=units).split("## ")[1:]:
         name, _, body = chunk.partition("\n")
         sections[name.strip()] = body.rstrip()
     return "\n".join(sections[name] for name in names)
@@ -249,7 +250,7 @@ def execute(
 def _run(action: ToolAction, ctx: ToolContext, config: InsightConfig) -> BaseModel:
     """The tool's output model, or a ``ToolFailure``."""
     if isinstance(action, ZoomAction):
-        return zoom.run(ctx, {**action.region.model_dump(), "long_side": config.long_side})
+        return zoom.run(ctx, {**action.region.model_dump(), "long_side": ctx.policy.long_side})
     if isinstance(action, RegionAction):
         return tissue.run(ctx, {"region": _box(action.region)})
     if isinstance(action, SegmentAction):
