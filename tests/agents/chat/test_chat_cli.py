@@ -47,6 +47,8 @@ def test_chat_prints_tool_calls_crops_and_answers(slide: Path, tmp_path: Path) -
     assert saved.exists() and saved.parent == out / "artifacts"
     assert "Glands." in lines and "A gland." in lines
     assert (out / "chat.sqlite").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["agent"] == "chat" and manifest["inputs"] == {"slide_path": str(slide)}
 
     # The same --out and --thread carry on the conversation, interactively from stdin.
     more = script(tmp_path / "more.jsonl", {"text": "Still glands."})
@@ -57,6 +59,8 @@ def test_chat_prints_tool_calls_crops_and_answers(slide: Path, tmp_path: Path) -
     assert again.returncode == 0, again.stderr
     assert "resuming 2 earlier turns" in again.stdout and "Still glands." in again.stdout
     assert "you> What is it?" in again.stdout  # /history replays the thread
+    # The folder is still the same run.
+    assert json.loads((out / "manifest.json").read_text())["run_id"] == manifest["run_id"]
 
 
 def test_chat_model_failure_exits_1_with_one_line(slide: Path, tmp_path: Path) -> None:

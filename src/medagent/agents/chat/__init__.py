@@ -7,11 +7,10 @@ tool calls and results, crops, the answer or an error, turn_end).
 
 from medagent.agents.chat._actions import ChatAction
 from medagent.agents.chat._agent import ChatAgent, build_chat_graph
-from medagent.agents.chat._config import CHAT_TOOLS, ChatConfig, ChatEvent, ChatEventType, ToolMode
+from medagent.agents.chat._config import ChatConfig, ChatEvent, ChatEventType, ToolMode
 from medagent.agents.chat._graph import UserTurn
 
 __all__ = [
-    "CHAT_TOOLS",
     "ChatAction",
     "ChatAgent",
     "ChatConfig",

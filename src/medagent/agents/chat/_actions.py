@@ -15,8 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medagent.models import Reply, ToolCall, ToolSpec, extract_json, parse_structured
-from medagent.models._wire import forced_tool_call_schema
+from medagent.models import (
+    Reply,
+    ToolCall,
+    ToolSpec,
+    extract_json,
+    forced_tool_call_schema,
+    parse_structured,
+)
 
 __all__ = ["ANSWER_TOOL", "ChatAction", "Decision", "action_schema", "read_action", "read_native"]
 

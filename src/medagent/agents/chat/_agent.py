@@ -20,6 +20,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
+from medagent.agents.base import RunManifest
 from medagent.agents.chat._config import ChatConfig, ChatEvent
 from medagent.agents.chat._graph import (
     ChatRuntime,
@@ -30,6 +31,7 @@ from medagent.agents.chat._graph import (
     close_turn,
     unfinished_turn,
 )
+from medagent.agents.chat._prompts import system_prompt, template_hashes
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, InputError
 from medagent.imaging import Region, Slide, open_image
@@ -79,6 +81,32 @@ class ChatAgent:
     def graph(self) -> ChatGraph:
         """The compiled LangGraph (for inspection, or to drive it directly)."""
         return self._graph
+
+    def manifest(self) -> RunManifest:
+        """What this chat runs: the model, the image, the config, the chat templates' hashes,
+        the system prompt as filled for this image, and the long side of the views sent."""
+        return RunManifest.for_model(
+            self.runtime.chat_model(),
+            agent="chat",
+            method="chat",
+            inputs={"slide_path": str(self.slide.path)},
+            config=self.config.model_dump(mode="json"),
+            prompts=template_hashes(),
+            image_long_side=self.runtime.long_side(),
+            seed=self.config.seed,
+        ).with_rendered(system=system_prompt(self.slide, self.config))
+
+    def write_manifest(self, folder: Path) -> Path:
+        """Write ``manifest()`` into the conversation's ``folder``. A folder reopened keeps its
+        ``run_id`` and ``created_at`` (the conversation goes on); the rest describes this
+        opening, whose model or config may differ."""
+        manifest = self.manifest()
+        earlier = RunManifest.find(folder)
+        if earlier is not None:
+            manifest = manifest.model_copy(
+                update={"run_id": earlier.run_id, "created_at": earlier.created_at}
+            )
+        return manifest.write(folder)
 
     def _settings(self, thread_id: str) -> RunnableConfig:
         if not isinstance(thread_id, str) or not thread_id.strip():

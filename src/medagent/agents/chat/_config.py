@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medagent.imaging import Region
+from medagent.tools import DEFAULT_TOOLS
 
-__all__ = ["CHAT_TOOLS", "ChatConfig", "ChatEvent", "ChatEventType", "ToolMode"]
+__all__ = ["ChatConfig", "ChatEvent", "ChatEventType", "ToolMode"]
 
 ChatEventType = Literal[
     "turn_start", "token", "tool_call", "tool_result", "crop", "answer", "error", "turn_end"
@@ -21,8 +22,7 @@ ToolMode = Literal["auto", "native", "schema"]
 per reply checked against a JSON schema (``schema``), or native falling back to the schema
 when the server refuses tools (``auto``)."""
 
-#: Every tool a chat can offer, in the order the model sees them.
-CHAT_TOOLS: tuple[str, ...] = ("overview", "zoom", "tissue", "segment", "measure", "search_similar")
+_TOOL_NAMES: tuple[str, ...] = tuple(t.name for t in DEFAULT_TOOLS)
 
 
 class ChatEvent(BaseModel):
@@ -61,8 +61,15 @@ class ChatConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     max_tool_calls: int = Field(8, ge=0, le=100, description="tool calls per user turn")
-    tools: tuple[str, ...] = Field(CHAT_TOOLS, description="the tools offered, by name")
-    image_long_side: int = Field(1000, ge=64, le=4096, description="long side of views, px")
+    tools: tuple[str, ...] = Field(
+        _TOOL_NAMES, description="the tools offered, by name (those of DEFAULT_TOOLS)"
+    )
+    image_long_side: int = Field(
+        1000,
+        ge=64,
+        le=4096,
+        description="long side of views, px (lowered to the backend's image cap, if smaller)",
+    )
     view_cache: int = Field(
         32,
         ge=0,
@@ -83,9 +90,9 @@ class ChatConfig(BaseModel):
     @field_validator("tools")
     @classmethod
     def _known_tools(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [name for name in value if name not in CHAT_TOOLS]
+        unknown = [name for name in value if name not in _TOOL_NAMES]
         if unknown:
             raise ValueError(
-                f"unknown chat tool(s) {', '.join(unknown)}; choose from {', '.join(CHAT_TOOLS)}"
+                f"unknown chat tool(s) {', '.join(unknown)}; choose from {', '.join(_TOOL_NAMES)}"
             )
         return value

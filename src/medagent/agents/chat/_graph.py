@@ -18,7 +18,6 @@ import operator
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -27,10 +26,12 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, ValidationError
 
-from medagent.agents.chat._actions import action_schema, read_action, read_native
+from medagent.agents.base import render_long_side
+from medagent.agents.chat._actions import Decision, action_schema, read_action, read_native
 from medagent.agents.chat._config import ChatConfig, ChatEvent, ChatEventType
+from medagent.agents.chat._prompts import overview_prompt, system_prompt
 from medagent.artifacts import ArtifactRef, ArtifactStore
-from medagent.errors import ConfigError, MedagentError, ModelError, ModelResponseError
+from medagent.errors import ConfigError, MedagentError, ModelResponseError
 from medagent.imaging import Region, RenderPolicy, Slide, open_image
 from medagent.models import (
     ChatModel,
@@ -40,10 +41,12 @@ from medagent.models import (
     StreamingChatModel,
     ToolCall,
     ToolSpec,
+    ask_with_corrections,
     prune_images,
 )
 from medagent.prompts import load_template
 from medagent.tools import (
+    DEFAULT_TOOLS,
     ImageSearcher,
     SamSegmenter,
     SearchOutput,
@@ -51,22 +54,15 @@ from medagent.tools import (
     Tool,
     ToolContext,
     ToolFailure,
-    measure,
     overview,
-    search_similar,
-    segment,
-    tissue,
     zoom,
 )
-from medagent.tools._view import slide_facts
 
 __all__ = ["ChatRuntime", "ChatState", "UserTurn", "accept_turn", "build_graph", "unfinished_turn"]
 
 T = TypeVar("T")
 
-_TOOLS: dict[str, Tool[Any, Any]] = {
-    t.name: t for t in (overview, zoom, tissue, segment, measure, search_similar)
-}
+_TOOLS: dict[str, Tool[Any, Any]] = {t.name: t for t in DEFAULT_TOOLS}
 # Status codes with which servers refuse tool calling (vLLM without --enable-auto-tool-choice,
 # Ollama for models without tools): the JSON action schema still works there.
 _TOOLS_REFUSED = {400, 404, 422, 501}
@@ -128,6 +124,11 @@ class ChatRuntime:
             self._built = self.model() if callable(self.model) else self.model
         return self._built
 
+    def long_side(self) -> int:
+        """The long side views are rendered at: the configured one, or the backend's image cap
+        when that is smaller, so the model gets the pixels the prompt describes."""
+        return render_long_side(self.chat_model(), self.config.image_long_side)
+
     def tools(self) -> list[Tool[Any, Any]]:
         """The tools offered; ``search_similar`` only when there is an index to search."""
         return [
@@ -150,7 +151,7 @@ class ChatRuntime:
                 artifacts=self.artifacts,
                 slide=slide,
                 policy=RenderPolicy(
-                    long_side=self.config.image_long_side, cache_entries=self.config.view_cache
+                    long_side=self.long_side(), cache_entries=self.config.view_cache
                 ),
                 segmenter=self.sam(),
                 searcher=self.searcher,
@@ -362,16 +363,12 @@ def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
             added: list[Message] = []
             parts: list[str | ArtifactRef] = [user.message]
             if not state.get("messages"):
-                facts = slide_facts(ctx).to_text()
-                name = Path(ctx.require_slide().path).name
-                system = load_template("chat/system").render(
-                    image=f"{name}, {facts}", max_tool_calls=cfg.max_tool_calls
-                )
-                added.append(Message.system(system))
+                slide = ctx.require_slide()
+                added.append(Message.system(system_prompt(slide, cfg)))
                 if cfg.overview_first:
                     view = await rt.in_thread(lambda: overview(ctx))
                     emit.crop(view.artifact, whole)
-                    parts += [load_template("chat/overview").render(facts=facts), view.artifact]
+                    parts += [overview_prompt(slide), view.artifact]
             if user.region is not None:
                 r = user.region
                 crop = await rt.in_thread(
@@ -433,62 +430,74 @@ def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
         spent = bool(offered) and state.get("calls", 0) >= cfg.max_tool_calls
         tools = [] if spent else offered
         mode = state.get("mode") or ("schema" if cfg.tool_mode == "schema" else "native")
-        extra: list[Message] = []
-        errors: list[str] = []
-        attempts = 0
-        while attempts <= cfg.max_corrections:
-            sent = request(history, tools, mode, spent) + extra
+        call_prefix = f"t{emit.turn}c{state.get('calls', 0)}"
+
+        async def send(messages: list[Message]) -> Reply:
+            # The conversation so far, then any refused replies and their corrections.
+            nonlocal mode
+            refused = messages[len(history) :]
             try:
-                reply = await generate(emit, sent, tools, mode)
+                sent = request(history, tools, mode, spent) + refused
+                return await generate(emit, sent, tools, mode)
             except ModelResponseError as exc:
-                if (
+                if not (
                     mode == "native"
                     and cfg.tool_mode == "auto"
                     and exc.status_code in _TOOLS_REFUSED
                 ):
-                    mode = "schema"  # the server refuses tools: ask for JSON actions instead
-                    continue
-                emit("error", text=str(exc))
-                return emit.update(route="finish", mode=mode)
-            except ModelError as exc:
-                emit("error", text=str(exc))
-                return emit.update(route="finish", mode=mode)
-            attempts += 1
+                    raise
+            # The server refuses tools: ask for JSON actions instead (not a correction).
+            mode = "schema"
+            sent = request(history, tools, mode, spent) + refused
+            return await generate(emit, sent, tools, mode)
+
+        def read(reply: Reply) -> tuple[tuple[Reply, Decision] | None, str | None]:
             if mode == "schema":
-                decision = read_action(reply, tools, f"t{emit.turn}c{state.get('calls', 0)}")
+                decision = read_action(reply, tools, call_prefix)
             else:
                 decision = read_native(reply, tools)
-            if decision.kind == "answer":
-                emit("answer", text=decision.text)
-                stored = Message.assistant(reply.text if mode == "schema" else decision.text)
-                return emit.update(route="finish", mode=mode, messages=_dump(stored))
-            if decision.kind == "calls":
-                stored = (
-                    reply.as_message()
-                    if mode == "native" and reply.tool_calls
-                    else Message.assistant(reply.text)
-                )
-                if mode == "native" and not reply.tool_calls:
-                    stored = Message.assistant("", decision.calls)
-                pending = {
-                    "calls": [c.model_dump(mode="json") for c in decision.calls],
-                    "text": decision.text.strip(),
-                }
-                return emit.update(route="act", mode=mode, pending=pending, messages=_dump(stored))
-            errors.append(decision.error or "the reply could not be used")
-            correction = (
-                load_template("chat/correction_schema").render(error=errors[-1])
-                if mode == "schema"
-                else load_template("chat/correction_native").render(
-                    error=errors[-1], or_call="" if spent else ", or call a tool"
+            if decision.kind == "invalid":
+                return None, decision.error or "the reply could not be used"
+            return (reply, decision), None
+
+        def correction(error: str) -> Message:
+            if mode == "schema":
+                return Message.user(load_template("chat/correction_schema").render(error=error))
+            return Message.user(
+                load_template("chat/correction_native").render(
+                    error=error, or_call="" if spent else ", or call a tool"
                 )
             )
-            extra = [Message.assistant(reply.text or "(empty)"), Message.user(correction)]
-        emit(
-            "error",
-            text=f"the model's reply could not be used after {attempts} tries: {errors[-1]}",
+
+        done = await ask_with_corrections(
+            send, history, read, correction, max_retries=cfg.max_corrections
         )
-        return emit.update(route="finish", mode=mode)
+        if done.model_error is not None:
+            emit("error", text=done.model_error)
+            return emit.update(route="finish", mode=mode)
+        if done.value is None:
+            emit(
+                "error",
+                text=f"the model's reply could not be used after {len(done.replies)} tries: "
+                f"{done.errors[-1]}",
+            )
+            return emit.update(route="finish", mode=mode)
+        reply, decision = done.value
+        if decision.kind == "answer":
+            emit("answer", text=decision.text)
+            stored = Message.assistant(reply.text if mode == "schema" else decision.text)
+            return emit.update(route="finish", mode=mode, messages=_dump(stored))
+        if mode == "native" and reply.tool_calls:
+            stored = reply.as_message()
+        elif mode == "native":
+            stored = Message.assistant("", decision.calls)
+        else:
+            stored = Message.assistant(reply.text)
+        pending = {
+            "calls": [c.model_dump(mode="json") for c in decision.calls],
+            "text": decision.text.strip(),
+        }
+        return emit.update(route="act", mode=mode, pending=pending, messages=_dump(stored))
 
     async def act(state: ChatState, config: RunnableConfig) -> ChatState:
         emit = _Emitter(state, config)
