@@ -52,7 +52,8 @@ IndexOpt = Annotated[
     ),
 ]
 LongSideOpt = Annotated[
-    int | None, typer.Option("--long-side", help="Long side of every view, px. [1000]")
+    int | None,
+    typer.Option("--long-side", min=64, max=4096, help="Long side of every view, px. [1000]"),
 ]
 
 
@@ -208,7 +209,8 @@ def chat(
 
     Each tool call and result is printed as it happens, with the file every crop was saved to.
     Type '/region X,Y,W,H what is this?' to point at a level-0 region. The conversation is kept
-    in OUT/chat.sqlite: run again with the same --out and --thread to carry on. With --message
+    in OUT/chat.sqlite (what ran in OUT/manifest.json): run again with the same --out and
+    --thread to carry on. With --message
     (repeatable) the messages are sent in turn and the command exits: 0 when every turn was
     answered, 1 when one ended in an error, 2 on a usage error.
     """
@@ -257,6 +259,7 @@ def chat(
                     config=config,
                     searcher=searcher,
                 )
+                agent.write_manifest(folder)
                 earlier = [e for e in await agent.ahistory(thread) if e.type == "turn_start"]
                 if message:
                     return await _converse(agent, thread, list(message), printer)
@@ -346,7 +349,7 @@ def mcp(
             slides,
             ArtifactStore(artifacts or scratch, max_pixels=max_pixels),
             searcher=_searcher(index),
-            long_side=long_side or 1000,
+            long_side=long_side,
             segmenter=settings.segmenter(),
             max_pixels=max_pixels,
         )

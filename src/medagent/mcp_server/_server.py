@@ -38,18 +38,14 @@ from medagent.imaging import (
 )
 from medagent.mcp_server._http import check_binding, serve_http
 from medagent.tools import (
+    DEFAULT_TOOLS,
     ImageSearcher,
     SearchOutput,
     Segmenter,
     Tool,
     ToolContext,
     ToolFailure,
-    measure,
-    overview,
     search_similar,
-    segment,
-    tissue,
-    zoom,
 )
 
 if TYPE_CHECKING:
@@ -84,7 +80,9 @@ class SlideTools:
 
     ``max_pixels`` bounds every plain image a client opens (see ``MAX_PIXELS``); give the
     store the same bound for the images it decodes. ``cache_mb`` bounds what the open slides
-    keep decoded in memory.
+    keep decoded in memory. ``long_side`` is that of the views returned (``None``: the
+    renderer's default, the one every agent uses). The tools are ``DEFAULT_TOOLS``, less
+    ``search_similar`` without a ``searcher``.
     """
 
     def __init__(
@@ -93,7 +91,7 @@ class SlideTools:
         artifacts: ArtifactStore,
         *,
         searcher: ImageSearcher | None = None,
-        long_side: int = 1000,
+        long_side: int | None = None,
         segmenter: Segmenter | None = None,
         max_pixels: int = MAX_PIXELS,
         cache_mb: int = 512,
@@ -101,7 +99,7 @@ class SlideTools:
         self.roots = [Path(root) for root in roots]
         self.artifacts = artifacts
         self.searcher = searcher
-        self.policy = RenderPolicy(long_side=long_side)
+        self.policy = RenderPolicy() if long_side is None else RenderPolicy(long_side=long_side)
         self.segmenter = segmenter
         self.max_pixels = max_pixels
         self.cache_bytes = cache_mb * 2**20
@@ -109,10 +107,9 @@ class SlideTools:
         self._for_client = PathHider(
             {**{root: "the slide folder" for root in self.roots}, store: "the image store"}
         )
-        listed: list[Tool[Any, Any]] = [overview, zoom, tissue, segment, measure]
-        self.tools: dict[str, Tool[Any, Any]] = {t.name: t for t in listed}
-        if searcher is not None:
-            self.tools[search_similar.name] = search_similar
+        self.tools: dict[str, Tool[Any, Any]] = {
+            t.name: t for t in DEFAULT_TOOLS if t is not search_similar or searcher is not None
+        }
         self._open: OrderedDict[Path, tuple[ToolContext, int]] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from medagent._asgi import BodyLimit
+from medagent.errors import ConfigError
 from medagent.server._chat import AgentFactory, ChatService, chat_agent_factory
 from medagent.server._config import ServerConfig
 from medagent.server._limits import TurnGate
@@ -61,7 +62,7 @@ def create_app(
     shutdown), or a ``model_factory`` building one per session id (e.g. a scripted test
     double that replays its script from the start in each session)."""
     if (model is None) == (model_factory is None):
-        raise ValueError("give exactly one of model= or model_factory=")
+        raise ConfigError("give exactly one of model= or model_factory=")
 
     def model_for(session_id: str) -> ChatModel:
         if model_factory is not None:

@@ -81,12 +81,14 @@ class AgentContext:
     """Everything an agent for one session is built from.
 
     ``slide`` is opened once per file and shared by every session on it (and the tiles): one
-    OpenSlide handle and tile cache instead of one per session.
+    OpenSlide handle and tile cache instead of one per session. ``folder`` is the session's
+    own (its crops and its run manifest).
     """
 
     session_id: str
     slide_path: Path
     slide: Slide
+    folder: Path
     artifacts: ArtifactStore
     checkpointer: BaseCheckpointSaver[Any]
     model: ChatModel
@@ -101,10 +103,11 @@ is for one chat)."""
 
 
 def chat_agent_factory(context: AgentContext) -> ChatSession:
-    """The real agent: ``ChatAgent`` over the session's slide, crops in its own store."""
+    """The real agent: ``ChatAgent`` over the session's slide, crops in its own store, and
+    the session's run manifest written into its folder."""
     from medagent.agents.chat import ChatAgent, ChatConfig
 
-    return ChatAgent(
+    agent = ChatAgent(
         context.model,
         context.slide,
         artifacts=context.artifacts,
@@ -112,6 +115,8 @@ def chat_agent_factory(context: AgentContext) -> ChatSession:
         # many sessions share the process: each keeps only its latest views in memory
         config=ChatConfig(view_cache=SESSION_VIEW_CACHE),
     )
+    agent.write_manifest(context.folder)
+    return agent
 
 
 @dataclass(frozen=True)
@@ -189,11 +194,13 @@ class ChatService:
         except MedagentError:
             raise SessionNotFoundError(session_id) from None
         slide = await to_thread.run_sync(self._open_slide, path)  # before any folder is made
-        artifacts = await to_thread.run_sync(ArtifactStore, self._folder(session_id) / "crops")
+        folder = self._folder(session_id)
+        artifacts = await to_thread.run_sync(ArtifactStore, folder / "crops")
         context = AgentContext(
             session_id=session_id,
             slide_path=path,
             slide=slide,
+            folder=folder,
             artifacts=artifacts,
             checkpointer=self._checkpointer,
             model=self._model_for(session_id),
