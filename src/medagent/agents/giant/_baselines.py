@@ -1,9 +1,11 @@
 """GIANT's baselines: one look at a thumbnail, and a majority vote over random tissue patches.
 
 They measure what navigating buys: the same model, question and answer schema, but no choice
-of where to look. ``thumbnail`` sends the whole slide once at ``thumbnail_long_side`` with no
-guides (there is nothing to read coordinates for). ``patches`` sends ``patches`` random tissue
-patches of ``patch_px`` level-0 pixels, one request each, and votes.
+of where to look. ``thumbnail`` sends the whole slide once at ``thumbnail_long_side`` (1024 px,
+the paper's setting for this baseline; within the model's cap) with no guides (there is nothing
+to read coordinates for). ``patches`` sends ``patches`` random tissue patches of ``patch_px``
+level-0 pixels, one request each, and votes. Both prompts say what the image is and state its
+spacing in its own unit (``image_words``).
 
 Both write the run log as they go. Steps cut short by a model error are recorded with kind
 ``invalid`` (as the navigation graph does); on a rerun in the same run directory every other
@@ -17,19 +19,18 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from medagent.agents.base import majority_vote, normalize_answer
+from medagent.agents.base import image_words, majority_vote, normalize_answer, render_long_side
 from medagent.agents.giant._actions import FinalAnswer
+from medagent.agents.giant._asking import Asked, ask
 from medagent.agents.giant._config import GiantConfig
-from medagent.agents.giant._graph import GiantEvent, _options_text
+from medagent.agents.giant._graph import GiantEvent
+from medagent.agents.giant._prompts import options_text
 from medagent.agents.giant._trajectory import RunLog, Status, StepRecord
 from medagent.artifacts import ArtifactRef
-from medagent.errors import ModelError
 from medagent.imaging import Region, Rendered, iter_tissue_tiles, tissue_mask
-from medagent.models import ChatModel, GenerateParams, Message
-from medagent.models._structured import parse_structured
+from medagent.models import ChatModel, Message
 from medagent.prompts import load_template
 from medagent.tools import ToolContext
 
@@ -44,95 +45,42 @@ PATCH_MIN_TISSUE = 0.5
 EventSink = Callable[[GiantEvent], None]
 
 
-@dataclass
-class _Asked:
-    """One question put to the model, with its corrections (what a step record needs)."""
-
-    answer: FinalAnswer | None = None
-    outputs: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    model_s: float = 0.0
-    model_error: str | None = None
-
-
 async def _ask(
-    model: ChatModel, message: Message, config: GiantConfig, tools: ToolContext
-) -> _Asked:
-    """Ask for a ``FinalAnswer``, re-asking up to ``max_corrections`` times on invalid output.
-
-    A ``ModelError`` ends the attempts but is returned, not raised, so the caller can record
-    what was received before it.
-    """
-    asked = _Asked()
-    params = GenerateParams(
-        max_tokens=config.max_tokens, temperature=config.temperature, seed=config.seed
+    model: ChatModel, step: int, message: Message, config: GiantConfig, tools: ToolContext
+) -> tuple[FinalAnswer | None, Asked]:
+    """One image, one question: a ``FinalAnswer``, corrected as the navigator's turns are."""
+    return await ask(
+        model, [message], FinalAnswer, step=step, config=config, artifacts=tools.artifacts
     )
-    extra: list[Message] = []
-    started = time.perf_counter()
-    for _ in range(config.max_corrections + 1):
-        try:
-            reply = await model.generate(
-                [message, *extra], schema=FinalAnswer, params=params, artifacts=tools.artifacts
-            )
-        except ModelError as exc:
-            asked.model_error = str(exc)
-            break
-        asked.prompt_tokens += reply.usage.prompt_tokens
-        asked.completion_tokens += reply.usage.completion_tokens
-        asked.outputs.append(reply.text)
-        value, error = (
-            (reply.parsed, None)
-            if reply.parsed is not None
-            else parse_structured(reply.text, FinalAnswer)
-        )
-        if isinstance(value, FinalAnswer):
-            asked.answer = value
-            break
-        asked.errors.append(error or "the answer did not match the schema")
-        extra = [
-            Message.assistant(reply.text),
-            Message.user(load_template("giant/correction").render(error=asked.errors[-1])),
-        ]
-    asked.model_s = time.perf_counter() - started
-    return asked
 
 
 def _record(
     kind: Literal["thumbnail", "patch"],
-    step: int,
     view: Rendered,
     artifact: ArtifactRef,
-    asked: _Asked,
+    answered: tuple[FinalAnswer | None, Asked],
     tool_s: float,
     options: list[str] | None,
 ) -> StepRecord:
     """The step record of one request; kind ``invalid`` when a model error cut it short."""
+    answer, asked = answered
     notes: list[str] = []
-    if asked.answer is not None:
-        prediction = normalize_answer(asked.answer.answer, options)
+    if answer is not None:
+        prediction = normalize_answer(answer.answer, options)
         notes.append(
             f"prediction: {prediction}" if prediction is not None else "prediction: none matched"
         )
     return StepRecord(
-        step=step,
         kind=kind if asked.model_error is None else "invalid",
-        sent_messages=1,
-        images_sent=[artifact.id],
-        outputs=asked.outputs,
-        errors=[*asked.errors, *([asked.model_error] if asked.model_error else [])],
-        action=asked.answer.model_dump() if asked.answer is not None else None,
+        action=answer.model_dump() if answer is not None else None,
         requested=view.requested,
         region=view.region,
         level=view.level,
         mpp=view.mpp,
         artifact=artifact,
         notes=notes,
-        prompt_tokens=asked.prompt_tokens,
-        completion_tokens=asked.completion_tokens,
-        model_s=asked.model_s,
         tool_s=tool_s,
+        **asked.step_fields(),
     )
 
 
@@ -150,10 +98,6 @@ def _log_step(log: RunLog, record: StepRecord, prompt: str) -> None:
     if record.outputs:
         log.add_message(Message.assistant(record.outputs[-1]))
     log.add_step(record)
-
-
-def _spacing(mpp: float | None) -> str:
-    return f"{mpp:.3g} µm per pixel" if mpp is not None else "pixel spacing unknown"
 
 
 def _state(
@@ -178,17 +122,18 @@ async def _thumbnail(
     slide = tools.require_slide()
     reused = _reusable(log, "thumbnail").get(1)
     started = time.perf_counter()
-    view = tools.renderer.render(Region.whole(slide.dimensions), config.thumbnail_long_side)
+    long_side = render_long_side(model, config.thumbnail_long_side)
+    view = tools.renderer.render(Region.whole(slide.dimensions), long_side)
     # No guides: the model cannot act on coordinates here, and the baseline is a plain image.
     artifact = tools.artifacts.put(view.image, kind="thumbnail", region=view.region)
     tool_s = time.perf_counter() - started
     prompt = load_template("giant/thumbnail").render(
         question=question,
-        options=_options_text(options),
+        options=options_text(options),
         width=slide.dimensions.width,
         height=slide.dimensions.height,
-        spacing=_spacing(slide.mpp_x),
         image_width=artifact.width,
+        **image_words(slide),
         image_height=artifact.height,
     )
     log.set_meta(overview=artifact.model_dump(mode="json"))
@@ -199,10 +144,10 @@ async def _thumbnail(
         emit(GiantEvent(kind="thinking", step=1))
         try:
             async with asyncio.timeout(config.timeout_s):
-                asked = await _ask(model, Message.user(artifact, prompt), config, tools)
+                answered = await _ask(model, 1, Message.user(artifact, prompt), config, tools)
         except TimeoutError:
             return _state("timeout", error=f"no answer within the {config.timeout_s:g} s limit")
-        record = _record("thumbnail", 1, view, artifact, asked, tool_s, options)
+        record = _record("thumbnail", view, artifact, answered, tool_s, options)
     _log_step(log, record, prompt)
     if record.kind == "invalid":
         return _state("model_error", error=f"model error: {record.errors[-1]}")
@@ -255,18 +200,20 @@ async def _patches(
         )
     count = len(regions)
     field_size = (
-        f"about {config.patch_px * slide.mpp_x:.3g} µm across"
+        f"about {slide.modality.length(config.patch_px * slide.mpp_x)} across"
         if slide.mpp_x is not None
         else "pixel spacing unknown"
     )
     prompt = load_template("giant/patch").render(
         question=question,
-        options=_options_text(options),
+        options=options_text(options),
         patch_px=config.patch_px,
         field=field_size,
+        **image_words(slide),
     )
+    patch_side = render_long_side(model, config.patch_px)
     # Not sent to the model: a map for whoever reads the trajectory of where the patches were.
-    whole = tools.renderer.overview(config.long_side)
+    whole = tools.renderer.overview(render_long_side(model, config.long_side))
     overview = tools.artifacts.put(whole.image, kind="overview", region=whole.region)
     log.set_meta(overview=overview.model_dump(mode="json"))
     reused = _reusable(log, "patch")
@@ -301,7 +248,7 @@ async def _patches(
 
     async def one(index: int, region: Region) -> None:
         started = time.perf_counter()
-        view = tools.renderer.render(region, config.patch_px)
+        view = tools.renderer.render(region, patch_side)
         artifact = tools.artifacts.put(view.image, kind="patch", region=view.region)
         tool_s = time.perf_counter() - started
         earlier = reused.get(index + 1)
@@ -311,10 +258,12 @@ async def _patches(
             async with semaphore:
                 if failed.is_set():
                     return
-                asked = await _ask(model, Message.user(artifact, prompt), config, tools)
-            if asked.model_error is not None:
+                answered = await _ask(
+                    model, index + 1, Message.user(artifact, prompt), config, tools
+                )
+            if answered[1].model_error is not None:
                 failed.set()
-            done[index] = _record("patch", index + 1, view, artifact, asked, tool_s, options)
+            done[index] = _record("patch", view, artifact, answered, tool_s, options)
         log_in_order()
 
     tasks = [asyncio.ensure_future(one(i, region)) for i, region in enumerate(regions)]

@@ -1,38 +1,78 @@
 """The GIANT navigation loop as a LangGraph graph: overview → decide → zoom → … → answer.
 
-State holds only control data (step, counts, visited regions, the pending action); the
-conversation and step records live in the run log (see ``_trajectory``), so checkpoints stay
-small while the graph can still resume after a kill.
+State holds only control data (step, counts, visited regions, the pending action), typed so a
+node dispatches on what the model asked for; the conversation and step records live in the run
+log (see ``_trajectory``), so checkpoints stay small while the graph can still resume after a
+kill. The nodes are module functions of the run's ``RunContext`` (bound with ``partial``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from functools import partial
+from typing import Annotated, Literal, TypedDict
 
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from medagent.agents.base import image_words, render_long_side
 from medagent.agents.giant._actions import (
+    AnswerAction,
     FinalAnswer,
     GiantAction,
+    LookAction,
     RandomAction,
+    ZoomAction,
     decoding_schema,
 )
+from medagent.agents.giant._asking import Asked, ask, unwrap
 from medagent.agents.giant._config import GiantConfig
-from medagent.agents.giant._trajectory import RunLog, StepRecord
-from medagent.errors import ModelError, RegionError
-from medagent.imaging import Region, TissueMask, tissue_mask
-from medagent.models import ChatModel, GenerateParams, Message, prune_images
-from medagent.models._structured import parse_structured
+from medagent.agents.giant._prompts import options_text, system_prompt, view_scale
+from medagent.agents.giant._trajectory import RunLog, Status, StepRecord
+from medagent.errors import RegionError
+from medagent.imaging import Region, Slide, TissueMask, tissue_mask
+from medagent.models import ChatModel, Message, prune_images
 from medagent.prompts import load_template
 from medagent.tools import ToolContext, overview, zoom
 
-__all__ = ["GiantEvent", "GiantState", "RunContext", "build_graph"]
+__all__ = [
+    "GiantEvent",
+    "GiantState",
+    "NavigationMethod",
+    "Pending",
+    "RunContext",
+    "Visit",
+    "build_graph",
+    "checkpoint_serde",
+]
+
+
+NavigationMethod = Literal["giant", "random-region"]
+"""The methods that run the navigation graph (the baselines do not)."""
+
+
+class Visit(BaseModel):
+    """A region shown to the model, and the turn it was shown on (for the revisit nudge)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    region: Region
+    step: int
+
+
+class Pending(BaseModel):
+    """A look the model asked for, waiting for the ``look`` node: the action and its asking."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Annotated[ZoomAction | LookAction, Field(discriminator="action")]
+    asked: Asked
 
 
 class GiantState(TypedDict, total=False):
@@ -40,11 +80,17 @@ class GiantState(TypedDict, total=False):
 
     step: int  # turns completed
     message_count: int  # conversation length in the run log
-    visited: list[list[int]]  # [x, y, width, height, step] per zoom
-    pending: dict[str, Any] | None  # a parsed action waiting to be carried out
+    visited: Annotated[list[Visit], operator.add]  # every region shown, in order
+    pending: Pending | None  # a parsed look waiting to be carried out
     answer: str | None
-    status: str
+    status: Status
     error: str | None
+
+
+def checkpoint_serde() -> JsonPlusSerializer:
+    """LangGraph's serializer, told that the state's own types may be revived from a
+    checkpoint (else each is revived with a warning, and later versions would refuse it)."""
+    return JsonPlusSerializer(allowed_msgpack_modules=[Visit, Pending])
 
 
 class GiantEvent(BaseModel):
@@ -67,11 +113,20 @@ class RunContext:
     config: GiantConfig
     question: str
     options: list[str] | None
-    method: Literal["giant", "random-region"] = "giant"
+    method: NavigationMethod = "giant"
     on_event: Callable[[GiantEvent], None] = lambda event: None
-    system_prompt: str | None = None  # a compiled program's instructions (else the template)
-    example_turns: list[Message] = dataclasses.field(default_factory=list)  # its demos
+    system_prompt: str | None = None  # as sent (else the template, filled for the slide)
+    example_turns: list[Message] = dataclasses.field(default_factory=list)  # a program's demos
     _tissue: TissueMask | None = None
+
+    @property
+    def slide(self) -> Slide:
+        return self.tools.require_slide()
+
+    @property
+    def long_side(self) -> int:
+        """The long side views are rendered at: the configured one, within the model's cap."""
+        return render_long_side(self.model, self.config.long_side)
 
     def emit(self, event: GiantEvent) -> None:
         self.on_event(event)
@@ -89,13 +144,6 @@ class RunContext:
         return self._tissue
 
 
-def _options_text(options: list[str] | None) -> str:
-    if not options:
-        return ""
-    lines = "\n".join(f"{i}. {option}" for i, option in enumerate(options, start=1))
-    return f"Options:\n{lines}\nAnswer with the number of the correct option.\n"
-
-
 def _iou(a: Region, b: Region) -> float:
     inter = a.intersect(b)
     if inter is None:
@@ -111,313 +159,261 @@ def _summary(log: RunLog) -> str:
     return "\n".join(lines) or "- only the overview"
 
 
-def build_graph(run: RunContext) -> StateGraph[GiantState]:
-    """The navigation graph for one run (compile it with a checkpointer)."""
-    config = run.config
-    slide = run.tools.require_slide()
-    dims = slide.dimensions
-    spacing = (
-        f"{slide.mpp_x:.3g} µm per pixel" if slide.mpp_x is not None else "pixel spacing unknown"
+def _turns_left(config: GiantConfig, step: int) -> str:
+    return f"You have {config.max_steps - step} turns left, including the answer."
+
+
+async def start(run: RunContext, state: GiantState) -> GiantState:
+    """The system prompt, any worked examples, then the question with the overview."""
+    if state.get("message_count"):
+        return {}
+    slide, config = run.slide, run.config
+    view = overview(run.tools, long_side=run.long_side)
+    system = run.system_prompt or system_prompt(slide, config, run.method)
+    run.log.add_message(Message.system(system))
+    for turn in run.example_turns:
+        run.log.add_message(turn)
+    words = image_words(slide)
+    question = load_template("giant/question").render(
+        question=run.question,
+        options=options_text(run.options),
+        whole=words["whole"],
+        width=slide.dimensions.width,
+        height=slide.dimensions.height,
+        spacing=words["spacing"],
+        steps_left=config.max_steps,
     )
+    run.log.add_message(Message.user(question, view.artifact))
+    run.log.set_meta(overview=view.artifact.model_dump(mode="json"))
+    run.emit(GiantEvent(kind="overview", step=0, artifact_id=view.artifact.id, text=view.to_text()))
+    return {"message_count": len(run.log.messages), "step": 0, "visited": [], "status": "running"}
 
-    def params() -> GenerateParams:
-        return GenerateParams(
-            max_tokens=config.max_tokens, temperature=config.temperature, seed=config.seed
-        )
 
-    async def start(state: GiantState) -> GiantState:
-        if state.get("message_count"):
-            return {}
-        view = overview(run.tools, long_side=config.long_side)
-        system = run.system_prompt or load_template("giant/system").render(steps=config.max_steps)
-        if run.method == "random-region":
-            system += (
-                "\nIn this setting you cannot choose where to look: answer "
-                '{"reasoning": "...", "action": "look"} to be shown another tissue region '
-                "picked at random.\n"
-            )
-        run.log.add_message(Message.system(system))
-        for turn in run.example_turns:
-            run.log.add_message(turn)
-        question = load_template("giant/question").render(
-            question=run.question,
-            options=_options_text(run.options),
-            width=dims.width,
-            height=dims.height,
-            spacing=spacing,
-            steps_left=config.max_steps,
-        )
-        run.log.add_message(Message.user(question, view.artifact))
-        run.log.set_meta(overview=view.artifact.model_dump(mode="json"))
-        run.emit(
-            GiantEvent(kind="overview", step=0, artifact_id=view.artifact.id, text=view.to_text())
-        )
-        return {
-            "message_count": len(run.log.messages),
-            "step": 0,
-            "visited": [],
-            "status": "running",
-        }
-
-    async def decide(state: GiantState) -> GiantState:
-        step = state["step"] + 1
-        final = step >= config.max_steps
-        schema: type[BaseModel] = (
-            FinalAnswer
-            if final
-            else (RandomAction if run.method == "random-region" else GiantAction)
-        )
+async def decide(run: RunContext, state: GiantState) -> GiantState:
+    """One turn: ask for an action (a final answer on the last turn) and record it."""
+    config, dims = run.config, run.slide.dimensions
+    step = state["step"] + 1
+    final = step >= config.max_steps
+    schema: type[BaseModel] = (
+        FinalAnswer if final else (RandomAction if run.method == "random-region" else GiantAction)
+    )
+    history = list(run.log.messages)
+    if final:
+        history.append(Message.user(load_template("giant/final").render(summary=_summary(run.log))))
+    run.emit(GiantEvent(kind="thinking", step=step))
+    value, asked = await ask(
+        run.model,
+        prune_images(history, config.max_images_in_context),
+        schema,
+        step=step,
+        config=config,
+        artifacts=run.tools.artifacts,
         # Constrained decoders get the slide's bounds; replies are validated loosely (schema).
-        request_schema = (
-            decoding_schema(dims.width, dims.height) if schema is GiantAction else schema
-        )
-        history = list(run.log.messages)
+        request_schema=decoding_schema(dims.width, dims.height) if schema is GiantAction else None,
+    )
+    if asked.model_error is not None:
+        run.log.add_step(StepRecord(kind="invalid", **asked.step_fields()))
+        return {"step": step, "status": "model_error", "error": asked.model_error}
+    if value is None:
+        run.log.add_step(StepRecord(kind="invalid", **asked.step_fields()))
+        run.emit(GiantEvent(kind="invalid", step=step, text=asked.errors[-1]))
         if final:
-            history.append(
-                Message.user(load_template("giant/final").render(summary=_summary(run.log)))
-            )
-        sent = prune_images(history, config.max_images_in_context)
-        images = [p.artifact.id for m in sent for p in m.images if p.artifact is not None]
-        outputs: list[str] = []
-        errors: list[str] = []
-        extra: list[Message] = []
-        parsed: BaseModel | None = None
-        tokens = [0, 0]
-        started = time.perf_counter()
-        run.emit(GiantEvent(kind="thinking", step=step))
-        for _ in range(config.max_corrections + 1):
-            try:
-                reply = await run.model.generate(
-                    sent + extra,
-                    schema=request_schema,
-                    params=params(),
-                    artifacts=run.tools.artifacts,
-                )
-            except ModelError as exc:
-                run.log.add_step(
-                    StepRecord(
-                        step=step,
-                        kind="invalid",
-                        sent_messages=len(sent),
-                        images_sent=images,
-                        outputs=outputs,
-                        errors=[*errors, str(exc)],
-                        model_s=time.perf_counter() - started,
-                    )
-                )
-                return {"step": step, "status": "model_error", "error": str(exc)}
-            tokens[0] += reply.usage.prompt_tokens
-            tokens[1] += reply.usage.completion_tokens
-            outputs.append(reply.text)
-            value, error = (
-                (reply.parsed, None)
-                if reply.parsed is not None
-                else (parse_structured(reply.text, schema))
-            )
-            if value is not None:
-                parsed = value
-                break
-            errors.append(error or "the answer did not match the schema")
-            extra = [
-                Message.assistant(reply.text),
-                Message.user(load_template("giant/correction").render(error=errors[-1])),
-            ]
-        model_s = time.perf_counter() - started
-        common = {
-            "step": step,
-            "sent_messages": len(sent),
-            "images_sent": images,
-            "outputs": outputs,
-            "errors": errors,
-            "prompt_tokens": tokens[0],
-            "completion_tokens": tokens[1],
-            "model_s": model_s,
-        }
-        if parsed is None:
-            run.log.add_step(StepRecord(kind="invalid", **common))
-            run.emit(GiantEvent(kind="invalid", step=step, text=errors[-1]))
-            if final:
-                return {
-                    "step": step,
-                    "status": "no_answer",
-                    "error": f"no valid answer on the last turn: {errors[-1]}",
-                }
-            run.log.add_message(Message.assistant(outputs[-1]))
-            run.log.add_message(
-                Message.user(
-                    f"Your reply could not be used ({errors[-1]}); that turn is spent. "
-                    f"You have {config.max_steps - step} turns left, including the answer."
-                )
-            )
-            return {"step": step, "message_count": len(run.log.messages), "pending": None}
-        action = parsed.root if hasattr(parsed, "root") else parsed
-        data = action.model_dump()
-        run.log.add_message(Message.assistant(outputs[-1]))
-        if final or data.get("action") == "answer":
-            run.log.add_step(StepRecord(kind="final" if final else "answer", action=data, **common))
-            run.emit(GiantEvent(kind="answer", step=step, text=data["answer"]))
             return {
                 "step": step,
-                "message_count": len(run.log.messages),
-                "pending": None,
-                "answer": data["answer"],
-                "status": "answered_at_limit" if final else "answered",
+                "status": "no_answer",
+                "error": f"no valid answer on the last turn: {asked.errors[-1]}",
             }
-        return {
-            "step": step,
-            "message_count": len(run.log.messages),
-            "pending": {"action": data, "record": common},
-        }
-
-    def _random_region(step: int) -> Region:
-        """A random square of at least the minimum side holding enough tissue.
-
-        Seeded by (seed, step), so a resumed run shows the same regions it would have.
-        """
-        rng = random.Random((config.seed or 0) * 100_003 + step)
-        mask = run.tissue()
-        side = max(config.random_region_min_px, min(dims.width, dims.height) // 8)
-        side = min(side, dims.width, dims.height)
-
-        def square_at(cx: float, cy: float) -> Region:
-            x = int(min(max(0, cx - side / 2), dims.width - side))
-            y = int(min(max(0, cy - side / 2), dims.height - side))
-            return Region(x=x, y=y, width=side, height=side)
-
-        # Centre squares on random tissue pixels: with little tissue, uniform sampling of
-        # positions would almost never land on it.
-        rows, cols = mask.mask.nonzero()
-        for _ in range(200):
-            if len(rows):
-                pick = rng.randrange(len(rows))
-                jitter = rng.uniform(-0.4, 0.4) * side
-                candidate = square_at(
-                    mask.region.x + (cols[pick] + 0.5) * mask.scale + jitter,
-                    mask.region.y + (rows[pick] + 0.5) * mask.scale + rng.uniform(-0.4, 0.4) * side,
-                )
-            else:
-                candidate = square_at(rng.uniform(0, dims.width), rng.uniform(0, dims.height))
-            if mask.fraction(candidate) >= config.random_region_min_tissue:
-                return candidate
-        return candidate  # no square reaches the tissue share: the last one is as good
-
-    async def look(state: GiantState) -> GiantState:
-        pending = state["pending"] or {}
-        data, common = pending["action"], pending["record"]
-        step = common["step"]
-        notes: list[str] = []
-        if data["action"] == "look":
-            requested = _random_region(step)
-        else:
-            requested = Region(x=data["x"], y=data["y"], width=data["width"], height=data["height"])
-        started = time.perf_counter()
-        inside = requested.clamp(dims)
-        problem = None
-        if inside is None:
-            problem = (
-                f"region {requested} lies entirely outside the slide "
-                f"(0..{dims.width} x 0..{dims.height})"
+        run.log.add_message(Message.assistant(asked.outputs[-1]))
+        run.log.add_message(
+            Message.user(
+                f"Your reply could not be used ({asked.errors[-1]}); that turn is spent. "
+                + _turns_left(config, step)
             )
-        elif inside != requested and config.strict_regions:
-            problem = (
-                f"region {requested} extends beyond the slide (0..{dims.width} x "
-                f"0..{dims.height}); give a region inside it"
-            )
-        if problem is not None:
-            run.log.add_step(
-                StepRecord(
-                    kind="rejected", action=data, requested=requested, notes=[problem], **common
-                )
-            )
-            run.log.add_message(
-                Message.user(
-                    f"That region was rejected: {problem}. That turn is spent. You have "
-                    f"{config.max_steps - step} turns left, including the answer."
-                )
-            )
-            run.emit(GiantEvent(kind="rejected", step=step, text=problem, region=requested))
-            return {"message_count": len(run.log.messages), "pending": None}
-        assert inside is not None
-        crop_tools = run.crop_tools()
-        try:
-            view = zoom(
-                crop_tools,
-                x=inside.x,
-                y=inside.y,
-                width=inside.width,
-                height=inside.height,
-                long_side=config.long_side,
-            )
-        except RegionError as exc:  # e.g. over the read budget: tell the model, spend the turn
-            run.log.add_step(
-                StepRecord(
-                    kind="rejected", action=data, requested=requested, notes=[str(exc)], **common
-                )
-            )
-            run.log.add_message(Message.user(f"That region could not be shown: {exc}"))
-            return {"message_count": len(run.log.messages), "pending": None}
-        if inside != requested:
-            notes.append(f" Your region {requested} was clamped to the slide.")
-        for x, y, w, h, earlier in state.get("visited", []):
-            if _iou(inside, Region(x=x, y=y, width=w, height=h)) >= config.loop_overlap:
-                notes.append(
-                    " "
-                    + load_template("giant/nudge").render(x=x, y=y, w=w, h=h, step=earlier).strip()
-                )
-                break
-        scale = (
-            f"{view.mpp:.3g} µm per pixel"
-            if view.mpp is not None
-            else (f"{view.region.width / view.artifact.width:.3g} level-0 pixels per image pixel")
         )
-        text = load_template("giant/after_zoom").render(
+        return {"step": step, "message_count": len(run.log.messages), "pending": None}
+    action = unwrap(value)
+    run.log.add_message(Message.assistant(asked.outputs[-1]))
+    if isinstance(action, ZoomAction | LookAction):
+        pending = Pending(action=action, asked=asked)
+        return {"step": step, "message_count": len(run.log.messages), "pending": pending}
+    assert isinstance(action, AnswerAction | FinalAnswer)
+    run.log.add_step(
+        StepRecord(
+            kind="final" if final else "answer", action=action.model_dump(), **asked.step_fields()
+        )
+    )
+    run.emit(GiantEvent(kind="answer", step=step, text=action.answer))
+    return {
+        "step": step,
+        "message_count": len(run.log.messages),
+        "pending": None,
+        "answer": action.answer,
+        "status": "answered_at_limit" if final else "answered",
+    }
+
+
+def random_region(run: RunContext, step: int) -> Region:
+    """A random square of at least the minimum side holding enough tissue.
+
+    Seeded by (seed, step), so a resumed run shows the same regions it would have.
+    """
+    config, dims = run.config, run.slide.dimensions
+    rng = random.Random((config.seed or 0) * 100_003 + step)
+    mask = run.tissue()
+    side = max(config.random_region_min_px, min(dims.width, dims.height) // 8)
+    side = min(side, dims.width, dims.height)
+
+    def square_at(cx: float, cy: float) -> Region:
+        x = int(min(max(0, cx - side / 2), dims.width - side))
+        y = int(min(max(0, cy - side / 2), dims.height - side))
+        return Region(x=x, y=y, width=side, height=side)
+
+    # Centre squares on random tissue pixels: with little tissue, uniform sampling of
+    # positions would almost never land on it.
+    rows, cols = mask.mask.nonzero()
+    for _ in range(200):
+        if len(rows):
+            pick = rng.randrange(len(rows))
+            jitter = rng.uniform(-0.4, 0.4) * side
+            candidate = square_at(
+                mask.region.x + (cols[pick] + 0.5) * mask.scale + jitter,
+                mask.region.y + (rows[pick] + 0.5) * mask.scale + rng.uniform(-0.4, 0.4) * side,
+            )
+        else:
+            candidate = square_at(rng.uniform(0, dims.width), rng.uniform(0, dims.height))
+        if mask.fraction(candidate) >= config.random_region_min_tissue:
+            return candidate
+    return candidate  # no square reaches the tissue share: the last one is as good
+
+
+def _reject(
+    run: RunContext, pending: Pending, requested: Region, problem: str, message: str
+) -> GiantState:
+    run.log.add_step(
+        StepRecord(
+            kind="rejected",
+            action=pending.action.model_dump(),
+            requested=requested,
+            notes=[problem],
+            **pending.asked.step_fields(),
+        )
+    )
+    run.log.add_message(Message.user(message))
+    return {"message_count": len(run.log.messages), "pending": None}
+
+
+def _problem(config: GiantConfig, requested: Region, inside: Region | None, slide: Slide) -> str:
+    """Why a region cannot be shown ("" when it can)."""
+    dims = slide.dimensions
+    if inside is None:
+        return (
+            f"region {requested} lies entirely outside the slide "
+            f"(0..{dims.width} x 0..{dims.height})"
+        )
+    if inside != requested and config.strict_regions:
+        return (
+            f"region {requested} extends beyond the slide (0..{dims.width} x "
+            f"0..{dims.height}); give a region inside it"
+        )
+    return ""
+
+
+async def look(run: RunContext, state: GiantState) -> GiantState:
+    """Show the region the pending action asked for (or a random one), with its scale."""
+    pending = state.get("pending")
+    assert pending is not None, "look runs only after decide left an action"
+    config, slide = run.config, run.slide
+    dims, step, action = slide.dimensions, pending.asked.step, pending.action
+    if isinstance(action, ZoomAction):
+        requested = Region(x=action.x, y=action.y, width=action.width, height=action.height)
+    else:
+        requested = random_region(run, step)
+    started = time.perf_counter()
+    inside = requested.clamp(dims)
+    problem = _problem(config, requested, inside, slide)
+    if problem or inside is None:
+        run.emit(GiantEvent(kind="rejected", step=step, text=problem, region=requested))
+        spent = f"That turn is spent. {_turns_left(config, step)}"
+        message = f"That region was rejected: {problem}. {spent}"
+        return _reject(run, pending, requested, problem, message)
+    try:
+        view = zoom(
+            run.crop_tools(),
             x=inside.x,
             y=inside.y,
-            w=inside.width,
-            h=inside.height,
-            slide_width=dims.width,
-            slide_height=dims.height,
-            scale=scale,
-            notes="".join(notes),
-            steps_left=config.max_steps - step,
+            width=inside.width,
+            height=inside.height,
+            long_side=run.long_side,
         )
-        run.log.add_message(Message.user(view.artifact, text))
-        run.log.add_step(
-            StepRecord(
-                kind="look" if data["action"] == "look" else "zoom",
-                action=data,
-                requested=requested,
-                region=view.region,
-                clamped=inside != requested,
-                level=view.level,
-                mpp=view.mpp,
-                artifact=view.artifact,
-                notes=[n.strip() for n in notes],
-                tool_s=time.perf_counter() - started,
-                **common,
+    except RegionError as exc:  # e.g. over the read budget: tell the model, spend the turn
+        return _reject(run, pending, requested, str(exc), f"That region could not be shown: {exc}")
+    notes: list[str] = []
+    if inside != requested:
+        notes.append(f" Your region {requested} was clamped to the slide.")
+    for earlier in state.get("visited", []):
+        if _iou(inside, earlier.region) >= config.loop_overlap:
+            seen = earlier.region
+            nudge = load_template("giant/nudge").render(
+                x=seen.x, y=seen.y, w=seen.width, h=seen.height, step=earlier.step
             )
+            notes.append(" " + nudge.strip())
+            break
+    text = load_template("giant/after_zoom").render(
+        x=inside.x,
+        y=inside.y,
+        w=inside.width,
+        h=inside.height,
+        whole=image_words(slide)["whole"],
+        slide_width=dims.width,
+        slide_height=dims.height,
+        scale=view_scale(slide, view.region.width, view.artifact.width, view.mpp),
+        notes="".join(notes),
+        steps_left=config.max_steps - step,
+    )
+    run.log.add_message(Message.user(view.artifact, text))
+    run.log.add_step(
+        StepRecord(
+            kind="look" if isinstance(action, LookAction) else "zoom",
+            action=action.model_dump(),
+            requested=requested,
+            region=view.region,
+            clamped=inside != requested,
+            level=view.level,
+            mpp=view.mpp,
+            artifact=view.artifact,
+            notes=[n.strip() for n in notes],
+            tool_s=time.perf_counter() - started,
+            **pending.asked.step_fields(),
         )
-        run.emit(
-            GiantEvent(
-                kind="zoom",
-                step=step,
-                region=view.region,
-                artifact_id=view.artifact.id,
-                text=str(data.get("reasoning", "")),
-            )
+    )
+    run.emit(
+        GiantEvent(
+            kind="zoom",
+            step=step,
+            region=view.region,
+            artifact_id=view.artifact.id,
+            text=action.reasoning,
         )
-        visited = [*state.get("visited", []), [*inside.as_tuple(), step]]
-        return {"message_count": len(run.log.messages), "pending": None, "visited": visited}
+    )
+    return {
+        "message_count": len(run.log.messages),
+        "pending": None,
+        "visited": [Visit(region=inside, step=step)],
+    }
 
-    def after_decide(state: GiantState) -> str:
-        if state.get("status") != "running":
-            return END
-        return "look" if state.get("pending") else "decide"
 
+def after_decide(state: GiantState) -> str:
+    if state.get("status") != "running":
+        return END
+    return "look" if state.get("pending") else "decide"
+
+
+def build_graph(run: RunContext) -> StateGraph[GiantState]:
+    """The navigation graph for one run (compile it with a checkpointer)."""
     graph: StateGraph[GiantState] = StateGraph(GiantState)
-    graph.add_node("start", start)
-    graph.add_node("decide", decide)
-    graph.add_node("look", look)
+    graph.add_node("start", partial(start, run))
+    graph.add_node("decide", partial(decide, run))
+    graph.add_node("look", partial(look, run))
     graph.add_edge(START, "start")
     graph.add_edge("start", "decide")
     graph.add_conditional_edges("decide", after_decide, ["look", "decide", END])

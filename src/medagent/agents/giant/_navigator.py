@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,14 +18,29 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
-from medagent._files import write_json_atomic
-from medagent._version import package_versions
+from medagent.agents.base import (
+    ProgramRef,
+    RunManifest,
+    majority_vote,
+    new_run_dir,
+    normalize_answer,
+    render_long_side,
+    run_sync,
+)
 from medagent.agents.giant._actions import AnswerAction
 from medagent.agents.giant._config import GiantConfig, Method
-from medagent.agents.giant._graph import GiantEvent, GiantState, RunContext, build_graph
+from medagent.agents.giant._graph import (
+    GiantEvent,
+    GiantState,
+    NavigationMethod,
+    RunContext,
+    build_graph,
+    checkpoint_serde,
+)
+from medagent.agents.giant._prompts import system_prompt
 from medagent.agents.giant._trajectory import RunLog, Status, Trajectory
 from medagent.artifacts import ArtifactRef, ArtifactStore
-from medagent.errors import ConfigError, InputError
+from medagent.errors import ConfigError
 from medagent.imaging import RenderPolicy, Slide, open_image
 from medagent.models import ChatModel, Message
 from medagent.prompts import (
@@ -36,12 +50,10 @@ from medagent.prompts import (
     Program,
     Signature,
     demo_turns,
-    fill_instructions,
     load_template,
     resolve_program,
 )
-from medagent.tools import Segmenter, ToolContext
-from medagent.tools._view import slide_facts
+from medagent.tools import Segmenter, ToolContext, slide_facts
 
 __all__ = ["TEMPLATES", "GiantNavigator", "GiantResult", "giant_program", "prompt_hashes"]
 
@@ -84,7 +96,8 @@ def prompt_hashes() -> dict[str, str]:
 def giant_program() -> Program:
     """GIANT's tunable prompt, as a program with one predictor, ``navigate``.
 
-    Its instructions are the system prompt (``$steps`` is filled in with the turn limit); its
+    Its instructions are the system prompt template, its slots filled at run time (``$steps``
+    with the turn limit; ``$reader``, ``$a_image``, ``$whole`` with what the image is); its
     demos are worked questions (overview, question, options → answer) shown before the real
     one. Save a tuned copy with ``program.save(path)`` and pass it as ``prompts``.
     """
@@ -92,7 +105,7 @@ def giant_program() -> Program:
         name="giant.navigate",
         instructions=load_template("giant/system").text.strip(),
         inputs=(
-            InputField(name="overview", kind="image", optional=True, description="the whole slide"),
+            InputField(name="overview", kind="image", optional=True, description="the whole image"),
             InputField(name="question", description="the question about the slide"),
             InputField(
                 name="options",
@@ -102,13 +115,13 @@ def giant_program() -> Program:
             ),
         ),
         output=AnswerAction,
-        description="navigate a whole-slide image by zooming, then answer the question",
+        description="navigate a large image by zooming, then answer the question",
     )
     return Program(
         "giant",
         {"navigate": Predict(signature)},
-        description="A pathologist's navigation of a gigapixel slide: look at an overview, zoom "
-        "into regions, answer a question about the slide.",
+        description="An expert's navigation of a gigapixel image (a slide, a radiograph): look "
+        "at an overview, zoom into regions, answer a question about the image.",
     )
 
 
@@ -163,15 +176,7 @@ class GiantNavigator:
         run_dir: str | Path | None = None,
     ) -> GiantResult:
         """Blocking form of ``arun`` (works inside notebooks too)."""
-        coroutine = self.arun(slide, question, options=options, run_dir=run_dir)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coroutine)
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, coroutine).result()
+        return run_sync(self.arun(slide, question, options=options, run_dir=run_dir))
 
     async def arun(
         self,
@@ -185,7 +190,7 @@ class GiantNavigator:
         if not question.strip():
             raise ConfigError("the question is empty")
         opened = slide if isinstance(slide, Slide) else open_image(slide)
-        directory = Path(run_dir) if run_dir else self._new_run_dir()
+        directory = Path(run_dir) if run_dir else new_run_dir(self.runs_dir)
         if self.votes > 1:
             return await self._vote(opened, question, options, directory)
         return await self._run(opened, question, options, directory)
@@ -194,8 +199,6 @@ class GiantNavigator:
         self, slide: Slide, question: str, options: list[str] | None, directory: Path
     ) -> GiantResult:
         """GIANT xk: k independent runs (seeds seed, seed+1, ...), majority over predictions."""
-        from medagent.agents.base import majority_vote
-
         results = []
         base_seed = self.config.seed or 0
         for index in range(self.votes):
@@ -244,82 +247,77 @@ class GiantNavigator:
     async def aresume(self, run_dir: str | Path) -> GiantResult:
         """Continue a run that was killed, from its last completed step."""
         directory = Path(run_dir)
-        manifest_path = directory / "manifest.json"
-        if not manifest_path.exists():
-            raise InputError(
-                f"{directory} is not a run directory (no manifest.json)", path=str(directory)
-            )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError:
-            raise InputError(
-                f"{manifest_path} is damaged (cut short by a crash?); start the run again",
-                path=str(manifest_path),
-            ) from None
-        return await self._run(
-            open_image(manifest["slide_path"]),
-            manifest["question"],
-            manifest["options"],
-            directory,
-        )
+        manifest = RunManifest.read(directory)
+        inputs = manifest.inputs
+        slide = open_image(inputs["slide_path"], modality=inputs.get("modality"))
+        return await self._run(slide, inputs["question"], inputs.get("options"), directory)
 
     # -- internals ----------------------------------------------------------------------------
-    def _new_run_dir(self) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        return self.runs_dir / f"{stamp}-{uuid.uuid4().hex[:6]}"
+    @property
+    def long_side(self) -> int:
+        """The long side the images of this method are rendered at, within the model's cap."""
+        wanted = {"thumbnail": self.config.thumbnail_long_side, "patches": self.config.patch_px}
+        return render_long_side(self.model, wanted.get(self.method, self.config.long_side))
+
+    def _system_prompt(self, slide: Slide) -> str | None:
+        """The system prompt as sent (navigating methods; the baselines have none)."""
+        if self.method not in ("giant", "random-region"):
+            return None
+        navigate = self.prompts.predictor("navigate") if self.prompts is not None else None
+        method: NavigationMethod = "random-region" if self.method == "random-region" else "giant"
+        return system_prompt(slide, self.config, method, navigate)
 
     def _manifest(
-        self, slide: Slide, question: str, options: list[str] | None, run_id: str
-    ) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "method": self.method,
-            "question": question,
-            "options": options,
-            "slide_path": str(slide.path.resolve()),
-            "model": self.model.name,
-            "backend": type(self.model).__name__,
-            "config": self.config.model_dump(),
-            "prompts": prompt_hashes(),
-            "prompt_program": (
-                {"name": self.prompts.name, "sha256": self.prompts.sha256()}
+        self, slide: Slide, question: str, options: list[str] | None, system: str | None
+    ) -> RunManifest:
+        manifest = RunManifest.for_model(
+            self.model,
+            agent="giant",
+            method=self.method,
+            inputs={
+                "question": question,
+                "options": options,
+                "slide_path": str(slide.path.resolve()),
+                "modality": slide.modality.kind,
+            },
+            config=self.config.model_dump(mode="json"),
+            prompts=prompt_hashes(),
+            prompt_program=(
+                ProgramRef(name=self.prompts.name, sha256=self.prompts.sha256())
                 if self.prompts is not None
                 else None
             ),
-            "versions": package_versions(),
-            "seed": self.config.seed,
-            "created_at": datetime.now(UTC).isoformat(),
-        }
+            image_long_side=self.long_side,
+            seed=self.config.seed,
+        )
+        return manifest.with_rendered(system=system) if system is not None else manifest
 
     async def _run(
         self, slide: Slide, question: str, options: list[str] | None, directory: Path
     ) -> GiantResult:
-        directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once per run
-        manifest_path = directory / "manifest.json"
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (FileNotFoundError, ValueError):  # none yet, or cut short by a crash: write anew
-            manifest = None
+        system = self._system_prompt(slide)
+        manifest = RunManifest.find(directory)  # none yet, or cut short by a crash: write anew
         if manifest is not None:
-            if manifest["question"] != question or manifest["method"] != self.method:
+            if manifest.inputs.get("question") != question or manifest.method != self.method:
                 raise ConfigError(
-                    f"{directory} holds a different run ({manifest['method']}: "
-                    f"{manifest['question']!r}); use a new --out folder"
+                    f"{directory} holds a different run ({manifest.method}: "
+                    f"{manifest.inputs.get('question')!r}); use a new --out folder"
                 )
         else:
-            manifest = self._manifest(slide, question, options, uuid.uuid4().hex[:12])
-            write_json_atomic(manifest_path, manifest)
-        run_id = manifest["run_id"]
+            manifest = self._manifest(slide, question, options, system)
+            manifest.write(directory)
         tools = ToolContext(
             artifacts=ArtifactStore(directory / "artifacts"),
             slide=slide,
-            policy=RenderPolicy(long_side=self.config.long_side),
+            policy=RenderPolicy(long_side=self.long_side),
             segmenter=self.segmenter,
         )
         log = RunLog(directory / "events.jsonl")
         started = time.perf_counter()
         if self.method == "giant" or self.method == "random-region":
-            state = await self._navigate(slide, question, options, tools, log, run_id, directory)
+            state = await self._navigate(
+                question, options, tools, log, manifest.run_id, directory, system
+            )
         else:
             from medagent.agents.giant._baselines import run_baseline
 
@@ -339,17 +337,17 @@ class GiantNavigator:
 
     async def _navigate(
         self,
-        slide: Slide,
         question: str,
         options: list[str] | None,
         tools: ToolContext,
         log: RunLog,
         run_id: str,
         directory: Path,
+        system: str | None,
     ) -> dict[str, Any]:
+        import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-        system, examples = self._compiled_turns(tools.artifacts)
         run = RunContext(
             model=self.model,
             tools=tools,
@@ -360,16 +358,15 @@ class GiantNavigator:
             method="random-region" if self.method == "random-region" else "giant",
             on_event=self.on_event,
             system_prompt=system,
-            example_turns=examples,
+            example_turns=self._demo_turns(tools.artifacts),
         )
         graph = build_graph(run)
         settings: RunnableConfig = {
             "configurable": {"thread_id": run_id},
             "recursion_limit": 4 * self.config.max_steps + 20,
         }
-        async with AsyncSqliteSaver.from_conn_string(
-            str(directory / "checkpoints.sqlite")
-        ) as saver:
+        async with aiosqlite.connect(str(directory / "checkpoints.sqlite")) as connection:
+            saver = AsyncSqliteSaver(connection, serde=checkpoint_serde())
             app = graph.compile(checkpointer=saver)
             snapshot = await app.aget_state(settings)
             values = dict(snapshot.values or {})
@@ -391,33 +388,29 @@ class GiantNavigator:
                 )
                 return latest
 
-    def _compiled_turns(self, artifacts: ArtifactStore) -> tuple[str | None, list[Message]]:
-        """The compiled system prompt and demo turns, demo images moved into the run's store
+    def _demo_turns(self, artifacts: ArtifactStore) -> list[Message]:
+        """A compiled program's demo turns, their images moved into the run's store
         (trajectories hold artifact ids, never pixels)."""
         if self.prompts is None:
-            return None, []
-        navigate = self.prompts.predictor("navigate")
-        system = fill_instructions(navigate, steps=self.config.max_steps)
-        return system, demo_turns(navigate, artifacts)
+            return []
+        return demo_turns(self.prompts.predictor("navigate"), artifacts)
 
     def _finish(
         self,
         slide: Slide,
         question: str,
         options: list[str] | None,
-        manifest: dict[str, Any],
+        manifest: RunManifest,
         log: RunLog,
         state: dict[str, Any],
         directory: Path,
         elapsed: float,
     ) -> GiantResult:
-        from medagent.agents.base import normalize_answer
-
         status = state.get("status") or "running"
         answer = state.get("answer")
         overview = log.meta.get("overview")
         trajectory = Trajectory(
-            run_id=manifest["run_id"],
+            run_id=manifest.run_id,
             method=self.method,
             question=question,
             options=options,
@@ -435,7 +428,7 @@ class GiantNavigator:
             prediction=normalize_answer(answer, options) if answer else None,
             votes=state.get("votes"),
             error=state.get("error"),
-            started_at=manifest["created_at"],
+            started_at=manifest.created_at,
             finished_at=datetime.now(UTC).isoformat(),
             elapsed_s=elapsed,
         )
