@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,16 +18,21 @@ from prompt_support import (
     keyword_model,
     oracle_model,
 )
+from pydantic import ValidationError
 
 from medagent.errors import DependencyMissingError
-from medagent.evals._methods import vqa_metric
+from medagent.evals import vqa_metric
 from medagent.models import RecordedRequest
 from medagent.prompts import (
+    BootstrapConfig,
     BootstrapFewShot,
     Example,
     InstructionSearch,
+    InstructionSearchConfig,
+    OptimizerConfig,
     ProgressEvent,
     RandomSearch,
+    RandomSearchConfig,
     vqa_program,
 )
 
@@ -38,7 +44,9 @@ async def test_bootstrap_turns_teacher_successes_into_demos(examples: Examples) 
     student, teacher = keyword_model(), oracle_model()
     events: list[ProgressEvent] = []
     optimizer = BootstrapFewShot(
-        vqa_metric, max_bootstrapped_demos=2, max_labeled_demos=2, on_progress=events.append
+        vqa_metric,
+        BootstrapConfig(max_bootstrapped_demos=2, max_labeled_demos=2),
+        on_progress=events.append,
     )
     result = await optimizer.compile(
         vqa_program("cot"), model=student, trainset=trainset, valset=valset, teacher=teacher
@@ -62,7 +70,8 @@ async def test_bootstrap_retries_failures_at_a_higher_temperature(examples: Exam
     for rounds, expected in ((1, 0.0), (2, 1.0)):
         teacher = oracle_model(min_temperature=0.5)  # wrong when greedy
         result = await BootstrapFewShot(
-            vqa_metric, max_bootstrapped_demos=2, max_labeled_demos=0, max_rounds=rounds
+            vqa_metric,
+            BootstrapConfig(max_bootstrapped_demos=2, max_labeled_demos=0, max_rounds=rounds),
         ).compile(
             vqa_program("cot"),
             model=keyword_model(),
@@ -80,7 +89,7 @@ async def test_teacher_never_sees_the_example_it_answers(examples: Examples) -> 
     trainset = examples([1, 2, 3, 4], keyword_in={1})
     student = keyword_model()
     result = await BootstrapFewShot(
-        vqa_metric, max_bootstrapped_demos=4, max_labeled_demos=4
+        vqa_metric, BootstrapConfig(max_bootstrapped_demos=4, max_labeled_demos=4)
     ).compile(vqa_program(), model=student, trainset=trainset)
     for request in student.requests:
         asked = asked_number(request)
@@ -96,9 +105,12 @@ async def test_random_search_keeps_the_best_candidate_and_reports_all(
 ) -> None:
     trainset = examples([1, 2, 3, 4, 5, 6], keyword_in={4})
     valset = examples([10, 11, 12, 13])
-    result = await RandomSearch(
-        vqa_metric, num_candidates=6, max_bootstrapped_demos=2, max_labeled_demos=3, seed=1
-    ).compile(vqa_program(), model=keyword_model(), trainset=trainset, valset=valset)
+    config = RandomSearchConfig(
+        num_candidates=6, max_bootstrapped_demos=2, max_labeled_demos=3, seed=1
+    )
+    result = await RandomSearch(vqa_metric, config).compile(
+        vqa_program(), model=keyword_model(), trainset=trainset, valset=valset
+    )
     labels = [c.label for c in result.candidates]
     assert labels[:3] == ["zero-shot", "labeled", "bootstrap"]
     assert len(labels) == 6 and all(c.full and c.score is not None for c in result.candidates)
@@ -128,8 +140,7 @@ async def test_instruction_search_finds_the_instruction_that_works(examples: Exa
     model = keyword_model(
         other=proposer(["Answer briefly.", f"Apply the {KEYWORD} rule, then answer."])
     )
-    result = await InstructionSearch(
-        vqa_metric,
+    config = InstructionSearchConfig(
         num_instructions=3,
         num_demo_sets=2,
         num_trials=10,
@@ -137,7 +148,10 @@ async def test_instruction_search_finds_the_instruction_that_works(examples: Exa
         full_eval_every=2,
         max_bootstrapped_demos=1,
         max_labeled_demos=2,
-    ).compile(vqa_program(), model=model, trainset=trainset, valset=valset)
+    )
+    result = await InstructionSearch(vqa_metric, config).compile(
+        vqa_program(), model=model, trainset=trainset, valset=valset
+    )
     assert result.baseline_score == 0.0
     assert result.best_score == 1.0 > result.baseline_score
     assert KEYWORD in result.program.predictor("answer").instructions
@@ -162,17 +176,20 @@ async def test_budget_is_never_exceeded(name: str, budget: int, examples: Exampl
     model = keyword_model(other=proposer(["a", "b", "c", "d"]))
     common: dict[str, Any] = {"budget": budget, "concurrency": 3}
     if name == "bootstrap":
-        result = await BootstrapFewShot(vqa_metric, **common).compile(
+        result = await BootstrapFewShot(vqa_metric, BootstrapConfig(**common)).compile(
             vqa_program(), model=model, trainset=trainset, valset=valset
         )
     elif name == "random-search":
-        result = await RandomSearch(vqa_metric, **common).compile(
+        result = await RandomSearch(vqa_metric, RandomSearchConfig(**common)).compile(
             vqa_program(), model=model, trainset=trainset, valset=valset
         )
     else:
-        result = await InstructionSearch(
-            vqa_metric, num_instructions=2, num_demo_sets=1, num_trials=5, **common
-        ).compile(vqa_program(), model=model, trainset=trainset, valset=valset)
+        config = InstructionSearchConfig(
+            num_instructions=2, num_demo_sets=1, num_trials=5, **common
+        )
+        result = await InstructionSearch(vqa_metric, config).compile(
+            vqa_program(), model=model, trainset=trainset, valset=valset
+        )
     assert len(model.requests) == result.calls == budget
     assert result.stopped == "budget"
     assert result.candidates[0].label == "zero-shot" and result.candidates[0].score == 0.0
@@ -196,3 +213,40 @@ async def test_instruction_search_without_optuna_says_how_to_install(
         await InstructionSearch(vqa_metric).compile(
             vqa_program(), model=keyword_model(), trainset=examples([1]), valset=examples([2])
         )
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "config"),
+    [
+        (BootstrapFewShot, BootstrapConfig(max_labeled_demos=0, metric_threshold=0.5, seed=3)),
+        (RandomSearch, RandomSearchConfig(num_candidates=3, teacher_temperature=0.7, budget=9)),
+        (InstructionSearch, InstructionSearchConfig(num_instructions=2, num_trials=2, seed=5)),
+    ],
+)
+async def test_recorded_settings_are_the_config(
+    optimizer: type[BootstrapFewShot | RandomSearch | InstructionSearch],
+    config: OptimizerConfig,
+    examples: Examples,
+    tmp_path: Path,
+) -> None:
+    """What the compiled file says configured the run is exactly the config, every field."""
+    built = optimizer(vqa_metric, config)  # type: ignore[arg-type]
+    assert built.settings() == config.model_dump(mode="json")
+    assert set(built.settings()) == set(type(config).model_fields)
+    model = keyword_model(other=proposer(["a", "b"]))
+    result = await built.compile(
+        vqa_program(), model=model, trainset=examples([1, 2]), valset=examples([10])
+    )
+    assert result.settings == config.model_dump(mode="json")
+    saved = result.save(tmp_path / "program.json")
+    assert saved.optimizer == {"name": optimizer.name, "settings": result.settings}
+
+
+def test_config_is_frozen_and_checked() -> None:
+    config = RandomSearchConfig()
+    with pytest.raises(ValidationError):
+        config.num_candidates = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="num_candidates"):
+        RandomSearchConfig(num_candidates=0)
+    with pytest.raises(ValidationError, match="maxrounds"):
+        BootstrapConfig(maxrounds=2)  # type: ignore[call-arg]

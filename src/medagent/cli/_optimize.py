@@ -159,7 +159,15 @@ def optimize(
     from medagent.evals import load_dataset, vqa_example, vqa_metric
     from medagent.evals.datasets import DatasetKind
     from medagent.models import GenerateParams, build_model
-    from medagent.prompts import BootstrapFewShot, InstructionSearch, RandomSearch, vqa_program
+    from medagent.prompts import (
+        BootstrapConfig,
+        BootstrapFewShot,
+        InstructionSearch,
+        InstructionSearchConfig,
+        RandomSearch,
+        RandomSearchConfig,
+        vqa_program,
+    )
 
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"--optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
@@ -206,29 +214,32 @@ def optimize(
         TextColumn("{task.fields[info]}"),
         console=console,
     ) as progress:
-        common["on_progress"] = _progress_reporter(progress)
+        on_progress = _progress_reporter(progress)
 
         async def run() -> OptimizationResult:
             try:
                 if optimizer == "bootstrap":
-                    return await BootstrapFewShot(
-                        vqa_metric,
+                    bootstrap = BootstrapConfig(
                         max_bootstrapped_demos=demos,
                         max_labeled_demos=labeled,
                         max_rounds=rounds,
                         **common,
+                    )
+                    return await BootstrapFewShot(
+                        vqa_metric, bootstrap, on_progress=on_progress
                     ).compile(program, model=chat_model, trainset=trainset, valset=valset)
                 if optimizer == "random-search":
-                    return await RandomSearch(
-                        vqa_metric,
+                    search = RandomSearchConfig(
                         num_candidates=candidates,
                         max_bootstrapped_demos=demos,
                         max_labeled_demos=labeled,
                         max_rounds=rounds,
                         **common,
-                    ).compile(program, model=chat_model, trainset=trainset, valset=valset)
-                return await InstructionSearch(
-                    vqa_metric,
+                    )
+                    return await RandomSearch(vqa_metric, search, on_progress=on_progress).compile(
+                        program, model=chat_model, trainset=trainset, valset=valset
+                    )
+                instruction_search = InstructionSearchConfig(
                     num_instructions=instructions,
                     num_demo_sets=demo_sets,
                     num_trials=trials,
@@ -237,6 +248,9 @@ def optimize(
                     max_bootstrapped_demos=demos,
                     max_labeled_demos=labeled,
                     **common,
+                )
+                return await InstructionSearch(
+                    vqa_metric, instruction_search, on_progress=on_progress
                 ).compile(program, model=chat_model, trainset=trainset, valset=valset)
             finally:
                 await chat_model.aclose()

@@ -3,9 +3,9 @@ signatures, prompt programs and the optimizers that tune them, saved as compiled
 """
 
 from medagent.prompts._agents import demo_turns, fill_instructions, resolve_program
-from medagent.prompts._bootstrap import BootstrapFewShot
+from medagent.prompts._bootstrap import BootstrapConfig, BootstrapFewShot
 from medagent.prompts._compiled import CompiledProgram, PromptVersionWarning, load_compiled
-from medagent.prompts._instruction_search import InstructionSearch
+from medagent.prompts._instruction_search import InstructionSearch, InstructionSearchConfig
 from medagent.prompts._modules import (
     ChainOfThought,
     Demo,
@@ -21,16 +21,18 @@ from medagent.prompts._optimizer import (
     Evaluation,
     Metric,
     OptimizationResult,
+    OptimizerConfig,
     ProgressEvent,
     evaluate,
 )
 from medagent.prompts._program import Program
-from medagent.prompts._random_search import RandomSearch
+from medagent.prompts._random_search import RandomSearch, RandomSearchConfig
 from medagent.prompts._signature import InputField, Signature
 from medagent.prompts._templates import PromptTemplate, load_template
 from medagent.prompts._vqa import VQA_TEMPLATES, VQAAnswer, vqa_program
 
 __all__ = [
+    "BootstrapConfig",
     "BootstrapFewShot",
     "BudgetExhausted",
     "CandidateRecord",
@@ -41,8 +43,10 @@ __all__ = [
     "Example",
     "InputField",
     "InstructionSearch",
+    "InstructionSearchConfig",
     "Metric",
     "OptimizationResult",
+    "OptimizerConfig",
     "Predict",
     "Prediction",
     "Program",
@@ -50,6 +54,7 @@ __all__ = [
     "PromptTemplate",
     "PromptVersionWarning",
     "RandomSearch",
+    "RandomSearchConfig",
     "Signature",
     "VQAAnswer",
     "VQA_TEMPLATES",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
-from typing import Any
 
-from medagent.errors import ConfigError
+from pydantic import Field
+
 from medagent.models import ChatModel
 from medagent.prompts._modules import Demo, Example, Predict, tracing
 from medagent.prompts._optimizer import (
@@ -23,6 +23,7 @@ from medagent.prompts._optimizer import (
     Metric,
     OptimizationResult,
     Optimizer,
+    OptimizerConfig,
     ProgressFn,
     Session,
     _run_bounded,
@@ -30,7 +31,7 @@ from medagent.prompts._optimizer import (
 )
 from medagent.prompts._program import Program
 
-__all__ = ["BootstrapFewShot", "bootstrap_program", "labeled_demos", "zero_shot"]
+__all__ = ["BootstrapConfig", "BootstrapFewShot", "bootstrap_program", "labeled_demos", "zero_shot"]
 
 
 def zero_shot(program: Program) -> Program:
@@ -160,7 +161,19 @@ async def bootstrap_program(
     return program
 
 
-class BootstrapFewShot(Optimizer):
+class BootstrapConfig(OptimizerConfig):
+    """``BootstrapFewShot``'s hyperparameters (``RandomSearch`` builds its demos with them too)."""
+
+    max_bootstrapped_demos: int = Field(4, ge=0, description="teacher-made demos per predictor")
+    max_labeled_demos: int = Field(16, ge=0, description="demos in all; labeled ones fill up")
+    max_rounds: int = Field(1, ge=1, description="attempts per training example")
+    metric_threshold: float | None = Field(
+        None, description="a teacher run succeeds at this score or more; None: above 0"
+    )
+    teacher_temperature: float = Field(1.0, ge=0, description="sampling after the first round")
+
+
+class BootstrapFewShot(Optimizer[BootstrapConfig]):
     """Demos from a teacher's successful runs, topped up with labeled examples.
 
     ``max_rounds`` attempts per example (rounds after the first sample at
@@ -173,37 +186,11 @@ class BootstrapFewShot(Optimizer):
     def __init__(
         self,
         metric: Metric,
+        config: BootstrapConfig | None = None,
         *,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 16,
-        max_rounds: int = 1,
-        metric_threshold: float | None = None,
-        teacher_temperature: float = 1.0,
-        budget: int | None = None,
-        seed: int = 0,
-        concurrency: int = 4,
         on_progress: ProgressFn | None = None,
     ) -> None:
-        super().__init__(
-            metric, budget=budget, seed=seed, concurrency=concurrency, on_progress=on_progress
-        )
-        if max_bootstrapped_demos < 0 or max_labeled_demos < 0 or max_rounds < 1:
-            raise ConfigError("demo counts must be 0 or more and max_rounds at least 1")
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.max_rounds = max_rounds
-        self.metric_threshold = metric_threshold
-        self.teacher_temperature = teacher_temperature
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "max_bootstrapped_demos": self.max_bootstrapped_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-            "max_rounds": self.max_rounds,
-            "metric_threshold": self.metric_threshold,
-            "teacher_temperature": self.teacher_temperature,
-        }
+        super().__init__(metric, config or BootstrapConfig(), on_progress=on_progress)
 
     async def compile(
         self,
@@ -218,7 +205,7 @@ class BootstrapFewShot(Optimizer):
         """The program with demos; ``teacher`` (a stronger model) defaults to ``model``."""
         check_sets(trainset, valset, needs_val=False)
         session = self.session(model)
-        rng = random.Random(self.seed)
+        rng = random.Random(self.config.seed)
         try:
             if valset:
                 session.baseline_score = await session.score(
@@ -233,12 +220,12 @@ class BootstrapFewShot(Optimizer):
             trainset,
             teacher_model=session.wrap(teacher),
             teacher_program=teacher_program,
-            max_bootstrapped_demos=self.max_bootstrapped_demos,
-            max_labeled_demos=self.max_labeled_demos,
-            max_rounds=self.max_rounds,
+            max_bootstrapped_demos=self.config.max_bootstrapped_demos,
+            max_labeled_demos=self.config.max_labeled_demos,
+            max_rounds=self.config.max_rounds,
             metric=self.metric,
-            metric_threshold=self.metric_threshold,
-            temperature=self.teacher_temperature,
+            metric_threshold=self.config.metric_threshold,
+            temperature=self.config.teacher_temperature,
             rng=rng,
         )
         if valset and session.stopped is None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from medagent.errors import ConfigError, DependencyMissingError
+from medagent.errors import DependencyMissingError
 from medagent.models import ChatModel, Message, Structured, generate_structured
 from medagent.prompts._bootstrap import zero_shot
 from medagent.prompts._modules import Demo, Example, Predict
@@ -30,6 +30,7 @@ from medagent.prompts._optimizer import (
     Metric,
     OptimizationResult,
     Optimizer,
+    OptimizerConfig,
     ProgressFn,
     Session,
     check_sets,
@@ -38,7 +39,13 @@ from medagent.prompts._program import Program
 from medagent.prompts._random_search import demo_candidates
 from medagent.prompts._templates import load_template
 
-__all__ = ["DatasetSummary", "InstructionProposal", "InstructionSearch", "load_optuna"]
+__all__ = [
+    "DatasetSummary",
+    "InstructionProposal",
+    "InstructionSearch",
+    "InstructionSearchConfig",
+    "load_optuna",
+]
 
 _SHOWN_EXAMPLES = 8
 _SHOWN_DEMOS = 3
@@ -99,7 +106,22 @@ def _demo_text(demos: Sequence[Demo], images: set[str]) -> str:
     )
 
 
-class InstructionSearch(Optimizer):
+class InstructionSearchConfig(OptimizerConfig):
+    """``InstructionSearch``'s hyperparameters."""
+
+    num_instructions: int = Field(5, ge=1, description="per predictor, the current one included")
+    num_demo_sets: int = Field(5, ge=1, description="demo sets, zero-shot included")
+    num_trials: int = Field(20, ge=1, description="TPE trials")
+    minibatch_size: int = Field(25, ge=1, description="validation examples per trial")
+    full_eval_every: int = Field(5, ge=1, description="trials between full evaluations")
+    max_bootstrapped_demos: int = Field(4, ge=0, description="teacher-made demos per predictor")
+    max_labeled_demos: int = Field(4, ge=0, description="demos in all; labeled ones fill up")
+    metric_threshold: float | None = Field(
+        None, description="a teacher run succeeds at this score or more; None: above 0"
+    )
+
+
+class InstructionSearch(Optimizer[InstructionSearchConfig]):
     """Instructions proposed by a model and demo sets, searched together with TPE.
 
     ``num_instructions`` candidates per predictor (the current one included), ``num_demo_sets``
@@ -113,48 +135,11 @@ class InstructionSearch(Optimizer):
     def __init__(
         self,
         metric: Metric,
+        config: InstructionSearchConfig | None = None,
         *,
-        num_instructions: int = 5,
-        num_demo_sets: int = 5,
-        num_trials: int = 20,
-        minibatch_size: int = 25,
-        full_eval_every: int = 5,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 4,
-        metric_threshold: float | None = None,
-        budget: int | None = None,
-        seed: int = 0,
-        concurrency: int = 4,
         on_progress: ProgressFn | None = None,
     ) -> None:
-        super().__init__(
-            metric, budget=budget, seed=seed, concurrency=concurrency, on_progress=on_progress
-        )
-        if min(num_instructions, num_demo_sets, num_trials, minibatch_size, full_eval_every) < 1:
-            raise ConfigError(
-                "num_instructions, num_demo_sets, num_trials, minibatch_size and "
-                "full_eval_every must each be at least 1"
-            )
-        self.num_instructions = num_instructions
-        self.num_demo_sets = num_demo_sets
-        self.num_trials = num_trials
-        self.minibatch_size = minibatch_size
-        self.full_eval_every = full_eval_every
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.metric_threshold = metric_threshold
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "num_instructions": self.num_instructions,
-            "num_demo_sets": self.num_demo_sets,
-            "num_trials": self.num_trials,
-            "minibatch_size": self.minibatch_size,
-            "full_eval_every": self.full_eval_every,
-            "max_bootstrapped_demos": self.max_bootstrapped_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-        }
+        super().__init__(metric, config or InstructionSearchConfig(), on_progress=on_progress)
 
     # -- proposals -------------------------------------------------------------------------
     async def _summary(
@@ -188,7 +173,7 @@ class InstructionSearch(Optimizer):
         tips = [t.strip() for t in load_template("optimize/tips").text.splitlines() if t.strip()]
         signature = predictor.signature
         found = [predictor.instructions]
-        for index in range(self.num_instructions - 1):
+        for index in range(self.config.num_instructions - 1):
             demos = demo_sets[1 + index % (len(demo_sets) - 1)] if len(demo_sets) > 1 else []
             prompt = load_template("optimize/propose").render(
                 program=program.description or program.name,
@@ -211,7 +196,7 @@ class InstructionSearch(Optimizer):
                 proposer, [Message.user(prompt)], InstructionProposal
             )
             session.progress(
-                f"proposing instructions ({name})", index + 1, self.num_instructions - 1
+                f"proposing instructions ({name})", index + 1, self.config.num_instructions - 1
             )
             if isinstance(result, Structured):
                 text = result.value.instruction.strip()
@@ -234,7 +219,7 @@ class InstructionSearch(Optimizer):
         check_sets(trainset, valset, needs_val=True)
         optuna = load_optuna()
         session = self.session(model)
-        rng = random.Random(self.seed)
+        rng = random.Random(self.config.seed)
         names = list(program.predictors)
         instructions: dict[str, list[str]] = {}
         demo_sets: dict[str, list[list[Demo]]] = {n: [] for n in names}
@@ -246,15 +231,15 @@ class InstructionSearch(Optimizer):
                 session,
                 program,
                 trainset,
-                count=self.num_demo_sets,
+                count=self.config.num_demo_sets,
                 teacher=teacher,
-                max_bootstrapped_demos=self.max_bootstrapped_demos,
-                max_labeled_demos=self.max_labeled_demos,
+                max_bootstrapped_demos=self.config.max_bootstrapped_demos,
+                max_labeled_demos=self.config.max_labeled_demos,
                 max_rounds=1,
                 metric=self.metric,
-                metric_threshold=self.metric_threshold,
+                metric_threshold=self.config.metric_threshold,
                 teacher_temperature=1.0,
-                seed=self.seed,
+                seed=self.config.seed,
             ):
                 for name in names:
                     demo_sets[name].append(built.predictors[name].demos)
@@ -290,7 +275,7 @@ class InstructionSearch(Optimizer):
     ) -> None:
         names = list(program.predictors)
         study = optuna.create_study(
-            direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.seed)
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.config.seed)
         )
         # The zero-shot program is the first trial, with its full score.
         study.enqueue_trial({f"{n}.{k}": 0 for n in names for k in ("instruction", "demos")})
@@ -310,7 +295,7 @@ class InstructionSearch(Optimizer):
             return "".join(f"i{i}-d{d}" for i, d in choice.values())
 
         first = True
-        for number in range(1, self.num_trials + 1):
+        for number in range(1, self.config.num_trials + 1):
             trial = study.ask()
             choice = {
                 name: (
@@ -331,8 +316,8 @@ class InstructionSearch(Optimizer):
                 continue
             batch = (
                 list(valset)
-                if self.minibatch_size >= len(valset)
-                else rng.sample(list(valset), self.minibatch_size)
+                if self.config.minibatch_size >= len(valset)
+                else rng.sample(list(valset), self.config.minibatch_size)
             )
             full = len(batch) == len(valset)
             score = await session.score(
@@ -348,7 +333,7 @@ class InstructionSearch(Optimizer):
             counts[key] = counts.get(key, 0) + 1
             if full:
                 fully.add(key)
-            if number % self.full_eval_every == 0 or number == self.num_trials:
+            if number % self.config.full_eval_every == 0 or number == self.config.num_trials:
                 waiting = [k for k in sums if k not in fully]
                 if waiting:
                     best = max(waiting, key=lambda k: sums[k] / counts[k])

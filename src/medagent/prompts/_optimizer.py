@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,7 @@ __all__ = [
     "Metric",
     "OptimizationResult",
     "Optimizer",
+    "OptimizerConfig",
     "ProgressEvent",
     "Session",
     "evaluate",
@@ -351,36 +352,46 @@ class Session:
         )
 
 
-class Optimizer:
-    """Settings every optimizer takes: the metric, a budget, a seed, concurrency, progress."""
+class OptimizerConfig(BaseModel):
+    """The hyperparameters every optimizer takes; each optimizer's config adds its own.
+
+    Frozen, and the one place they live: the optimizer reads them from here and the compiled
+    file records exactly this (``Optimizer.settings``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget: int | None = Field(
+        None, ge=1, description="model calls in all, at most; None: no limit"
+    )
+    seed: int = Field(0, description="seeds sampling, shuffles and the search")
+    concurrency: int = Field(4, ge=1, description="model calls in flight at once")
+
+
+ConfigT = TypeVar("ConfigT", bound=OptimizerConfig)
+
+
+class Optimizer(Generic[ConfigT]):
+    """An optimizer: a metric, its frozen config, and where progress goes."""
 
     name = "optimizer"
 
     def __init__(
-        self,
-        metric: Metric,
-        *,
-        budget: int | None = None,
-        seed: int = 0,
-        concurrency: int = 4,
-        on_progress: ProgressFn | None = None,
+        self, metric: Metric, config: ConfigT, *, on_progress: ProgressFn | None = None
     ) -> None:
         self.metric = metric
-        self.budget = budget
-        self.seed = seed
-        self.concurrency = concurrency
+        self.config = config
         self.on_progress = on_progress
 
     def settings(self) -> dict[str, Any]:
         """What configured this run, for the compiled file."""
-        return {"budget": self.budget, "seed": self.seed, "concurrency": self.concurrency}
+        return self.config.model_dump(mode="json")
 
     def session(self, model: ChatModel) -> Session:
         return Session(
             model,
             self.metric,
-            budget=self.budget,
-            concurrency=self.concurrency,
+            budget=self.config.budget,
+            concurrency=self.config.concurrency,
             on_progress=self.on_progress,
         )
 

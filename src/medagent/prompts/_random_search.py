@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
-from medagent.errors import ConfigError
+from pydantic import Field
+
 from medagent.models import ChatModel
-from medagent.prompts._bootstrap import bootstrap_program, labeled_demos, zero_shot
+from medagent.prompts._bootstrap import BootstrapConfig, bootstrap_program, labeled_demos, zero_shot
 from medagent.prompts._modules import Example
 from medagent.prompts._optimizer import (
     BudgetExhausted,
@@ -27,7 +27,7 @@ from medagent.prompts._optimizer import (
 )
 from medagent.prompts._program import Program
 
-__all__ = ["RandomSearch", "demo_candidates"]
+__all__ = ["RandomSearch", "RandomSearchConfig", "demo_candidates"]
 
 
 async def demo_candidates(
@@ -86,7 +86,13 @@ async def demo_candidates(
         yield label, built
 
 
-class RandomSearch(Optimizer):
+class RandomSearchConfig(BootstrapConfig):
+    """``RandomSearch``'s hyperparameters: bootstrapping's, and how many programs to try."""
+
+    num_candidates: int = Field(10, ge=1, description="programs tried, the fixed three included")
+
+
+class RandomSearch(Optimizer[RandomSearchConfig]):
     """Bootstrap few-shot with random search over demo sets (``num_candidates`` programs in all,
     the three fixed ones included), scored on the validation set."""
 
@@ -95,39 +101,11 @@ class RandomSearch(Optimizer):
     def __init__(
         self,
         metric: Metric,
+        config: RandomSearchConfig | None = None,
         *,
-        num_candidates: int = 10,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 16,
-        max_rounds: int = 1,
-        metric_threshold: float | None = None,
-        teacher_temperature: float = 1.0,
-        budget: int | None = None,
-        seed: int = 0,
-        concurrency: int = 4,
         on_progress: ProgressFn | None = None,
     ) -> None:
-        super().__init__(
-            metric, budget=budget, seed=seed, concurrency=concurrency, on_progress=on_progress
-        )
-        if num_candidates < 1:
-            raise ConfigError(f"num_candidates must be at least 1, not {num_candidates}")
-        self.num_candidates = num_candidates
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.max_rounds = max_rounds
-        self.metric_threshold = metric_threshold
-        self.teacher_temperature = teacher_temperature
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "num_candidates": self.num_candidates,
-            "max_bootstrapped_demos": self.max_bootstrapped_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-            "max_rounds": self.max_rounds,
-            "metric_threshold": self.metric_threshold,
-        }
+        super().__init__(metric, config or RandomSearchConfig(), on_progress=on_progress)
 
     async def compile(
         self,
@@ -145,15 +123,15 @@ class RandomSearch(Optimizer):
             session,
             program,
             trainset,
-            count=self.num_candidates,
+            count=self.config.num_candidates,
             teacher=teacher,
-            max_bootstrapped_demos=self.max_bootstrapped_demos,
-            max_labeled_demos=self.max_labeled_demos,
-            max_rounds=self.max_rounds,
+            max_bootstrapped_demos=self.config.max_bootstrapped_demos,
+            max_labeled_demos=self.config.max_labeled_demos,
+            max_rounds=self.config.max_rounds,
             metric=self.metric,
-            metric_threshold=self.metric_threshold,
-            teacher_temperature=self.teacher_temperature,
-            seed=self.seed,
+            metric_threshold=self.config.metric_threshold,
+            teacher_temperature=self.config.teacher_temperature,
+            seed=self.config.seed,
         )
         try:
             async for label, candidate in candidates:
