@@ -61,20 +61,20 @@ def _model(settings: Settings) -> ChatModel:
 
 def build_giant_graph(config: RunnableConfig | None = None) -> Any:
     """The GIANT navigation graph for one question about one slide."""
-    from medagent.agents.giant import GiantConfig
-    from medagent.agents.giant._graph import RunContext, build_graph
-    from medagent.agents.giant._trajectory import RunLog
+    from medagent.agents.base import render_long_side
+    from medagent.agents.giant import GiantConfig, RunContext, RunLog, build_graph
 
     values = _configurable(config, "giant", "slide", "question")
     settings = Settings()
     folder = _run_dir(values, settings, "giant")
     giant = GiantConfig(seed=settings.seed)
+    model = _model(settings)
     run = RunContext(
-        model=_model(settings),
+        model=model,
         tools=ToolContext(
             artifacts=ArtifactStore(folder / "artifacts"),
             slide=open_image(values["slide"]),
-            policy=RenderPolicy(long_side=giant.long_side),
+            policy=RenderPolicy(long_side=render_long_side(model, giant.long_side)),
             segmenter=settings.segmenter(),
         ),
         log=RunLog(folder / "events.jsonl"),

@@ -71,8 +71,9 @@ MethodOpt = Annotated[
     str,
     typer.Option(
         "--method",
-        help="giant (navigate by zooming), thumbnail (one look at 1024 px), patches (30 random "
-        "tissue patches, majority vote), random-region (zooms chosen at random).",
+        help="giant (navigate by zooming), thumbnail (one look at 1024 px, the paper's "
+        "setting), patches (30 random tissue patches, majority vote), random-region (zooms "
+        "chosen at random).",
     ),
 ]
 
@@ -86,12 +87,22 @@ def ask(
         typer.Option(help='Answer options separated by ";", e.g. "lung;breast;colon".'),
     ] = None,
     method: MethodOpt = "giant",
+    modality: Annotated[
+        str | None,
+        typer.Option(
+            help="What a plain image (PNG, JPEG, TIFF) shows: radiograph, mammogram, ct, mr, "
+            "ultrasound, photo. Slides and DICOM files say it themselves."
+        ),
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Turns in all, the answer included. [20]")
     ] = None,
     votes: Annotated[int, typer.Option(help="giant: majority over this many runs.")] = 1,
     long_side: Annotated[
-        int | None, typer.Option(help="Long side of every image sent, px. [1000]")
+        int | None,
+        typer.Option(
+            help="Long side of the overview and every zoom, px (at most the model's cap). [1000]"
+        ),
     ] = None,
     max_images: Annotated[
         int | None, typer.Option(help="Keep the overview and the latest N-1 crops as images.")
@@ -134,6 +145,7 @@ def ask(
     """
     from medagent.agents.giant import GiantNavigator
     from medagent.cli._optimize import load_prompts
+    from medagent.imaging import modality as modality_of
     from medagent.imaging import open_image
     from medagent.models import build_model
 
@@ -168,7 +180,13 @@ def ask(
         timeout_s=item_timeout,
     )
     choices = [o.strip() for o in options.split(";") if o.strip()] if options else None
-    opened = open_image(slide)
+    kind = None
+    if modality is not None:
+        try:
+            kind = modality_of(modality).kind
+        except ValueError as exc:
+            raise ConfigError(f"--modality: {exc}") from None
+    opened = open_image(slide, modality=kind)
     chat_model = build_model(settings)
     navigator = GiantNavigator(
         chat_model,
@@ -204,7 +222,7 @@ DEMO_OPTIONS = [
 def _demo_slide(cache: Path, rebuild: bool) -> Path:
     from rich.progress import Progress
 
-    from medagent.imaging._demo_slide import build_demo_slide
+    from medagent.imaging import build_demo_slide
 
     path = cache / "demo" / "demo-slide.tif"
     if path.exists() and not rebuild:

@@ -1,6 +1,8 @@
-"""GIANT: a VLM navigates a gigapixel slide like a pathologist, and its baselines.
+"""GIANT: a VLM navigates a gigapixel image (a slide, a radiograph) as its expert reader would,
+and its baselines.
 
 ``GiantNavigator(model).run(slide, question)`` → ``GiantResult`` (answer, status, trajectory).
+``build_graph(RunContext(...))`` is the bare navigation graph (for LangGraph Studio).
 """
 
 from medagent.agents.giant._actions import (
@@ -12,8 +14,13 @@ from medagent.agents.giant._actions import (
     ZoomAction,
 )
 from medagent.agents.giant._config import GiantConfig, Method
-from medagent.agents.giant._graph import GiantEvent, GiantState
-from medagent.agents.giant._navigator import GiantNavigator, GiantResult, giant_program
+from medagent.agents.giant._graph import GiantEvent, GiantState, RunContext, Visit, build_graph
+from medagent.agents.giant._navigator import (
+    GiantNavigator,
+    GiantResult,
+    giant_program,
+    prompt_hashes,
+)
 from medagent.agents.giant._trajectory import RunLog, Status, StepRecord, Trajectory
 
 __all__ = [
@@ -28,10 +35,14 @@ __all__ = [
     "LookAction",
     "Method",
     "RandomAction",
+    "RunContext",
     "RunLog",
     "Status",
     "StepRecord",
     "Trajectory",
+    "Visit",
     "ZoomAction",
+    "build_graph",
     "giant_program",
+    "prompt_hashes",
 ]

@@ -17,7 +17,13 @@ class GiantConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     max_steps: int = Field(20, ge=1, le=200, description="turns in all, the answer included (T)")
-    long_side: int = Field(1000, ge=64, le=4096, description="long side of every image sent")
+    long_side: int = Field(
+        1000,
+        ge=64,
+        le=4096,
+        description="long side of the overview and every zoom, px: the one default, 1000 "
+        "(the paper's setting); lowered to a model's own image cap so stated scales stay true",
+    )
     guides_on_crops: bool = Field(True, description="draw level-0 guides on zoomed crops too")
     max_images_in_context: int | None = Field(
         None, ge=1, description="keep the overview and the latest N-1 crops as images"
@@ -30,7 +36,9 @@ class GiantConfig(BaseModel):
     max_tokens: int = Field(1024, ge=16, description="tokens per model reply")
     timeout_s: float = Field(900.0, gt=0, description="per-question time limit")
     # Baselines
-    thumbnail_long_side: int = Field(1024, ge=64, le=4096)
+    thumbnail_long_side: int = Field(
+        1024, ge=64, le=4096, description="thumbnail baseline: long side, px (the paper's 1024)"
+    )
     patches: int = Field(30, ge=1, le=500, description="patch baseline: patches sampled")
     patch_px: int = Field(224, ge=32, le=2048, description="patch baseline: patch size, level 0")
     random_region_min_px: int = Field(1000, ge=64, description="random-region: smallest side")
