@@ -112,3 +112,25 @@ def test_outputs_serialise_without_pixels(ctx: ToolContext) -> None:
     dumped = zoom(ctx, x=0, y=0, width=100, height=100).model_dump_json()
     assert "base64" not in dumped and len(dumped) < 2000
     assert json.loads(dumped)["artifact"]["kind"] == "zoom"
+
+
+def test_results_name_the_image_kind_and_state_spacing_in_its_unit(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from medagent.imaging import ImageSlide, modality
+
+    pixels = Image.new("RGB", (2000, 1500), "gray")
+    radiograph = ImageSlide(pixels, mpp=(150.0, 150.0), modality=modality("radiograph"))
+    rctx = ToolContext(artifacts=ArtifactStore(tmp_path / "r"), slide=radiograph)
+    text = overview(rctx).to_text() + zoom(rctx, x=0, y=0, width=1000, height=1000).to_text()
+    assert "radiograph 2000 x 1500" in text and "mm per" in text and "µm" not in text
+    plain = ToolContext(artifacts=ArtifactStore(tmp_path / "p"), slide=ImageSlide(pixels))
+    text = overview(plain).to_text() + zoom(plain, x=0, y=0, width=500, height=500).to_text()
+    assert "medical image" in text and "µm" not in text and " mm" not in text
+
+
+def test_a_model_cannot_ask_for_a_view_bigger_than_its_backend_sends(ctx: ToolContext) -> None:
+    capped = ToolContext(artifacts=ctx.artifacts, slide=ctx.slide, max_long_side=300)
+    out = zoom.run(capped, {"x": 0, "y": 0, "width": 2000, "height": 1000, "long_side": 2000})
+    assert isinstance(out, ZoomOutput) and max(out.artifact.width, out.artifact.height) == 300
+    assert max(overview(capped).artifact.width, overview(capped).artifact.height) == 300

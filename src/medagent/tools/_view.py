@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medagent.artifacts import ArtifactRef
 from medagent.errors import RegionError
-from medagent.imaging import Region, Rendered, draw_boxes
+from medagent.imaging import ModalityKind, Region, Rendered, draw_boxes, modality
 from medagent.tools.base import ToolContext, store_view, tool
 
 __all__ = [
@@ -31,14 +31,16 @@ class SlideFacts(BaseModel):
     mpp_x: float | None
     mpp_y: float | None
     objective_power: float | None
+    modality: ModalityKind = Field("image", description="what the image is (Slide.modality)")
 
     def to_text(self) -> str:
+        kind = modality(self.modality)
         spacing = (
-            f"{self.mpp_x:.3g} µm per level-0 pixel"
+            kind.spacing(self.mpp_x).replace(" per pixel", " per level-0 pixel")
             if self.mpp_x is not None
             else "pixel spacing unknown (no physical units)"
         )
-        return f"image {self.width} x {self.height} level-0 pixels, {spacing}"
+        return f"{kind.name} {self.width} x {self.height} level-0 pixels, {spacing}"
 
 
 class OverviewInput(BaseModel):
@@ -91,7 +93,11 @@ class ZoomOutput(BaseModel):
 
     def to_text(self) -> str:
         clamp = f" (clamped from {self.requested} to the image)" if self.clamped else ""
-        spacing = f"{self.mpp:.3g} µm/px" if self.mpp is not None else "spacing unknown"
+        spacing = (
+            modality(self.slide.modality).spacing(self.mpp)
+            if self.mpp is not None
+            else "spacing unknown"
+        )
         return (
             f"Zoomed to {self.region}{clamp}, shown as {self.artifact.width}x"
             f"{self.artifact.height} px ({spacing}) from pyramid level {self.level}; "
@@ -108,6 +114,7 @@ def slide_facts(ctx: ToolContext) -> SlideFacts:
         mpp_x=slide.mpp_x,
         mpp_y=slide.mpp_y,
         objective_power=slide.objective_power,
+        modality=slide.modality.kind,
     )
 
 
@@ -125,7 +132,7 @@ def _decorate(ctx: ToolContext, view: Rendered, boxes: list[Region]) -> Artifact
     OverviewOutput,
 )
 def overview(ctx: ToolContext, args: OverviewInput) -> OverviewOutput:
-    view = ctx.renderer.overview(args.long_side)
+    view = ctx.renderer.overview(ctx.long_side(args.long_side))
     return OverviewOutput(
         artifact=_decorate(ctx, view, args.boxes),
         slide=slide_facts(ctx),
@@ -151,7 +158,7 @@ def zoom(ctx: ToolContext, args: ZoomInput) -> ZoomOutput:
         raise RegionError(
             f"region {first['loc'][0]}: {first['msg']}; give a region inside the image"
         ) from None
-    view = ctx.renderer.render(requested, args.long_side)
+    view = ctx.renderer.render(requested, ctx.long_side(args.long_side))
     return ZoomOutput(
         artifact=_decorate(ctx, view, []),
         requested=requested,

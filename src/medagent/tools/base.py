@@ -55,9 +55,17 @@ class ToolContext:
     #: Prompted segmentation for ``segment(method="sam")`` (``SamSegmenter(folder)``); chosen
     #: by whoever runs the agent, never by the model, and passed in like ``searcher``.
     segmenter: Segmenter | None = None
+    #: The most any view is rendered at, whatever long side a model asks for: an agent sets
+    #: what its model will receive unshrunk, so the scale a result states stays true.
+    max_long_side: int | None = None
     #: Similar-case search for ``search_similar`` (``medagent.retrieval.IndexSearcher``).
     searcher: ImageSearcher | None = None
     _renderer: Renderer | None = field(default=None, repr=False)
+
+    def long_side(self, asked: int | None) -> int:
+        """The long side to render a view at: what was asked (else the policy's), capped."""
+        wanted = asked or self.policy.long_side
+        return min(wanted, self.max_long_side) if self.max_long_side else wanted
 
     def require_slide(self) -> Slide:
         if self.slide is None:

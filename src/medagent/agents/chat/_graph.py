@@ -155,6 +155,8 @@ class ChatRuntime:
                 ),
                 segmenter=self.sam(),
                 searcher=self.searcher,
+                # a model asking for a bigger view gets no more than its backend will send
+                max_long_side=render_long_side(self.chat_model(), 4096),
             )
         return self._contexts[key]
 
