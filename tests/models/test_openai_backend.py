@@ -282,3 +282,16 @@ async def test_schema_mode_asks_for_the_call_as_json_at_once(stub: StubOpenAISer
     reply = await model.generate([Message.user("go")], tools=[ZOOM_TOOL], params=REQUIRED)
     assert reply.tool_calls[0].arguments == {"x": 5, "y": 6}
     assert len(stub.requests) == 1 and stub.requests[0]["tool_choice"] == "none"
+
+
+def test_giving_up_builds_a_new_error_and_leaves_the_last_one_as_raised() -> None:
+    from medagent.models._endpoints import Retryable
+
+    model = OpenAIBackend("m", retry=RetryPolicy(max_retries=2))
+    last = ModelResponseError("HTTP 503: busy", endpoint="http://x", status_code=503, body="b")
+    error = model._gave_up(Retryable(last))
+    assert error is not last and str(last) == "HTTP 503: busy"
+    assert str(error) == "HTTP 503: busy (gave up after 3 attempts)"
+    assert isinstance(error, ModelResponseError)
+    assert (error.status_code, error.endpoint, error.body) == (503, "http://x", "b")
+    assert model.usage_totals.failures == 1 and model.usage_totals.retries == 2
