@@ -33,6 +33,15 @@ def test_each_backend_name_builds_its_backend(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["openai", "vllm", "transformers"])
+def test_image_cap_is_none_unless_set(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    uncapped = build_model(Settings(backend=backend, model="m"))  # type: ignore[arg-type]
+    assert uncapped.image_long_side is None  # type: ignore[attr-defined]
+    monkeypatch.setenv("MEDAGENT_IMAGE_LONG_SIDE", "896")
+    capped = build_model(Settings(backend=backend, model="m"))  # type: ignore[arg-type]
+    assert capped.image_long_side == 896  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["openai", "vllm", "transformers"])
 def test_model_is_required(backend: str) -> None:
     with pytest.raises(ConfigError, match=f"the {backend} backend needs --model"):
         build_model(Settings(backend=backend))  # type: ignore[arg-type]
