@@ -19,8 +19,7 @@ from medagent.agents.rag import (
 from medagent.artifacts import ArtifactStore
 from medagent.imaging import ImageSlide, Region
 from medagent.models import ScriptedModel
-from medagent.retrieval._adaptive_k import AdaptiveK
-from medagent.retrieval._router import KNNDomainRouter, VLMDomainRouter
+from medagent.retrieval import AdaptiveK, KNNDomainRouter, VLMDomainRouter
 from medagent.tools import SimilarImage, ToolContext, ToolFailure, search_similar
 
 

@@ -14,8 +14,7 @@ from cli_support import medagent
 from medagent.agents.insight import insight_program
 from medagent.agents.rag import RAGPipeline, rag_program
 from medagent.errors import ConfigError
-from medagent.evals import make_method
-from medagent.evals._methods import RAGMethod
+from medagent.evals import RAGMethod, make_method
 from medagent.models import RecordedRequest, ScriptedModel
 from medagent.prompts import Demo, Program, load_compiled
 from medagent.retrieval import DefaultEmbedder, build_index, images_from_folder
@@ -99,7 +98,9 @@ async def test_a_compiled_program_changes_the_role_and_adds_demos(tmp_path: Path
     assert question.text == prompt and prompt.startswith(f"{role}\n\nYou are given an image and 2")
     assert "Question: Effusion?" in prompt and len(question.images) == 1
     plain, plain_prompt = await ask(load_compiled(tmp_path / "tuned.json"), use_rag=False)
-    assert plain_prompt.startswith(f"{role}\n\nQuestion: Effusion?")
+    assert plain_prompt.startswith(
+        f"{role}\n\nThe image: a medical image, pixel spacing unknown.\nQuestion: Effusion?"
+    )
     assert len(plain.messages) == 3  # the demos stay without references
 
 

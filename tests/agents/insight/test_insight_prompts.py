@@ -13,8 +13,7 @@ from test_insight_scoring import cases_file
 
 from medagent.agents.insight import InsightAgent, InsightConfig, insight_program
 from medagent.errors import ConfigError
-from medagent.evals import load_results, make_method
-from medagent.evals._methods import InsightMethod
+from medagent.evals import InsightMethod, load_results, make_method
 from medagent.models import ImagePart, RecordedRequest, ScriptedModel
 from medagent.prompts import Demo, Program, load_compiled, load_template, vqa_program
 

@@ -13,9 +13,17 @@ import pytest
 
 from medagent.agents.insight import InsightConfig, InsightReference, score_insights
 from medagent.errors import ConfigError
-from medagent.evals import EvalRunner, RunConfig, load_insight, load_results, summarize
-from medagent.evals._methods import InsightMethod, insight_matcher, make_method
-from medagent.evals._summary import score_item
+from medagent.evals import (
+    EvalRunner,
+    InsightMethod,
+    RunConfig,
+    insight_matcher,
+    load_insight,
+    load_results,
+    make_method,
+    score_item,
+    summarize,
+)
 from medagent.models import ScriptedModel
 
 

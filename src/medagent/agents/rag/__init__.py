@@ -1,6 +1,14 @@
 """MMed-RAG: domain-aware retrieval of similar cases' reports, adaptive k, preference pairs."""
 
-from medagent.agents.rag._graph import RAGConfig, RAGPipeline, RAGResult, RetrievedReport
+from medagent.agents.rag._graph import (
+    RAGConfig,
+    RAGPipeline,
+    RAGResult,
+    RAGState,
+    RAGStatus,
+    RetrievedReport,
+    build_graph,
+)
 from medagent.agents.rag._pairs import (
     FourRuns,
     PreferencePair,
@@ -12,6 +20,7 @@ from medagent.agents.rag._prompt import (
     RAGAnswer,
     build_rag_messages,
     rag_program,
+    rag_prompt_hashes,
     rag_prompt_text,
 )
 
@@ -22,11 +31,15 @@ __all__ = [
     "RAGConfig",
     "RAGPipeline",
     "RAGResult",
+    "RAGState",
+    "RAGStatus",
     "RetrievedReport",
+    "build_graph",
     "build_rag_messages",
     "noise_image",
     "pairs_from_runs",
     "rag_program",
+    "rag_prompt_hashes",
     "rag_prompt_text",
     "write_pairs",
 ]
