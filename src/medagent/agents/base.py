@@ -34,7 +34,7 @@ from medagent._version import package_versions
 from medagent.agents._answers import majority_vote, normalize_answer
 from medagent.errors import InputError
 from medagent.imaging import Slide
-from medagent.models import ChatModel
+from medagent.models import ChatModel, image_cap
 
 __all__ = [
     "MANIFEST",
@@ -171,8 +171,8 @@ def render_long_side(model: ChatModel, wanted: int) -> int:
     A backend may cap what it sends (``image_long_side``: a server's or model's limit);
     rendering above the cap would have the image shrunk after the prompt stated its scale.
     """
-    cap = getattr(model, "image_long_side", None)
-    return min(wanted, cap) if isinstance(cap, int) and cap > 0 else wanted
+    cap = image_cap(model)
+    return min(wanted, cap) if cap else wanted
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -29,7 +29,13 @@ from medagent.imaging._overlay import (
 )
 from medagent.imaging._pil import ImageSlide
 from medagent.imaging._region import Point, Region, Size
-from medagent.imaging._render import Rendered, Renderer, RenderPolicy, choose_level
+from medagent.imaging._render import (
+    DEFAULT_LONG_SIDE,
+    Rendered,
+    Renderer,
+    RenderPolicy,
+    choose_level,
+)
 from medagent.imaging._roots import (
     SLIDE_SUFFIXES,
     PathHider,
@@ -47,6 +53,7 @@ from medagent.imaging._tissue import (
 from medagent.imaging.base import Slide, SlideInfo
 
 __all__ = [
+    "DEFAULT_LONG_SIDE",
     "DEFAULT_MAX_PIXELS",
     "Decoded",
     "GuideStyle",

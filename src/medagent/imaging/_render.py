@@ -22,12 +22,19 @@ __all__ = ["RenderPolicy", "Rendered", "Renderer", "choose_level"]
 LEVEL_BIAS = 0.85
 
 
+#: The one default long side of every view an agent shows a model, in pixels: the GIANT
+#: paper's setting for its headline models, and what every agent rendered at already.
+DEFAULT_LONG_SIDE = 1000
+
+
 class RenderPolicy(BaseModel):
     """Limits and defaults for rendering; one per renderer."""
 
     model_config = ConfigDict(frozen=True)
 
-    long_side: int = Field(1000, ge=16, description="target long side of a view in pixels")
+    long_side: int = Field(
+        DEFAULT_LONG_SIDE, ge=16, description="target long side of a view in pixels"
+    )
     max_read_pixels: int = Field(
         64_000_000, ge=1, description="most pixels one read may touch at its level"
     )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import string
 
-from medagent.artifacts import ArtifactStore
+from medagent.artifacts import ArtifactStore, fit_long_side
 from medagent.errors import ConfigError
-from medagent.models import ImagePart, Message
+from medagent.models import RAW_IMAGE_LONG_SIDE, ImagePart, Message
 from medagent.prompts._compiled import CompiledProgram
 from medagent.prompts._modules import Predict
 from medagent.prompts._program import Program
@@ -51,7 +51,10 @@ def demo_turns(predictor: Predict, artifacts: ArtifactStore) -> list[Message]:
     turns = []
     for message in predictor.demo_messages():
         parts = [
-            ImagePart(artifact=artifacts.put(part.image, kind="demo"))
+            # stored views go out as stored: size demos as a raw image would have been sent
+            ImagePart(
+                artifact=artifacts.put(fit_long_side(part.image, RAW_IMAGE_LONG_SIDE), kind="demo")
+            )
             if isinstance(part, ImagePart) and part.image is not None
             else part
             for part in message.content

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, MedagentError
-from medagent.models import ChatModel, GenerateParams, Message, Reply, ToolSpec, UsageTotals
+from medagent.models import (
+    ChatModel,
+    GenerateParams,
+    Message,
+    Reply,
+    ToolSpec,
+    UsageTotals,
+    image_cap,
+)
 from medagent.prompts._compiled import CompiledProgram
 from medagent.prompts._modules import Example, Prediction
 from medagent.prompts._program import Program
@@ -80,6 +88,7 @@ class BudgetedModel:
         self.seed = seed
         self.name = model.name
         self.usage_totals: UsageTotals = model.usage_totals
+        self.image_long_side = image_cap(model)  # agents size their views by the wrapped cap
 
     def sampling(self, *, temperature: float, seed: int | None) -> BudgetedModel:
         """The same model and budget, sampling at ``temperature`` (bootstrap retries)."""
