@@ -6,13 +6,10 @@ The CLI builds a ``Settings`` and passes it down; nothing reads the environment 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-if TYPE_CHECKING:
-    from medagent.tools import Segmenter
 
 __all__ = ["BackendName", "Settings"]
 
@@ -66,12 +63,6 @@ class Settings(BaseSettings):
     sam_model: str | None = Field(
         None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."
     )
-
-    def segmenter(self) -> Segmenter | None:
-        """The SAM segmenter ``sam_model`` names (loaded on first use), or ``None``."""
-        from medagent.tools import SamSegmenter
-
-        return SamSegmenter(self.sam_model) if self.sam_model else None
 
     @field_validator("base_url", mode="before")
     @classmethod

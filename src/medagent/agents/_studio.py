@@ -26,7 +26,7 @@ from medagent.errors import ConfigError
 from medagent.imaging import RenderPolicy, open_image
 from medagent.models import ChatModel, build_model
 from medagent.settings import Settings
-from medagent.tools import ToolContext
+from medagent.tools import SamSegmenter, ToolContext
 
 __all__ = ["build_chat_graph", "build_giant_graph", "build_insight_graph", "build_rag_graph"]
 
@@ -75,7 +75,7 @@ def build_giant_graph(config: RunnableConfig | None = None) -> Any:
             artifacts=ArtifactStore(folder / "artifacts"),
             slide=open_image(values["slide"]),
             policy=RenderPolicy(long_side=render_long_side(model, giant.long_side)),
-            segmenter=settings.segmenter(),
+            segmenter=SamSegmenter.optional(settings.sam_model),
         ),
         log=RunLog(folder / "events.jsonl"),
         config=giant,
@@ -98,7 +98,7 @@ def build_insight_graph(config: RunnableConfig | None = None) -> Any:
         _model(settings),
         InsightConfig(seed=settings.seed),
         searcher=_searcher(values.get("index")),
-        segmenter=settings.segmenter(),
+        segmenter=SamSegmenter.optional(settings.sam_model),
     )
     run = agent.run_context([open_image(path) for path in paths], str(values["goal"]), folder)
     return build_graph(run).compile()

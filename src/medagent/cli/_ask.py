@@ -148,6 +148,7 @@ def ask(
     from medagent.imaging import modality as modality_of
     from medagent.imaging import open_image
     from medagent.models import build_model
+    from medagent.tools import SamSegmenter
 
     if method not in ("giant", "thumbnail", "patches", "random-region"):
         raise ConfigError(f"--method {method!r}: choose giant, thumbnail, patches or random-region")
@@ -194,7 +195,7 @@ def ask(
         method=method,  # type: ignore[arg-type]  # checked against the choices above
         votes=votes,
         on_event=None if as_json else _print_event,
-        segmenter=settings.segmenter(),
+        segmenter=SamSegmenter.optional(settings.sam_model),
         prompts=load_prompts(prompts),
     )
 

@@ -333,6 +333,7 @@ def mcp(
     """
     from medagent.artifacts import ArtifactStore
     from medagent.mcp_server import SlideTools, check_binding, require_mcp, serve
+    from medagent.tools import SamSegmenter
 
     require_mcp()
     if transport not in ("stdio", "http"):
@@ -350,7 +351,7 @@ def mcp(
             ArtifactStore(artifacts or scratch, max_pixels=max_pixels),
             searcher=_searcher(index),
             long_side=long_side,
-            segmenter=settings.segmenter(),
+            segmenter=SamSegmenter.optional(settings.sam_model),
             max_pixels=max_pixels,
         )
         if transport == "http":

@@ -149,6 +149,7 @@ def insight(
     from medagent.cli._optimize import load_prompts
     from medagent.imaging import open_image
     from medagent.models import build_model
+    from medagent.tools import SamSegmenter
 
     settings = build_settings(
         backend=backend,
@@ -191,7 +192,7 @@ def insight(
         config,
         searcher=searcher,
         on_event=None if as_json else _print_event,
-        segmenter=settings.segmenter(),
+        segmenter=SamSegmenter.optional(settings.sam_model),
         prompts=program,
     )
 

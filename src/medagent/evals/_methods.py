@@ -33,11 +33,11 @@ from medagent.prompts import (
     Example,
     Prediction,
     Program,
+    load_input_image,
     load_template,
     resolve_program,
     vqa_program,
 )
-from medagent.prompts._modules import load_input_image
 
 __all__ = [
     "GiantMethod",
@@ -101,7 +101,7 @@ class GiantMethod:
         self.prompts = prompts
 
     def params(self) -> dict[str, Any]:
-        from medagent.agents.giant._navigator import prompt_hashes
+        from medagent.agents.giant import prompt_hashes
 
         params = {
             "config": self.config.model_dump(),
@@ -203,7 +203,7 @@ class VQAMethod:
             self.program.load(prompts)
 
     def params(self) -> dict[str, Any]:
-        from medagent.prompts._vqa import VQA_TEMPLATES
+        from medagent.prompts import VQA_TEMPLATES
 
         params: dict[str, Any] = {
             "generate": self.generate_params.model_dump(),

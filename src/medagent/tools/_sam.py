@@ -75,6 +75,11 @@ class SamSegmenter:
     def __repr__(self) -> str:
         return f"SamSegmenter({self.source!r}, device={self.device!r})"
 
+    @classmethod
+    def optional(cls, source: str | Path | None) -> SamSegmenter | None:
+        """A segmenter for ``source`` (e.g. ``--sam-model``), or ``None`` when none is set."""
+        return cls(source) if source else None
+
     def load(self) -> SamSegmenter:
         """Load the model now (it loads on first use otherwise); raises ``ConfigError`` when
         the source is not a SAM checkpoint."""
