@@ -132,7 +132,7 @@ def test_medagent_rag_ask_takes_compiled_prompts(cases: tuple[Path, Path], tmp_p
     script = tmp_path / "s.jsonl"
     script.write_text(json.dumps({"json": {"answer": "green"}}) + "\n")
     common = ["rag", "ask", str(folder / "green0.png"), "Which colour?", "--index", str(index)]
-    common += ["--backend", "scripted", "--script", str(script)]
+    common += ["--backend", "scripted", "--script", str(script), "--out", str(tmp_path / "run")]
     done = medagent(*common, "--prompts", str(tmp_path / "tuned.json"), "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
@@ -172,3 +172,5 @@ def test_eval_run_with_the_rag_method_takes_compiled_prompts(
     trajectory = json.loads((run / "items" / "q0" / "trajectory.json").read_text())
     assert trajectory["prompt_program"] == compiled.sha256
     assert trajectory["prompt"].startswith(f"{KEYWORD} reader of radiology images")
+    item_manifest = json.loads((run / "items" / "q0" / "manifest.json").read_text())
+    assert item_manifest["agent"] == "rag" and item_manifest["prompt_program"]

@@ -153,11 +153,15 @@ def test_rag_ask_cli_with_a_scripted_model(tmp_path: Path) -> None:
         "scripted",
         "--script",
         str(script),
+        "--out",
+        str(tmp_path / "run"),
         "--json",
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["answer"] == "green" and answer["domain"] == "radiology"
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["agent"] == "rag" and manifest["rendered_prompts"]
     assert answer["reports"] and "green case" in answer["reports"][0]["report"]
 
 

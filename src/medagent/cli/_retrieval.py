@@ -190,6 +190,10 @@ def rag_ask(
     prompts: Annotated[
         Path | None, typer.Option(help="Compiled prompts (a 'rag' program): role line, demos.")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run folder for manifest.json and result.json. [runs/rag-TIMESTAMP-ID]"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     backend: BackendOpt = None,
     model: ModelOpt = None,
@@ -204,9 +208,10 @@ def rag_ask(
       medagent rag ask cxr.png "Is there a pleural effusion?" --index idx/vqa-rad \\
           --base-url http://127.0.0.1:8000/v1 --model M
     """
+    from medagent.agents.base import new_run_dir
     from medagent.agents.rag import RAGPipeline, rag_program
     from medagent.cli._optimize import load_prompts
-    from medagent.imaging import Renderer, open_image
+    from medagent.imaging import open_image
     from medagent.models import build_model
     from medagent.prompts import resolve_program
     from medagent.retrieval import open_index
@@ -222,16 +227,22 @@ def rag_ask(
     )
     # A wrong file or another agent's program fails here, before a model is loaded.
     program = resolve_program(load_prompts(prompts), rag_program(), "MMed-RAG")
-    with open_image(image) as opened:
-        picture = Renderer(opened).overview(1024).image
+    opened = open_image(image)
     chat_model = build_model(settings)
     pipeline = RAGPipeline(chat_model, open_index(index), prompts=program)
     choices = [o.strip() for o in options.split(";") if o.strip()] if options else None
 
     async def _run() -> Any:
         try:
-            return await pipeline.ask(picture, question, options=choices, use_rag=not no_rag)
+            return await pipeline.ask(
+                opened,
+                question,
+                options=choices,
+                use_rag=not no_rag,
+                run_dir=out or new_run_dir("runs", "rag-"),
+            )
         finally:
+            opened.close()
             await chat_model.aclose()
 
     result = asyncio.run(_run())

@@ -27,13 +27,13 @@ from medagent.agents.insight import (
 )
 from medagent.errors import ConfigError, InputError
 from medagent.evals._records import EvalItem
+from medagent.imaging import open_image
 from medagent.models import ChatModel, GenerateParams
 from medagent.prompts import (
     CompiledProgram,
     Example,
     Prediction,
     Program,
-    load_input_image,
     load_template,
     resolve_program,
     vqa_program,
@@ -296,11 +296,13 @@ class RAGMethod:
 
         if not item.images:
             raise InputError(f"item {item.id} has no image; the rag method needs one")
-        # Through the one reader of image paths (DICOM, slides, plain images), as VQA's.
-        image = load_input_image(item.images[0], f"item {item.id}").image
-        assert image is not None  # a path is always decoded
+        # The opened image, so the prompt names its kind and spacing; the item's folder gets
+        # the rag run's manifest.
         pipeline = RAGPipeline(model, self.searcher, config=self.config, prompts=self.program)
-        result = await pipeline.ask(image, item.question, options=item.options)
+        with open_image(item.images[0]) as slide:
+            result = await pipeline.ask(
+                slide, item.question, options=item.options, run_dir=item_dir
+            )
         trajectory = item_dir / "trajectory.json"
         record = result.model_dump(mode="json")
         if self.prompts is not None:
