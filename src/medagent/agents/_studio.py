@@ -107,17 +107,15 @@ def build_insight_graph(config: RunnableConfig | None = None) -> Any:
 def build_rag_graph(config: RunnableConfig | None = None) -> Any:
     """The MMed-RAG graph (route, retrieve, select k, answer) for one image and question."""
     from medagent.agents.rag import RAGConfig, RAGPipeline
-    from medagent.imaging import Renderer
 
     values = _configurable(config, "rag", "image", "question", "index")
     settings = Settings()
-    with open_image(values["image"]) as opened:
-        picture = Renderer(opened).overview(1024).image
     pipeline = RAGPipeline(
         _model(settings), _searcher(values["index"]), config=RAGConfig(seed=settings.seed)
     )
-    return pipeline._graph(
-        picture, str(values["question"]), _options(values.get("options")), use_rag=True
+    # The opened image, so the prompt names its kind and spacing (it stays open with the graph).
+    return pipeline.graph(
+        open_image(values["image"]), str(values["question"]), _options(values.get("options"))
     )
 
 

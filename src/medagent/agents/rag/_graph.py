@@ -240,12 +240,12 @@ class RAGPipeline:
             use_rag=use_rag,
         )
 
-    def _graph(
+    def graph(
         self,
         image: Image.Image | Slide,
         question: str,
-        options: list[str] | None,
-        use_rag: bool,
+        options: list[str] | None = None,
+        use_rag: bool = True,
     ) -> Any:
         """The compiled graph for one question (LangGraph Studio runs it as is)."""
         return build_graph(self._run(image, question, options, use_rag)).compile()
