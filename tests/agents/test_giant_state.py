@@ -12,7 +12,14 @@ import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from medagent.agents.base import run_sync
-from medagent.agents.giant import GiantConfig, GiantNavigator, GiantResult, Visit, ZoomAction
+from medagent.agents.giant import (
+    GiantConfig,
+    GiantNavigator,
+    GiantResult,
+    Visit,
+    Visits,
+    ZoomAction,
+)
 from medagent.agents.giant._graph import Pending, checkpoint_serde
 from medagent.imaging import Region
 from medagent.models import ScriptedModel
@@ -83,7 +90,8 @@ def test_checkpoints_hold_typed_visits_and_actions(
     assert "unregistered type" not in caplog.text
     final = states[0]  # newest first
     assert final["status"] == "answered" and final["answer"] == "2"
-    assert final["visited"] == [
+    assert isinstance(final["visited"], Visits)
+    assert final["visited"].visits() == [
         Visit(region=Region(x=0, y=0, width=4000, height=3000), step=1),
         Visit(region=Region(x=1000, y=1000, width=2000, height=2000), step=2),
     ]

@@ -14,7 +14,14 @@ from medagent.agents.giant._actions import (
     ZoomAction,
 )
 from medagent.agents.giant._config import GiantConfig, Method
-from medagent.agents.giant._graph import GiantEvent, GiantState, RunContext, Visit, build_graph
+from medagent.agents.giant._graph import (
+    GiantEvent,
+    GiantState,
+    RunContext,
+    Visit,
+    Visits,
+    build_graph,
+)
 from medagent.agents.giant._navigator import (
     GiantNavigator,
     GiantResult,
@@ -41,6 +48,7 @@ __all__ = [
     "StepRecord",
     "Trajectory",
     "Visit",
+    "Visits",
     "ZoomAction",
     "build_graph",
     "giant_program",

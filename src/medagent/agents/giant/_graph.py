@@ -9,7 +9,6 @@ kill. The nodes are module functions of the run's ``RunContext`` (bound with ``p
 from __future__ import annotations
 
 import dataclasses
-import operator
 import random
 import time
 from collections.abc import Callable
@@ -48,6 +47,8 @@ __all__ = [
     "Pending",
     "RunContext",
     "Visit",
+    "Visits",
+    "add_visits",
     "build_graph",
     "checkpoint_serde",
 ]
@@ -66,6 +67,35 @@ class Visit(BaseModel):
     step: int
 
 
+class Visits(BaseModel):
+    """Every region shown so far, in order (the state's ``visited``; ``add_visits`` merges).
+
+    Stored as one compact row per visit, ``(x, y, width, height, step)``, inside a single
+    object: LangGraph re-stores the whole list in every checkpoint and writes each object with
+    its class path, so a list of ``Visit`` objects would cost ~100 bytes per visit per step.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    rows: tuple[tuple[int, int, int, int, int], ...] = ()
+
+    @classmethod
+    def of(cls, *visits: Visit) -> Visits:
+        return cls(rows=tuple((*v.region.as_tuple(), v.step) for v in visits))
+
+    def visits(self) -> list[Visit]:
+        return [
+            Visit(region=Region(x=x, y=y, width=w, height=h), step=step)
+            for x, y, w, h, step in self.rows
+        ]
+
+
+def add_visits(earlier: Visits | None, new: Visits | None) -> Visits:
+    """The reducer of ``visited``: visits accumulate, in the order they happened."""
+    rows = (earlier.rows if earlier else ()) + (new.rows if new else ())
+    return Visits(rows=rows)
+
+
 class Pending(BaseModel):
     """A look the model asked for, waiting for the ``look`` node: the action and its asking."""
 
@@ -80,7 +110,7 @@ class GiantState(TypedDict, total=False):
 
     step: int  # turns completed
     message_count: int  # conversation length in the run log
-    visited: Annotated[list[Visit], operator.add]  # every region shown, in order
+    visited: Annotated[Visits, add_visits]  # every region shown, in order
     pending: Pending | None  # a parsed look waiting to be carried out
     answer: str | None
     status: Status
@@ -90,7 +120,7 @@ class GiantState(TypedDict, total=False):
 def checkpoint_serde() -> JsonPlusSerializer:
     """LangGraph's serializer, told that the state's own types may be revived from a
     checkpoint (else each is revived with a warning, and later versions would refuse it)."""
-    return JsonPlusSerializer(allowed_msgpack_modules=[Visit, Pending])
+    return JsonPlusSerializer(allowed_msgpack_modules=[Visits, Pending])
 
 
 class GiantEvent(BaseModel):
@@ -186,7 +216,7 @@ async def start(run: RunContext, state: GiantState) -> GiantState:
     run.log.add_message(Message.user(question, view.artifact))
     run.log.set_meta(overview=view.artifact.model_dump(mode="json"))
     run.emit(GiantEvent(kind="overview", step=0, artifact_id=view.artifact.id, text=view.to_text()))
-    return {"message_count": len(run.log.messages), "step": 0, "visited": [], "status": "running"}
+    return {"message_count": len(run.log.messages), "step": 0, "status": "running"}
 
 
 async def decide(run: RunContext, state: GiantState) -> GiantState:
@@ -350,7 +380,7 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
     notes: list[str] = []
     if inside != requested:
         notes.append(f" Your region {requested} was clamped to the slide.")
-    for earlier in state.get("visited", []):
+    for earlier in state.get("visited", Visits()).visits():
         if _iou(inside, earlier.region) >= config.loop_overlap:
             seen = earlier.region
             nudge = load_template("giant/nudge").render(
@@ -398,7 +428,7 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
     return {
         "message_count": len(run.log.messages),
         "pending": None,
-        "visited": [Visit(region=inside, step=step)],
+        "visited": Visits.of(Visit(region=inside, step=step)),
     }
 
 
