@@ -3,6 +3,7 @@ scale that holds for the pixels actually sent (the scripted backend is a test do
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,19 @@ def test_a_resumed_run_reads_the_typed_manifest(tmp_path: Path) -> None:
     assert (again.status, again.answer, again.run_id) == (done.status, done.answer, done.run_id)
     with pytest.raises(InputError, match="not a run folder"):
         run_sync(GiantNavigator(ScriptedModel([])).aresume(tmp_path))
+
+
+def test_ask_says_what_a_plain_image_shows(plain_png: Path, tmp_path: Path) -> None:
+    from cli_support import medagent
+
+    script = tmp_path / "script.jsonl"
+    script.write_text(json.dumps({"json": ANSWER}) + "\n")
+    args = ["ask", str(plain_png), QUESTION, "--backend", "scripted", "--script", str(script)]
+    done = medagent(*args, "--modality", "radiograph", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    trajectory = json.loads((tmp_path / "run" / "trajectory.json").read_text())
+    system = trajectory["messages"][0]["content"][0]["text"]
+    assert "expert radiologist examining a radiograph" in system
+    wrong = medagent(*args, "--modality", "xray", "--out", str(tmp_path / "wrong"))
+    assert wrong.returncode == 2 and "--modality" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
