@@ -65,7 +65,10 @@ def test_a_slide_is_a_pathologists_slide_in_micrometres(nav_slide: Path, tmp_pat
 
 
 def test_a_radiograph_is_a_radiologists_image_in_millimetres(tmp_path: Path) -> None:
-    model, _ = navigate(radiograph(), tmp_path, "xray", [ZOOM, ANSWER])
+    model, result = navigate(radiograph(), tmp_path, "xray", [ZOOM, ANSWER])
+    assert result.html_path is not None
+    page = result.html_path.read_text(encoding="utf-8")
+    assert "0.143 mm per pixel" in page and "µm" not in page  # the trajectory page too
     prompts = opening_prompts(model)
     assert "expert radiologist" in prompts and "a radiograph" in prompts
     assert "0.143 mm per pixel" in prompts and "whole image" in prompts

@@ -167,4 +167,4 @@ async def test_a_giant_run_folder_with_a_manifest_cut_short(tmp_path: Path) -> N
         await navigator.aresume(run_dir)
     again = await navigator.arun(image, "Tumour?", options=["normal", "tumor"], run_dir=run_dir)
     assert again.prediction == "tumor"
-    assert json.loads((run_dir / "manifest.json").read_text())["question"] == "Tumour?"
+    assert json.loads((run_dir / "manifest.json").read_text())["inputs"]["question"] == "Tumour?"

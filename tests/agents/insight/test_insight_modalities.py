@@ -56,12 +56,14 @@ def test_a_slide_is_a_pathology_slide_in_micrometres(kinds: dict[str, Any]) -> N
     assert "measures in µm" in sent
 
 
-def test_a_radiograph_is_a_radiograph_in_millimetres(kinds: dict[str, Any]) -> None:
+def test_a_radiograph_is_a_radiograph_in_millimetres(kinds: dict[str, Any], tmp_path: Path) -> None:
     sent, _ = kinds["radiograph"]
     assert "expert radiologist" in sent and "analyst of a radiograph" in sent
     assert "Image 1: a radiograph, 500 x 400 level-0 pixels, 0.15 mm per pixel" in sent
     assert "measures in mm" in sent
     assert "µm" not in sent
+    page = (tmp_path / "radiograph" / "insights.html").read_text(encoding="utf-8")
+    assert "radiograph, 500 × 400 px, 0.15 mm per pixel" in page and "µm" not in page
     for wrong in ("pathologist", "whole slide", "whole-slide", "histopathology"):
         assert wrong not in sent
 

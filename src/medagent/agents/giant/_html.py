@@ -15,7 +15,7 @@ from medagent.agents._page import CSP, escape, image_tag, missing_image
 from medagent.agents.giant._trajectory import StepRecord, Trajectory
 from medagent.artifacts import ArtifactStore, data_url, to_jpeg
 from medagent.errors import InputError
-from medagent.imaging import Region, draw_boxes
+from medagent.imaging import ModalityKind, Region, draw_boxes, modality
 
 __all__ = ["render_trajectory_html"]
 
@@ -111,11 +111,7 @@ def _header(trajectory: Trajectory) -> str:
     t = trajectory
     colour = _STATUS_COLOURS.get(t.status, "#5f6368")
     slide = t.slide
-    spacing = (
-        f"{slide.mpp_x:.4g} × {slide.mpp_y if slide.mpp_y is not None else slide.mpp_x:.4g} µm/px"
-        if slide.mpp_x is not None
-        else "unknown"
-    )
+    spacing = modality(slide.modality).spacing(slide.mpp_x)
     rows: list[tuple[str, str]] = [
         ("status", f'<span class="status" style="background:{colour}">{escape(t.status)}</span>'),
         ("answer", f'<span class="answer">{escape(t.answer)}</span>' if t.answer else "—"),
@@ -171,7 +167,7 @@ def _errors(record: StepRecord) -> str:
     return "".join(f'<p class="error">refused: {escape(error)}</p>' for error in record.errors)
 
 
-def _step(record: StepRecord, artifacts: ArtifactStore) -> str:
+def _step(record: StepRecord, artifacts: ArtifactStore, kind: ModalityKind) -> str:
     badges = f'<span class="badge">{escape(record.kind)}</span>'
     if record.clamped:
         badges += '<span class="badge warn">clamped</span>'
@@ -186,7 +182,7 @@ def _step(record: StepRecord, artifacts: ArtifactStore) -> str:
     if record.level is not None:
         rows.append(("level", str(record.level)))
     if record.mpp is not None:
-        rows.append(("µm/px", f"{record.mpp:.3g}"))
+        rows.append(("spacing", escape(modality(kind).spacing(record.mpp))))
     rows += [
         ("tokens", f"{record.prompt_tokens} prompt + {record.completion_tokens} completion"),
         ("time", f"model {record.model_s:.2f} s, tool {record.tool_s:.2f} s"),
@@ -225,7 +221,9 @@ def _patch_card(record: StepRecord, artifacts: ArtifactStore) -> str:
     )
 
 
-def _sections(steps: list[StepRecord], artifacts: ArtifactStore) -> Iterator[str]:
+def _sections(
+    steps: list[StepRecord], artifacts: ArtifactStore, kind: ModalityKind
+) -> Iterator[str]:
     """Steps in order; consecutive patch steps share one compact grid."""
     patches: list[StepRecord] = []
 
@@ -243,7 +241,7 @@ def _sections(steps: list[StepRecord], artifacts: ArtifactStore) -> Iterator[str
             patches.append(record)
             continue
         yield from flush()
-        yield _step(record, artifacts)
+        yield _step(record, artifacts, kind)
     yield from flush()
 
 
@@ -253,7 +251,11 @@ def render_trajectory_html(trajectory: Trajectory, artifacts: ArtifactStore) -> 
     body = (
         _header(trajectory)
         + _overview(trajectory, artifacts)
-        + "".join(_sections(sorted(trajectory.steps, key=lambda s: s.step), artifacts))
+        + "".join(
+            _sections(
+                sorted(trajectory.steps, key=lambda s: s.step), artifacts, trajectory.slide.modality
+            )
+        )
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

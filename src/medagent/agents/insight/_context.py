@@ -136,6 +136,7 @@ class Source:
             width=self.slide.dimensions.width,
             height=self.slide.dimensions.height,
             mpp=self.slide.mpp_x,
+            modality=self.slide.modality.kind,
             overview=self.overview,
         )
 

@@ -21,7 +21,7 @@ from medagent.agents.insight._report import (
 )
 from medagent.artifacts import ArtifactStore, data_url, to_jpeg
 from medagent.errors import InputError
-from medagent.imaging import Region, draw_boxes
+from medagent.imaging import Region, draw_boxes, modality
 
 __all__ = ["render_insight_html"]
 
@@ -120,10 +120,11 @@ def _overview(
                 f'<img src="{escape(src)}" alt="image {number} with findings and evidence" '
                 f'width="{drawn.width}" height="{drawn.height}">'
             )
-    spacing = f"{source.mpp:.3g} µm/px" if source.mpp is not None else "spacing unknown"
+    spacing = modality(source.modality).spacing(source.mpp)
     return (
         f"<figure>{image}<figcaption class='muted'>image {number}: {escape(source.path)} "
-        f"({source.kind}, {source.width} × {source.height} px, {spacing}); F = finding, "
+        f"({modality(source.modality).name}, {source.width} × {source.height} px, {spacing}); "
+        "F = finding, "
         "#n = evidence of the insight ranked n</figcaption></figure>"
     )
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.agents.insight._outputs import QuestionKind, ToolName
 from medagent.artifacts import ArtifactRef
-from medagent.imaging import Region
+from medagent.imaging import ModalityKind, Region
 
 __all__ = [
     "CallStatus",
@@ -168,6 +168,7 @@ class SourceImage(BaseModel):
     width: int
     height: int
     mpp: float | None
+    modality: ModalityKind = "image"
     overview: ArtifactRef | None = None
 
 
