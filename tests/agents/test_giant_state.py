@@ -16,6 +16,7 @@ from medagent.agents.giant import (
     GiantConfig,
     GiantNavigator,
     GiantResult,
+    Trajectory,
     Visit,
     Visits,
     ZoomAction,
@@ -97,5 +98,32 @@ def test_checkpoints_hold_typed_visits_and_actions(
     ]
     pending = [s["pending"] for s in states if s.get("pending") is not None]
     assert pending and all(isinstance(p, Pending) for p in pending)
-    assert {p.asked.step for p in pending} == {1, 2}
+    assert {p.step for p in pending} == {1, 2}
     assert all(isinstance(p.action, ZoomAction) for p in pending)
+
+
+def test_a_run_killed_while_showing_a_region_resumes_with_how_it_was_asked(
+    nav_slide: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look's asking (replies, tokens) lives in the run log, not the checkpoint: a kill
+    between decide and look must still give the look's step record its outputs."""
+    import medagent.agents.giant._graph as graph
+
+    real_zoom = graph.zoom
+    calls = {"n": 0}
+
+    def dying_zoom(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Killed
+        return real_zoom(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "zoom", dying_zoom)
+    first = ScriptedModel([zoom(1000, 1000, 2000, 2000)])
+    with pytest.raises(Killed):
+        navigate(first, nav_slide, tmp_path / "run")
+    resumed = ScriptedModel([ANSWER])
+    result = navigate(resumed, nav_slide, tmp_path / "run")
+    assert result.status == "answered" and len(resumed.requests) == 1  # the zoom was not re-asked
+    steps = Trajectory.model_validate_json(result.trajectory_path.read_text()).steps
+    assert steps[0].kind == "zoom" and steps[0].outputs and '"zoom"' in steps[0].outputs[0]

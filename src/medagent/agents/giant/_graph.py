@@ -97,12 +97,20 @@ def add_visits(earlier: Visits | None, new: Visits | None) -> Visits:
 
 
 class Pending(BaseModel):
-    """A look the model asked for, waiting for the ``look`` node: the action and its asking."""
+    """A look the model asked for on turn ``step``, waiting for the ``look`` node.
+
+    How it was asked (every reply, error and token count) goes to the run log, not here:
+    checkpoints re-store the state at every step and stay control data only.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     action: Annotated[ZoomAction | LookAction, Field(discriminator="action")]
-    asked: Asked
+    step: int
+
+    def asked(self, log: RunLog) -> Asked:
+        """How this look was asked for, as the decide node logged it."""
+        return Asked.model_validate(log.asked[self.step])
 
 
 class GiantState(TypedDict, total=False):
@@ -264,7 +272,8 @@ async def decide(run: RunContext, state: GiantState) -> GiantState:
     action = unwrap(value)
     run.log.add_message(Message.assistant(asked.outputs[-1]))
     if isinstance(action, ZoomAction | LookAction):
-        pending = Pending(action=action, asked=asked)
+        run.log.add_asked(step, asked.model_dump(mode="json"))
+        pending = Pending(action=action, step=step)
         return {"step": step, "message_count": len(run.log.messages), "pending": pending}
     assert isinstance(action, AnswerAction | FinalAnswer)
     run.log.add_step(
@@ -325,7 +334,7 @@ def _reject(
             action=pending.action.model_dump(),
             requested=requested,
             notes=[problem],
-            **pending.asked.step_fields(),
+            **pending.asked(run.log).step_fields(),
         )
     )
     run.log.add_message(Message.user(message))
@@ -353,7 +362,7 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
     pending = state.get("pending")
     assert pending is not None, "look runs only after decide left an action"
     config, slide = run.config, run.slide
-    dims, step, action = slide.dimensions, pending.asked.step, pending.action
+    dims, step, action = slide.dimensions, pending.step, pending.action
     if isinstance(action, ZoomAction):
         requested = Region(x=action.x, y=action.y, width=action.width, height=action.height)
     else:
@@ -413,7 +422,7 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
             artifact=view.artifact,
             notes=[n.strip() for n in notes],
             tool_s=time.perf_counter() - started,
-            **pending.asked.step_fields(),
+            **pending.asked(run.log).step_fields(),
         )
     )
     run.emit(

@@ -100,6 +100,9 @@ class RunLog:
         self.messages: list[Message] = []
         self.steps: list[StepRecord] = []
         self.meta: dict[str, Any] = {}
+        #: Per step, how a look the model asked for was asked (replies, errors, tokens): kept
+        #: here, not in the checkpointed state, until the look's step record is written.
+        self.asked: dict[int, dict[str, Any]] = {}
         if path.exists():
             self._load()
 
@@ -119,6 +122,8 @@ class RunLog:
                 steps[event["step"]] = StepRecord.model_validate(event["record"])
             elif event["type"] == "meta":
                 self.meta.update(event["meta"])
+            elif event["type"] == "asked":
+                self.asked[event["step"]] = event["asked"]
         self.messages = [messages[i] for i in sorted(messages)]
         self.steps = [steps[i] for i in sorted(steps)]
 
@@ -147,6 +152,11 @@ class RunLog:
             {"type": "step", "step": record.step, "record": record.model_dump(mode="json")}
         )
         self.steps = [s for s in self.steps if s.step != record.step] + [record]
+
+    def add_asked(self, step: int, asked: dict[str, Any]) -> None:
+        """Record how the look of ``step`` was asked for, for the ``look`` node's step record."""
+        self._append({"type": "asked", "step": step, "asked": asked})
+        self.asked[step] = asked
 
     def set_meta(self, **meta: Any) -> None:
         self._append({"type": "meta", "meta": meta})
