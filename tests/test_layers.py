@@ -15,8 +15,8 @@ Placement decisions the table below encodes:
   layer themselves.
 - ``testing/`` (test doubles shipped to users) sits with the entry points: it builds on models,
   and library code must never depend on test support.
-- ``agents/_studio.py`` (graph factories for LangGraph Studio) builds every agent's graph, so
-  it is an entry point, not a shared agent module.
+- ``studio.py`` (graph factories for LangGraph Studio) builds every agent's graph: an entry
+  point beside ``cli/``, not a module of ``agents/``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ LAYERS = (
     "entry",
 )
 ENTRY_PACKAGES = frozenset({"cli", "server", "mcp_server", "testing"})
-ENTRY_MODULES = frozenset({(), ("__main__",), ("agents", "_studio")})
+ENTRY_MODULES = frozenset({(), ("__main__",), ("studio",)})
 #: Agent modules every agent may use; they import no agent folder.
 SHARED_AGENT_MODULES = frozenset({"base", "_answers", "_page", "__init__"})
 

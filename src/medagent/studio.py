@@ -37,7 +37,7 @@ def _configurable(config: RunnableConfig | None, graph: str, *required: str) -> 
     if missing:
         raise ConfigError(
             f"the {graph} graph needs {', '.join(repr(k) for k in missing)} in the assistant's "
-            f"configurable settings (see medagent.agents._studio)"
+            f"configurable settings (see medagent.studio)"
         )
     return values
 
