@@ -35,6 +35,7 @@ from medagent.agents._answers import majority_vote, normalize_answer
 from medagent.errors import InputError
 from medagent.imaging import Slide
 from medagent.models import ChatModel, image_cap
+from medagent.prompts import Program
 
 __all__ = [
     "MANIFEST",
@@ -73,6 +74,11 @@ class ProgramRef(BaseModel):
 
     name: str
     sha256: str
+
+    @classmethod
+    def of(cls, program: Program | None) -> ProgramRef | None:
+        """The reference to record for ``program`` (``None`` when the defaults were used)."""
+        return None if program is None else cls(name=program.name, sha256=program.sha256())
 
 
 class RunManifest(BaseModel):

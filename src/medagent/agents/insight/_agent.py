@@ -131,11 +131,7 @@ class InsightAgent:
             },
             config=self.config.model_dump(mode="json"),
             prompts=prompt_hashes(),
-            prompt_program=(
-                ProgramRef(name=self.prompts.name, sha256=self.prompts.sha256())
-                if self.prompts is not None
-                else None
-            ),
+            prompt_program=ProgramRef.of(self.prompts),
             image_long_side=long_side,
             seed=self.config.seed,
         ).with_rendered(system=role_prompt(slides))

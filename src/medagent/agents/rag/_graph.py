@@ -270,11 +270,7 @@ class RAGPipeline:
             },
             config=self.config.model_dump(mode="json"),
             prompts=rag_prompt_hashes(),
-            prompt_program=(
-                ProgramRef(name=self.prompts.name, sha256=self.prompts.sha256())
-                if self.prompts is not None
-                else None
-            ),
+            prompt_program=ProgramRef.of(self.prompts),
             image_long_side=self.long_side,
             seed=self.config.seed,
         )
