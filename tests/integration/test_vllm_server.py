@@ -71,7 +71,9 @@ def uses_tiny_model() -> bool:
 
 def start(model_dir: Path) -> VLLMServer:
     try:
-        return VLLMServer(model_dir, python=_python()).start()
+        # 4096 tokens (the tiny model's positions): GIANT's third turn carries two ~300-token
+        # random replies and three images, just past 2048.
+        return VLLMServer(model_dir, python=_python(), max_model_len=4096).start()
     except VLLMServerError as exc:
         pytest.fail(f"the vLLM server could not start, so these tests cannot run: {exc}")
 
