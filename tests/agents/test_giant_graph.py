@@ -13,6 +13,7 @@ from medagent.agents.giant import GiantConfig, GiantNavigator, GiantResult, Traj
 from medagent.artifacts import ArtifactStore
 from medagent.imaging import Region
 from medagent.models import ChatModel, ImagePart, ScriptedModel
+from model_support import KillAt, Killed
 
 QUESTION = "Is there tumour on this slide?"
 OPTIONS = ["no", "yes"]
@@ -177,31 +178,11 @@ def test_image_pruning_keeps_overview_and_latest_crops(nav_slide: Path, tmp_path
     assert trajectory.steps[-1].images_sent == [images[0].id, images[1].id]
 
 
-class Killed(BaseException):
-    """Stands for the process being killed (not an error the agent would handle)."""
-
-
-class KillAfter:
-    """Wraps a model and 'kills the process' on request number ``n`` (1-based)."""
-
-    def __init__(self, model: ScriptedModel, n: int) -> None:
-        self.inner, self.n = model, n
-        self.name, self.usage_totals = model.name, model.usage_totals
-
-    async def generate(self, *args: Any, **kwargs: Any) -> Any:
-        if len(self.inner.requests) + 1 == self.n:
-            raise Killed
-        return await self.inner.generate(*args, **kwargs)
-
-    async def aclose(self) -> None:
-        return None
-
-
 def test_a_killed_run_resumes_from_its_last_step(nav_slide: Path, tmp_path: Path) -> None:
     script = [zoom(0, 0, 4000, 3000), zoom(1000, 1000, 2000, 2000), answer()]
     first = ScriptedModel(script)
     with pytest.raises(Killed):
-        run(KillAfter(first, 3), nav_slide, tmp_path)  # type: ignore[arg-type]
+        run(KillAt(first, 3), nav_slide, tmp_path)  # type: ignore[arg-type]
     events = (tmp_path / "run" / "events.jsonl").read_text()
     assert events.count('"type": "step"') == 2
     resumed = ScriptedModel(script[2:])

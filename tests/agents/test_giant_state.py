@@ -24,6 +24,7 @@ from medagent.agents.giant import (
 from medagent.agents.giant._graph import Pending, checkpoint_serde
 from medagent.imaging import Region
 from medagent.models import ScriptedModel
+from model_support import KillAt, Killed
 
 QUESTION = "Is there tumour on this slide?"
 
@@ -34,26 +35,6 @@ def zoom(x: int, y: int, w: int, h: int) -> dict[str, Any]:
 
 
 ANSWER = {"json": {"reasoning": "clear", "action": "answer", "answer": "2"}}
-
-
-class Killed(BaseException):
-    """Stands for the process being killed (not an error the agent would handle)."""
-
-
-class KillAt:
-    """Wraps a model and 'kills the process' on request number ``n`` (1-based)."""
-
-    def __init__(self, model: ScriptedModel, n: int) -> None:
-        self.inner, self.n = model, n
-        self.name, self.usage_totals = model.name, model.usage_totals
-
-    async def generate(self, *args: Any, **kwargs: Any) -> Any:
-        if len(self.inner.requests) + 1 == self.n:
-            raise Killed
-        return await self.inner.generate(*args, **kwargs)
-
-    async def aclose(self) -> None:
-        return None
 
 
 def navigate(model: Any, slide: Path, run_dir: Path) -> GiantResult:

@@ -24,6 +24,7 @@ from PIL import Image
 from medagent.agents.giant import GiantConfig, GiantNavigator, Trajectory
 from medagent.artifacts import ArtifactRef
 from medagent.models import ChatModel, OpenAIBackend, RetryPolicy, ScriptedModel
+from model_support import chat_completion
 
 QUESTION = "Is there tumour on this slide?"
 MPP = 0.25  # nav_slide: 8000 x 6000 level-0 pixels
@@ -113,23 +114,7 @@ def openai_on_mock(replies: list[dict[str, Any]], cap: int | None) -> tuple[Open
 
     def answer(request: httpx.Request) -> httpx.Response:
         bodies.append(json.loads(request.content))
-        content = json.dumps(replies[min(len(bodies), len(replies)) - 1])
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-mock",
-                "object": "chat.completion",
-                "model": "mock",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5},
-            },
-        )
+        return chat_completion({"json": replies[min(len(bodies), len(replies)) - 1]})
 
     backend = OpenAIBackend(
         "mock",

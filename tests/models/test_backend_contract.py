@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +41,7 @@ from medagent.models import (
 )
 from medagent.models._transformers import to_template_messages
 from medagent.models._wire import to_openai_messages
+from model_support import chat_completion
 
 
 class Finding(BaseModel):
@@ -77,40 +77,13 @@ class Harness:
             self.queue.append({"error": "server_error"})
 
 
-def _completion(reply: dict[str, Any]) -> httpx.Response:
-    if reply.get("error"):
-        return httpx.Response(500, json={"error": {"message": "engine died"}})
-    message: dict[str, Any] = {"role": "assistant", "content": reply.get("text")}
-    if "json" in reply:
-        message["content"] = json.dumps(reply["json"])
-    if "tool_calls" in reply:
-        message["tool_calls"] = [
-            {
-                "id": f"call_{i}",
-                "type": "function",
-                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
-            }
-            for i, c in enumerate(reply["tool_calls"])
-        ]
-    return httpx.Response(
-        200,
-        json={
-            "id": "chatcmpl-mock",
-            "object": "chat.completion",
-            "model": "mock",
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 3},
-        },
-    )
-
-
 def openai_harness(tmp_path: Path) -> Harness:
     queue: deque[dict[str, Any]] = deque()
     model = OpenAIBackend(
         "mock",
         ["http://mock.invalid/v1"],
         retry=RetryPolicy(max_retries=0),
-        transport=httpx.MockTransport(lambda request: _completion(queue.popleft())),
+        transport=httpx.MockTransport(lambda request: chat_completion(queue.popleft())),
     )
     return Harness(model=model, queue=queue)
 
