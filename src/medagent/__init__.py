@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from medagent._version import __version__
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import (
+    BudgetExhaustedError,
     ConfigError,
     DependencyMissingError,
     InputError,
@@ -56,6 +57,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "BudgetExhaustedError",
     "ArtifactRef",
     "ArtifactStore",
     "ChatModel",

@@ -92,6 +92,11 @@ class ModelError(MedagentError):
         super().__init__(message)
 
 
+class BudgetExhaustedError(ModelError):
+    """The spend cap (``--budget-usd``) would be exceeded by the next model call: the run stops
+    there, keeping what it finished; a rerun with a higher budget resumes it."""
+
+
 class ModelUnavailableError(ModelError):
     """The model server could not be reached, even after retries."""
 

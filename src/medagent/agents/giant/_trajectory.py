@@ -28,6 +28,7 @@ Status = Literal[
     "no_answer",  # the last turn produced no valid answer
     "model_error",  # the model could not be reached (after retries)
     "timeout",  # the per-question time limit ran out
+    "budget_exhausted",  # the spend cap stopped it before the next model call
 ]
 
 

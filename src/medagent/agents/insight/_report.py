@@ -38,6 +38,7 @@ Status = Literal[
     "failed",  # no insight at all: the root finder or every question failed
     "model_error",  # the model could not be reached (after retries); what was found is kept
     "timeout",  # the run's time limit ran out; what was found is kept
+    "budget_exhausted",  # the spend cap stopped it before the next model call; found is kept
 ]
 ModuleName = Literal["root_finder", "insight_agent", "composer", "summary"]
 CallStatus = Literal["ok", "invalid_output", "model_error"]
