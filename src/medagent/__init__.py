@@ -57,9 +57,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "BudgetExhaustedError",
     "ArtifactRef",
     "ArtifactStore",
+    "BudgetExhaustedError",
     "ChatModel",
     "ConfigError",
     "DependencyMissingError",
