@@ -18,6 +18,15 @@ from medagent.models._messages import (
 )
 from medagent.models._openai import OpenAIBackend
 from medagent.models._scripted import RecordedRequest, ScriptedModel, ScriptedReply
+from medagent.models._spend import (
+    MODEL_PRICES,
+    PRICES_AS_OF,
+    Prices,
+    Spend,
+    SpendCap,
+    resolve_prices,
+    watch_budget,
+)
 from medagent.models._structured import (
     Attempts,
     Correction,
@@ -50,14 +59,19 @@ __all__ = [
     "Correction",
     "GenerateParams",
     "ImagePart",
+    "MODEL_PRICES",
     "Message",
     "OpenAIBackend",
+    "PRICES_AS_OF",
+    "Prices",
     "RAW_IMAGE_LONG_SIDE",
     "RecordedRequest",
     "Reply",
     "RetryPolicy",
     "ScriptedModel",
     "ScriptedReply",
+    "Spend",
+    "SpendCap",
     "StreamingChatModel",
     "Structured",
     "StructuredFailure",
@@ -79,5 +93,7 @@ __all__ = [
     "parse_structured",
     "prune_images",
     "request_key",
+    "resolve_prices",
     "run_checks",
+    "watch_budget",
 ]
