@@ -11,9 +11,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["BackendName", "Settings"]
+__all__ = ["BackendName", "ReasoningEffort", "Settings"]
 
 BackendName = Literal["openai", "vllm", "transformers", "scripted"]
+
+ReasoningEffort = Literal["minimal", "low", "medium", "high"]
+"""How hard a reasoning model thinks before answering (OpenAI's ``reasoning_effort``)."""
 
 #: Where `vllm serve` listens by default.
 DEFAULT_OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -52,6 +55,11 @@ class Settings(BaseSettings):
         ge=32,
         description="The most pixels on an image's long side a server accepts; agents render "
         "at most this. None: no cap.",
+    )
+    reasoning_effort: ReasoningEffort | None = Field(
+        None,
+        description="openai backend: reasoning_effort sent with every request (GPT-5, o-series, "
+        "vLLM reasoning models); None: the server's default.",
     )
     device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:1, mps.")
     dtype: str = Field("auto", description="transformers backend: auto, float32, bfloat16, ...")

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from medagent._version import __version__
 from medagent.errors import ConfigError
-from medagent.settings import BackendName, Settings
+from medagent.settings import BackendName, ReasoningEffort, Settings
 
 _C = TypeVar("_C", bound=BaseModel)
 
@@ -25,6 +25,7 @@ __all__ = [
     "BaseUrlOpt",
     "DeviceOpt",
     "ModelOpt",
+    "ReasoningEffortOpt",
     "RetriesOpt",
     "ScriptOpt",
     "TimeoutOpt",
@@ -138,6 +139,16 @@ RetriesOpt = Annotated[
     typer.Option(
         "--max-retries",
         help="Retries on connection errors, timeouts, 429, 5xx. [default: 4]",
+        show_default=False,
+    ),
+]
+ReasoningEffortOpt = Annotated[
+    ReasoningEffort | None,
+    typer.Option(
+        "--reasoning-effort",
+        help="openai backend: how hard a reasoning model (GPT-5, o-series, a vLLM reasoning "
+        "model) thinks: minimal, low, medium, high. [env: MEDAGENT_REASONING_EFFORT; default: "
+        "the server's]",
         show_default=False,
     ),
 ]

@@ -15,6 +15,7 @@ from medagent.cli._app import (
     BaseUrlOpt,
     DeviceOpt,
     ModelOpt,
+    ReasoningEffortOpt,
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
@@ -34,6 +35,7 @@ def model_check(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
+    reasoning_effort: ReasoningEffortOpt = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer.")] = 32,
 ) -> None:
     """Send a text, an image and a structured-output request; print a table.
@@ -53,6 +55,7 @@ def model_check(
         timeout_s=timeout,
         max_retries=max_retries,
         device=device,
+        reasoning_effort=reasoning_effort,
     )
     chat_model = build_model(settings)
 

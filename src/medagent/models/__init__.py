@@ -17,6 +17,7 @@ from medagent.models._messages import (
     prune_images,
 )
 from medagent.models._openai import OpenAIBackend
+from medagent.models._params import ParameterMemory, ParameterRules, rules_for_model
 from medagent.models._scripted import RecordedRequest, ScriptedModel, ScriptedReply
 from medagent.models._spend import (
     MODEL_PRICES,
@@ -45,6 +46,7 @@ from medagent.models._wire import RAW_IMAGE_LONG_SIDE, forced_tool_call_schema
 from medagent.models.base import (
     ChatModel,
     GenerateParams,
+    ReasoningEffort,
     Reply,
     StreamingChatModel,
     Usage,
@@ -63,8 +65,11 @@ __all__ = [
     "Message",
     "OpenAIBackend",
     "PRICES_AS_OF",
+    "ParameterMemory",
+    "ParameterRules",
     "Prices",
     "RAW_IMAGE_LONG_SIDE",
+    "ReasoningEffort",
     "RecordedRequest",
     "Reply",
     "RetryPolicy",
@@ -94,6 +99,7 @@ __all__ = [
     "prune_images",
     "request_key",
     "resolve_prices",
+    "rules_for_model",
     "run_checks",
     "watch_budget",
 ]

@@ -42,6 +42,7 @@ def build_model(settings: Settings) -> ChatModel:
             image_long_side=settings.image_long_side,
             tool_mode=settings.tool_mode,
             seed=settings.seed,
+            reasoning_effort=settings.reasoning_effort,
         )
     if settings.backend == "transformers":
         from medagent.models._transformers import TransformersBackend

@@ -36,6 +36,8 @@ from medagent.models._endpoints import (
     parse_retry_after,
 )
 from medagent.models._messages import Message, ToolSpec
+from medagent.models._params import SHARED_PARAMETER_MEMORY, ParameterMemory, learn_from_refusal
+from medagent.models._reasoning import split_reasoning
 from medagent.models._sse import StreamAssembly, read_chunk, sse_data
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
@@ -48,7 +50,7 @@ from medagent.models._wire import (
     to_openai_tool_choice,
     to_openai_tools,
 )
-from medagent.models.base import GenerateParams, Reply, Usage, UsageTotals
+from medagent.models.base import GenerateParams, ReasoningEffort, Reply, Usage, UsageTotals
 
 __all__ = ["OpenAIBackend", "StructuredOutputField", "ToolMode"]
 
@@ -61,6 +63,9 @@ decoding of ``{"name", "arguments"}`` (``schema``), or native with a schema retr
 server ignored the forced choice (``auto``)."""
 
 _CONNECTIONS_PER_CLIENT = 8
+_PARAMETER_LESSONS = 3
+"""The most times one attempt is sent again after a 400 that refused one of its parameters
+(max_tokens, temperature, top_p are the ones seen together)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,12 @@ class OpenAIBackend:
     mistake and are reported at once with the server's message. ``generate_stream`` retries the
     same failures until the first chunk of a stream arrives, never after. ``image_long_side``
     caps the images sent (``None``: no cap; see ``sent_long_side``).
+
+    Sampling fields are sent as each model accepts them (``ParameterRules``: GPT-5 and o-series
+    get ``max_completion_tokens`` and no temperature). A 400 that refuses one of them is
+    answered by sending the request again without it (or renamed), once per field, and the
+    lesson is kept in ``parameter_memory`` for that endpoint and model. ``reasoning_effort`` is
+    sent with every request whose params do not set their own.
     """
 
     def __init__(
@@ -111,9 +122,13 @@ class OpenAIBackend:
         failure_threshold: int = 3,
         cooldown_s: float = 30.0,
         seed: int | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
+        parameter_memory: ParameterMemory | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = model
+        self.reasoning_effort = reasoning_effort
+        self.parameter_memory = parameter_memory or SHARED_PARAMETER_MEMORY
         self.usage_totals = UsageTotals()
         self.retry = retry or RetryPolicy()
         self.timeout_s = timeout_s
@@ -178,8 +193,12 @@ class OpenAIBackend:
         prompt with ``tool_choice`` "none", and the server's JSON-schema decoding enforces the
         call. It is how tool calls work on servers whose tool parser does not constrain them.
         ``stream`` asks for server-sent events, with a last chunk that carries the usage.
+        Sampling fields have their classic names here; each attempt sends them as its endpoint's
+        model accepts them (``sent_body``).
         """
         params = params or GenerateParams()
+        if params.reasoning_effort is None and self.reasoning_effort is not None:
+            params = params.model_copy(update={"reasoning_effort": self.reasoning_effort})
         body: dict[str, Any] = {
             "model": self.name,
             "messages": to_openai_messages(messages, artifacts, self.image_long_side),
@@ -198,6 +217,25 @@ class OpenAIBackend:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         return body
+
+    def sent_body(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with its sampling fields as the model at ``endpoint`` accepts them."""
+        return self.parameter_memory.rules(endpoint, self.name).apply(body)
+
+    def _learned_from(
+        self, endpoint: Endpoint, sent: dict[str, Any], response: httpx.Response
+    ) -> bool:
+        """Whether a 400 refused a parameter of ``sent`` and the lesson was kept: send again."""
+        if response.status_code != 400:
+            return False
+        message, param = _refusal(response)
+        rules = self.parameter_memory.rules(endpoint.url, self.name)
+        learned = learn_from_refusal(rules, sent, message, param)
+        if learned is None:
+            return False
+        self.parameter_memory.learn(endpoint.url, self.name, learned)
+        self.usage_totals.parameter_refusals += 1
+        return True
 
     def _constrain(self, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:
         if self.structured_field == "structured_outputs":
@@ -365,12 +403,16 @@ class OpenAIBackend:
         """One whole (not streamed) attempt: yields the completion only."""
         url = f"{endpoint.url}/chat/completions"
         async with endpoint.slots:
-            try:
-                response = await self._http().post(url, json=body, timeout=self.timeout_s)
-            except httpx.TimeoutException:
-                raise self._no_answer(endpoint) from None
-            except httpx.TransportError as exc:
-                raise Retryable(_unreachable(endpoint.url, exc)) from None
+            for _ in range(_PARAMETER_LESSONS + 1):
+                sent = self.sent_body(endpoint.url, body)
+                try:
+                    response = await self._http().post(url, json=sent, timeout=self.timeout_s)
+                except httpx.TimeoutException:
+                    raise self._no_answer(endpoint) from None
+                except httpx.TransportError as exc:
+                    raise Retryable(_unreachable(endpoint.url, exc)) from None
+                if not self._learned_from(endpoint, sent, response):
+                    break
         if response.status_code != 200:
             raise _status_error(endpoint, response)
         yield _Completion(_completion_json(endpoint, response))
@@ -395,23 +437,30 @@ class OpenAIBackend:
         assembly = StreamAssembly(hide_tool_blocks=hide_tool_blocks)
         async with endpoint.slots:
             try:
-                async with self._http().stream(
-                    "POST", url, json=body, timeout=self.timeout_s
-                ) as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise _status_error(endpoint, response)
-                    if "text/event-stream" not in response.headers.get("content-type", ""):
-                        await response.aread()  # the server ignored "stream": a whole answer
-                        yield _Completion(_completion_json(endpoint, response))
-                        return
-                    async for data in sse_data(response):
-                        if data.strip() == "[DONE]":
-                            assembly.done = True
-                            break
-                        piece = assembly.add(read_chunk(endpoint, data, assembly.chunks))
-                        if piece:
-                            yield piece
+                for lesson in range(_PARAMETER_LESSONS + 1):
+                    sent = self.sent_body(endpoint.url, body)
+                    async with self._http().stream(
+                        "POST", url, json=sent, timeout=self.timeout_s
+                    ) as response:
+                        if response.status_code != 200:
+                            await response.aread()
+                            if lesson < _PARAMETER_LESSONS and self._learned_from(
+                                endpoint, sent, response
+                            ):
+                                continue
+                            raise _status_error(endpoint, response)
+                        if "text/event-stream" not in response.headers.get("content-type", ""):
+                            await response.aread()  # the server ignored "stream": a whole answer
+                            yield _Completion(_completion_json(endpoint, response))
+                            return
+                        async for data in sse_data(response):
+                            if data.strip() == "[DONE]":
+                                assembly.done = True
+                                break
+                            piece = assembly.add(read_chunk(endpoint, data, assembly.chunks))
+                            if piece:
+                                yield piece
+                        break
             except httpx.TimeoutException:
                 if not assembly.chunks:
                     raise self._no_answer(endpoint) from None
@@ -460,8 +509,9 @@ class OpenAIBackend:
     ) -> Reply:
         choice = data["choices"][0]
         message = choice.get("message") or {}
-        text = message.get("content") or ""
+        text, reasoning = split_reasoning(message)
         usage = data.get("usage") or {}
+        details = usage.get("completion_tokens_details") or {}
         calls = parse_tool_calls(message.get("tool_calls"))
         if schema_call:
             text, calls = split_tool_calls(text, forced=True)
@@ -473,6 +523,7 @@ class OpenAIBackend:
         )
         return Reply(
             text=text,
+            reasoning=reasoning,
             parsed=parsed,
             parse_error=parse_error,
             tool_calls=calls,
@@ -480,6 +531,7 @@ class OpenAIBackend:
             usage=Usage(
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
+                reasoning_tokens=int(details.get("reasoning_tokens") or 0),
                 latency_s=answered.latency_s,
                 attempts=answered.attempts,
             ),
@@ -520,6 +572,18 @@ def _status_error(endpoint: Endpoint, response: httpx.Response) -> Exception:
     if response.status_code in RETRYABLE_STATUS:
         return Retryable(error, parse_retry_after(response.headers.get("retry-after")))
     return error
+
+
+def _refusal(response: httpx.Response) -> tuple[str, str | None]:
+    """A 400's message and, where OpenAI names it, the refused parameter (``error.param``)."""
+    try:
+        error = response.json().get("error")
+    except (json.JSONDecodeError, ValueError, AttributeError):
+        return response.text[:500], None
+    if not isinstance(error, dict):
+        return _server_message(response), None
+    param = error.get("param")
+    return str(error.get("message") or ""), param if isinstance(param, str) else None
 
 
 def _has_call(reply: Reply, tools: Sequence[ToolSpec]) -> bool:

@@ -35,7 +35,11 @@ class ScriptedToolCall(BaseModel):
 
 
 class ScriptedReply(BaseModel):
-    """One line of a script: exactly one of ``text``, ``json``, ``tool_calls`` or ``error``."""
+    """One line of a script: exactly one of ``text``, ``json``, ``tool_calls`` or ``error``.
+
+    ``reasoning`` (optional, beside any of them) plays a reasoning model's thinking: it ends in
+    ``Reply.reasoning`` and counts as reasoning tokens, never in the text.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,6 +47,7 @@ class ScriptedReply(BaseModel):
     json_: Any = Field(None, alias="json")
     tool_calls: list[ScriptedToolCall] | None = None
     error: Literal["timeout", "server_error", "malformed"] | None = None
+    reasoning: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ScriptedReply:
@@ -190,14 +195,17 @@ class ScriptedModel:
             for i, c in enumerate(scripted.tool_calls or [])
         ]
         parsed, parse_error = parse_structured(text, schema) if schema else (None, None)
+        reasoning = scripted.reasoning or ""
         usage = Usage(
             prompt_tokens=sum(len(m.text.split()) for m in messages),
-            completion_tokens=len(text.split()),
+            completion_tokens=len(text.split()) + len(reasoning.split()),
+            reasoning_tokens=len(reasoning.split()),
             latency_s=time.perf_counter() - started,
         )
         self.usage_totals.add(usage)
         return Reply(
             text=text,
+            reasoning=reasoning,
             parsed=parsed,
             parse_error=parse_error,
             tool_calls=calls,

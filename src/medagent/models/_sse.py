@@ -2,7 +2,8 @@
 
 A stream's chunks carry pieces of text and of tool calls (joined by their index); the
 assembled completion has the shape of a whole one, so streamed and whole replies are read by
-the same code. Text that may begin a ``<tool_call>`` block is held back from display.
+the same code. Text that may begin a ``<tool_call>`` block is held back from display; a
+reasoning model's thinking (``reasoning_content`` deltas) is collected, never displayed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 
 from medagent.errors import ModelResponseError
 from medagent.models._endpoints import RETRYABLE_STATUS, Endpoint, Retryable
+from medagent.models._reasoning import REASONING_FIELDS
 
 __all__ = ["StreamAssembly", "read_chunk", "sse_data"]
 
@@ -33,6 +35,7 @@ class StreamAssembly:
         self.chunks = 0
         self.done = False
         self.text = ""
+        self.reasoning = ""
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -55,6 +58,11 @@ class StreamAssembly:
             content = delta.get("content")
             if isinstance(content, str):
                 self.text += content
+            for name in REASONING_FIELDS:
+                thought = delta.get(name)
+                if isinstance(thought, str):
+                    self.reasoning += thought
+                    break
             for fragment in delta.get("tool_calls") or []:
                 if isinstance(fragment, dict):
                     self._add_call(fragment)
@@ -105,6 +113,8 @@ class StreamAssembly:
     def completion(self) -> dict[str, Any]:
         """The stream as the completion a non-streamed request would have returned."""
         message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.reasoning:
+            message["reasoning_content"] = self.reasoning
         if self.calls:
             message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
         data: dict[str, Any] = {

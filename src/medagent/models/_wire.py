@@ -156,8 +156,14 @@ def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampling_fields(params: GenerateParams) -> dict[str, Any]:
-    """The sampling part of a request body, leaving out what was not set."""
+    """The sampling part of a request body, leaving out what was not set.
+
+    Names are the classic ones (``max_tokens``); what a model accepts instead is decided per
+    endpoint and model by ``ParameterRules`` just before sending.
+    """
     body: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature}
+    if params.reasoning_effort is not None:
+        body["reasoning_effort"] = params.reasoning_effort
     if params.top_p is not None:
         body["top_p"] = params.top_p
     if params.seed is not None:

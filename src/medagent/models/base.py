@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.artifacts import ArtifactStore
 from medagent.models._messages import Message, ToolCall, ToolSpec
+from medagent.settings import ReasoningEffort
 
 __all__ = [
     "ChatModel",
+    "ReasoningEffort",
     "GenerateParams",
     "Reply",
     "StreamingChatModel",
@@ -41,6 +43,9 @@ class GenerateParams(BaseModel):
     seed: int | None = None
     stop: list[str] | None = None
     tool_choice: ToolChoice = "auto"
+    reasoning_effort: ReasoningEffort | None = Field(
+        None, description="sent to models that reason; None: the backend's default"
+    )
 
 
 class Usage(BaseModel):
@@ -50,6 +55,7 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = Field(0, description="of the completion tokens, those spent thinking")
     latency_s: float = 0.0
     attempts: int = 1
 
@@ -66,13 +72,18 @@ class UsageTotals(BaseModel):
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
     latency_s: float = 0.0
+    parameter_refusals: int = Field(
+        0, description="requests sent again without a sampling field the server refused"
+    )
 
     def add(self, usage: Usage) -> None:
         self.requests += 1
         self.retries += usage.attempts - 1
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
         self.latency_s += usage.latency_s
 
 
@@ -80,13 +91,16 @@ class Reply(BaseModel):
     """A model's answer.
 
     ``parsed`` holds the validated object when a schema was asked for and the text matched it;
-    otherwise ``parse_error`` says why not. ``raw`` keeps the backend's response as received, so
-    failures can be analysed after the run.
+    otherwise ``parse_error`` says why not. ``reasoning`` is the thinking a reasoning model
+    showed before its answer (vLLM's ``reasoning_content``, a ``<think>`` block): kept to be
+    read, never part of ``text`` or ``parsed``. ``raw`` keeps the backend's response as received,
+    so failures can be analysed after the run.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     text: str = ""
+    reasoning: str = ""
     parsed: BaseModel | None = None
     parse_error: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)

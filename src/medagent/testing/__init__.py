@@ -3,7 +3,8 @@ real ones without weights worth downloading or a GPU.
 
 - ``ScriptedModel``: a chat model that replays prepared replies and records requests.
 - ``StubOpenAIServer``: a real HTTP server speaking the chat-completions API, with scripted
-  replies and injected faults (dropped connections, 500, 429, slow and malformed replies).
+  replies and injected faults (dropped connections, 500, 429, slow and malformed replies),
+  and reasoning models' ways (parameters refused with a 400, reasoning in replies).
 - ``write_pyramid_tiff`` / ``synthetic_tissue``: tiled pyramidal TIFFs with known levels and
   pixel spacing, painted with H&E-coloured blobs, that OpenSlide opens like a scan.
 - ``build_tiny_clip``: a tiny random-weight CLIP for the ``hf`` image embedder.
@@ -21,7 +22,11 @@ from medagent.models import ScriptedModel, ScriptedReply
 from medagent.testing._net import free_port
 from medagent.testing._postgres import PostgresServer
 from medagent.testing._slides import synthetic_tissue, write_pyramid_tiff
-from medagent.testing._stub_server import StubFault, StubOpenAIServer
+from medagent.testing._stub_server import (
+    OPENAI_REASONING_REFUSES,
+    StubFault,
+    StubOpenAIServer,
+)
 from medagent.testing._tiny_clip import (
     TINY_CLIP_IMAGE_SIZE,
     TINY_CLIP_PROJECTION_DIM,
@@ -31,6 +36,7 @@ from medagent.testing._tiny_sam import TINY_SAM_IMAGE_SIZE, build_tiny_sam
 from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
 
 __all__ = [
+    "OPENAI_REASONING_REFUSES",
     "PostgresServer",
     "ScriptedModel",
     "ScriptedReply",

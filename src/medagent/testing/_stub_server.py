@@ -21,6 +21,13 @@ argument fragments, keyed by ``index``), a chunk with the finish reason, a usage
 choices when ``stream_options.include_usage`` is set, and ``data: [DONE]``. ``stream_chunk_chars``
 splits text and arguments into deltas of that many characters (default: one delta each), and
 ``stream_interval_s`` waits between events, so a test can see pieces arrive one by one.
+
+Reasoning models: ``refuses`` names request fields the server answers 400 for, with OpenAI's
+own messages (``OPENAI_REASONING_REFUSES``: ``max_tokens``, ``temperature`` and ``top_p`` but
+their defaults, as GPT-5 and o-series do); a refused request uses up no script entry. An entry
+with ``reasoning`` sends it in the message's ``reasoning_field`` (``reasoning_content`` as
+vLLM's reasoning parsers, or ``reasoning``), streamed as deltas before the content, and counts
+it in ``usage.completion_tokens_details.reasoning_tokens``.
 """
 
 from __future__ import annotations
@@ -40,7 +47,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.models import ScriptedReply
 
-__all__ = ["StubFault", "StubOpenAIServer"]
+__all__ = ["OPENAI_REASONING_REFUSES", "StubFault", "StubOpenAIServer"]
+
+OPENAI_REASONING_REFUSES = ("max_tokens", "temperature", "top_p")
+"""What OpenAI's reasoning models (GPT-5, o1/o3/o4) refuse in a chat-completions request."""
 
 
 class StubFault(BaseModel):
@@ -81,7 +91,11 @@ class StubOpenAIServer:
         record: bool = True,
         stream_chunk_chars: int | None = None,
         stream_interval_s: float = 0.0,
+        refuses: Iterable[str] = (),
+        reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content",
     ) -> None:
+        self.refuses = tuple(refuses)
+        self.reasoning_field = reasoning_field
         self._script: deque[ScriptEntry] = deque(_entry(item) for item in script)
         self.default_text = default_text
         self.latency_s = latency_s
@@ -222,6 +236,9 @@ class StubOpenAIServer:
             with self._lock:
                 self.requests.append(request)
                 self.request_headers.append(headers)
+        refusal = _refusal(request, self.refuses)
+        if refusal is not None:
+            return await self._send(writer, 400, refusal)
         entry = self._next_entry()
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
@@ -281,7 +298,7 @@ class StubOpenAIServer:
             "created": int(time.time()),
             "model": request.get("model", self.model),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": _usage(request, message),
+            "usage": _usage(request, message, self.reasoning_field),
         }
         return json.dumps(completion).encode()
 
@@ -300,6 +317,8 @@ class StubOpenAIServer:
             return {**head, "choices": [choice]}
 
         chunks = [chunk({"role": "assistant", "content": ""})]
+        thought = message.get(self.reasoning_field) or ""
+        chunks += [chunk({self.reasoning_field: piece}) for piece in self._pieces(thought)]
         chunks += [chunk({"content": piece}) for piece in self._pieces(message["content"] or "")]
         for index, call in enumerate(message.get("tool_calls") or []):
             function = call["function"]
@@ -312,7 +331,8 @@ class StubOpenAIServer:
             ]
         chunks.append(chunk({}, finish))
         if (request.get("stream_options") or {}).get("include_usage"):
-            chunks.append({**head, "choices": [], "usage": _usage(request, message)})
+            usage = _usage(request, message, self.reasoning_field)
+            chunks.append({**head, "choices": [], "usage": usage})
         return [json.dumps(c) for c in chunks] + ["[DONE]"]
 
     def _pieces(self, text: str) -> list[str]:
@@ -364,6 +384,8 @@ class StubOpenAIServer:
             message["content"] = json.dumps(entry.json_)
         elif entry is not None and entry.text is not None:
             message["content"] = entry.text
+        if entry is not None and entry.reasoning is not None:
+            message[self.reasoning_field] = entry.reasoning
         return number, message, finish
 
     @staticmethod
@@ -386,15 +408,51 @@ class StubOpenAIServer:
         return True
 
 
-def _usage(request: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
-    """Words standing in for tokens: enough for tests to see usage carried through."""
+def _usage(
+    request: dict[str, Any], message: dict[str, Any], reasoning_field: str
+) -> dict[str, Any]:
+    """Words standing in for tokens: enough for tests to see usage carried through.
+
+    Reasoning words count among the completion tokens, as OpenAI and vLLM count them.
+    """
     prompt_words = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
-    completion_words = len(str(message["content"] or "").split())
-    return {
+    reasoning_words = len(str(message.get(reasoning_field) or "").split())
+    completion_words = len(str(message["content"] or "").split()) + reasoning_words
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt_words,
         "completion_tokens": completion_words,
         "total_tokens": prompt_words + completion_words,
     }
+    if reasoning_words:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_words}
+    return usage
+
+
+_DEFAULT_VALUES = {"temperature": 1.0, "top_p": 1.0}
+"""Fields a reasoning model refuses only when set to something other than their default."""
+
+
+def _refusal(request: dict[str, Any], refuses: Iterable[str]) -> bytes | None:
+    """OpenAI's 400 body for the first refused field the request holds; ``None``: accepted."""
+    for name in refuses:
+        if name not in request:
+            continue
+        value = request[name]
+        if name in _DEFAULT_VALUES:
+            if value == _DEFAULT_VALUES[name]:
+                continue
+            message = (
+                f"Unsupported value: '{name}' does not support {value!r} with this model. "
+                f"Only the default ({_DEFAULT_VALUES[name]:g}) value is supported."
+            )
+            code = "unsupported_value"
+        else:
+            instead = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
+            message = f"Unsupported parameter: '{name}' is not supported with this model.{instead}"
+            code = "unsupported_parameter"
+        error = {"message": message, "type": "invalid_request_error", "param": name, "code": code}
+        return json.dumps({"error": error}).encode()
+    return None
 
 
 def _error_body(message: str, code: int) -> bytes:
