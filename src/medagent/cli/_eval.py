@@ -27,7 +27,59 @@ from medagent.cli._app import (
 from medagent.errors import ConfigError
 from medagent.settings import Settings
 
-__all__ = ["eval_app"]
+__all__ = ["BudgetOpt", "PriceInOpt", "PriceOutOpt", "eval_app", "spend_for"]
+
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-usd",
+        help="Stop before the model call that could take this run's spend over this many USD; "
+        "a rerun with a higher budget resumes.",
+        min=0.0,
+        show_default=False,
+    ),
+]
+PriceInOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="USD per million prompt tokens (default: the price table's, 0 for local backends).",
+        min=0.0,
+        show_default=False,
+    ),
+]
+PriceOutOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="USD per million completion tokens (default: the price table's).",
+        min=0.0,
+        show_default=False,
+    ),
+]
+
+
+def spend_for(
+    settings: Settings,
+    budget_usd: float | None,
+    price_in: float | None,
+    price_out: float | None,
+) -> tuple[Any, Any]:
+    """The model's prices (``None``: unknown) and, with a budget, the ``Spend`` that keeps it.
+
+    An unpriced model with a budget is a ``ConfigError`` naming --price-in/--price-out.
+    """
+    from medagent.models import Spend, resolve_prices
+
+    prices = resolve_prices(
+        settings.model or settings.script or "",
+        settings.backend,
+        price_in=price_in,
+        price_out=price_out,
+        budget_usd=budget_usd,
+    )
+    if budget_usd is None or prices is None:
+        return prices, None
+    return prices, Spend(prices, budget_usd)
+
 
 eval_app = typer.Typer(
     help="Batch evaluation: run a method over a dataset, then report.", no_args_is_help=True
@@ -35,15 +87,18 @@ eval_app = typer.Typer(
 app.add_typer(eval_app, name="eval")
 
 
-def _model_factory(settings: Settings, cache: Path | None) -> Any:
-    """A picklable factory (Ray workers call it) for the configured, maybe cached, model."""
-    return functools.partial(_build, settings, cache)
+def _model_factory(settings: Settings, cache: Path | None, spend: Any = None) -> Any:
+    """A picklable factory (Ray workers call it) for the configured, maybe cached, model;
+    with a ``Spend`` (local executor only), capped by it."""
+    return functools.partial(_build, settings, cache, spend)
 
 
-def _build(settings: Settings, cache: Path | None) -> Any:
-    from medagent.models import CachedModel, build_model
+def _build(settings: Settings, cache: Path | None, spend: Any = None) -> Any:
+    from medagent.models import CachedModel, SpendCap, build_model
 
     model = build_model(settings)
+    if spend is not None:
+        model = SpendCap(model, spend)  # inside the cache: a cached reply costs nothing
     return CachedModel(model, cache) if cache else model
 
 
@@ -105,10 +160,9 @@ def eval_run(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: a local instance).")
     ] = None,
-    price_in: Annotated[float, typer.Option(help="USD per million prompt tokens.", min=0.0)] = 0.0,
-    price_out: Annotated[
-        float, typer.Option(help="USD per million completion tokens.", min=0.0)
-    ] = 0.0,
+    budget_usd: BudgetOpt = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and baselines.")] = 0,
     backend: BackendOpt = None,
     model: ModelOpt = None,
@@ -125,9 +179,14 @@ def eval_run(
 
     Results go to OUT/results.jsonl as items finish (one line each, synced to disk). Rerunning
     the command resumes; --rerun-failed retries failures only. Ctrl-C stops cleanly.
+
+    --budget-usd stops the run before the model call that could take this invocation's spend
+    over it: finished items are kept, the rest are left for a rerun (with a higher budget),
+    and the exit code is 3. Exit codes: 0 all ok, 1 some items failed, 2 an error, 3 the
+    budget ended the run, 130 interrupted.
     """
     from medagent.agents.giant import GiantConfig
-    from medagent.evals import EvalRunner, Prices, RunConfig, load_dataset, make_method
+    from medagent.evals import EvalRunner, RunConfig, load_dataset, make_method
     from medagent.evals.datasets import DatasetKind
 
     if executor not in ("local", "ray"):
@@ -196,6 +255,7 @@ def eval_run(
         seed=seed,
         cache=cache,
     )
+    prices, spend = spend_for(settings, budget_usd, price_in, price_out)
     if getattr(loaded, "missing", None):
         err_console.print(f"{len(loaded.missing)} items left out: their slide or image is missing")
     scores = {"correct": 0, "scored": 0}
@@ -219,7 +279,7 @@ def eval_run(
             progress.update(bar, completed=done, total=total, score=running)
 
         runner = EvalRunner(
-            _model_factory(settings, out / "cache.sqlite" if cache else None),
+            _model_factory(settings, out / "cache.sqlite" if cache else None, spend),
             item_method,
             config,
             out,
@@ -227,9 +287,8 @@ def eval_run(
             item_timeout_s=item_timeout,
             rerun_failed=rerun_failed,
             new_run=new_run,
-            prices=Prices(input_per_million=price_in, output_per_million=price_out)
-            if price_in or price_out
-            else None,
+            prices=prices,
+            spend=spend,
             executor="ray" if executor == "ray" else "local",
             ray_address=ray_address,
             on_result=on_result,
@@ -243,13 +302,15 @@ def eval_run(
                 markup=False,
             )
             raise typer.Exit(130) from None
-    for note in outcome.notes:
+    for note in outcome.notes:  # the budget's line among them, when it ended the run
         err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"{outcome.ran} items run ({outcome.ok} ok, {outcome.failed} failed), "
         f"{outcome.skipped} already done, in {outcome.elapsed_s:.1f} s → {out / 'results.jsonl'}"
     )
     console.print(f"report: medagent eval report {out}")
+    if outcome.stopped_by_budget:
+        raise typer.Exit(3)
     if outcome.failed:
         raise typer.Exit(1)
 

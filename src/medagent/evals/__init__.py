@@ -27,7 +27,7 @@ from medagent.evals._metrics import (
 )
 from medagent.evals._records import EvalItem, ItemResult, MetricType, ResultStatus
 from medagent.evals._report import RunReport, load_run, render_html, render_markdown
-from medagent.evals._runner import EvalRunner, Prices, RunConfig, RunOutcome, load_results
+from medagent.evals._runner import EvalRunner, RunConfig, RunOutcome, load_results
 from medagent.evals._summary import (
     ConfusionMatrix,
     OverallSummary,
@@ -56,6 +56,7 @@ from medagent.evals.datasets import (
     load_multipathqa,
     load_vqarad,
 )
+from medagent.models import Prices
 
 __all__ = [
     "BootstrapResult",

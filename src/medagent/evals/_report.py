@@ -32,6 +32,20 @@ class RunReport(BaseModel):
     dataset: str
     summary: RunSummary
     notes: list[str] = Field(default_factory=list, description="one line each, for the user")
+    budget_stop: str | None = Field(None, description="how the budget ended the run, if it did")
+
+
+def _budget_stop(manifest: dict[str, object] | None) -> str | None:
+    """The line saying that the spend cap ended the run (manifest ``budget``), if it did."""
+    budget = (manifest or {}).get("budget")
+    if not isinstance(budget, dict) or not budget.get("stopped_run"):
+        return None
+    spent, cap = budget.get("spent_usd") or 0, budget.get("budget_usd") or 0
+    return (
+        f"the budget ended the run: ${spent:.4f} spent of ${cap:.2f}, "
+        f"{budget.get('unfinished', '?')} item(s) unfinished; rerun with a higher "
+        "--budget-usd to resume"
+    )
 
 
 def _metric(value: object) -> MetricType:
@@ -83,6 +97,7 @@ def load_run(run_dir: str | Path, *, replicates: int = 1000, seed: int = 0) -> R
         dataset=str(config.get("dataset", "?")),
         summary=summarize(results, items, bootstrap_replicates=replicates, seed=seed),
         notes=notes,
+        budget_stop=_budget_stop(manifest),
     )
 
 
@@ -131,6 +146,9 @@ def render_markdown(reports: list[RunReport]) -> str:
             f"| {r.name} | {r.method} | {r.model} | {o.n} | {o.n_failed} | {o.mean_steps:.1f} | "
             f"{o.prompt_tokens + o.completion_tokens} | {o.mean_latency_s:.1f} s | {cost} |"
         )
+    stops = [f"- {r.name}: {r.budget_stop}" for r in reports if r.budget_stop]
+    if stops:
+        lines += ["", *stops]
     return "\n".join(lines) + "\n"
 
 
@@ -224,6 +242,7 @@ def render_html(reports: list[RunReport]) -> str:
         return "".join(out)
 
     markdown = render_markdown(reports).strip().split("\n\n")
+    stops = markdown[2].splitlines() if len(markdown) > 2 else []
     legend = "".join(
         f'<span style="color:{_COLOURS[i % len(_COLOURS)]}">■</span> {html.escape(r.name)} '
         f"({html.escape(r.method)}, {html.escape(r.model)}) "
@@ -247,5 +266,6 @@ def render_html(reports: list[RunReport]) -> str:
         "failed items count as wrong.</p>"
         f"<h2>Scores</h2>{table(markdown[0].splitlines())}<p>{legend}</p>{_bars(reports)}"
         f"<h2>Runs</h2>{table(markdown[1].splitlines())}"
-        f"<h2>Confusion matrices</h2>{matrices}</body></html>"
+        + "".join(f"<p>{html.escape(line[2:])}</p>" for line in stops)
+        + f"<h2>Confusion matrices</h2>{matrices}</body></html>"
     )

@@ -6,6 +6,11 @@
 command skips finished items; ``rerun_failed`` retries only failures; a changed configuration is
 refused unless ``new_run`` (which sets the old results aside).
 
+A spend cap (``spend``, the ``Spend`` the model's ``SpendCap`` draws on) ends the run cleanly:
+an item whose model call the budget refused is left unfinished (not failed), items not started
+stay pending, and the manifest's ``budget`` says that the budget ended the run; a rerun with a
+higher budget resumes them.
+
 Faults are told apart by whose they are. Anything that goes wrong inside one item's work (an
 unreadable image, a model error, a bug in a method) is that item's failed result, with a
 one-line reason, and the batch goes on. A fault of the run itself (its folder cannot be written,
@@ -35,23 +40,9 @@ from medagent.errors import ConfigError, InputError, MedagentError
 from medagent.evals._choices import closed_choices
 from medagent.evals._methods import ItemMethod
 from medagent.evals._records import EvalItem, ItemResult
-from medagent.models import ChatModel
+from medagent.models import ChatModel, Prices, Spend, watch_budget
 
-__all__ = ["EvalRunner", "Prices", "RunConfig", "RunOutcome", "load_results", "read_manifest"]
-
-
-class Prices(BaseModel):
-    """USD per million tokens, for cost accounting (none given: no cost reported)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    input_per_million: float = Field(0.0, ge=0)
-    output_per_million: float = Field(0.0, ge=0)
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (
-            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
-        ) / 1e6
+__all__ = ["EvalRunner", "RunConfig", "RunOutcome", "load_results", "read_manifest"]
 
 
 class RunConfig(BaseModel):
@@ -87,6 +78,10 @@ class RunOutcome(BaseModel):
     failed: int
     elapsed_s: float
     notes: list[str] = Field(default_factory=list, description="one line each, for the user")
+    stopped_by_budget: bool = Field(False, description="the spend cap ended the run")
+    unfinished: int = Field(0, description="items left for a rerun when the budget ended it")
+    spent_usd: float | None = None
+    budget_usd: float | None = None
 
 
 def load_results(path: Path) -> dict[str, ItemResult]:
@@ -224,6 +219,7 @@ class EvalRunner:
         rerun_failed: bool = False,
         new_run: bool = False,
         prices: Prices | None = None,
+        spend: Spend | None = None,
         executor: Literal["local", "ray"] = "local",
         ray_address: str | None = None,
         on_result: Progress | None = None,
@@ -231,6 +227,10 @@ class EvalRunner:
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        if spend is not None and spend.budget_usd is not None and executor == "ray":
+            raise ConfigError(
+                "--budget-usd needs --executor local: Ray workers cannot share one budget"
+            )
         self.model = model
         self.method = method
         self.config = config
@@ -239,7 +239,8 @@ class EvalRunner:
         self.item_timeout_s = item_timeout_s
         self.rerun_failed = rerun_failed
         self.new_run = new_run
-        self.prices = prices
+        self.spend = spend
+        self.prices = prices if prices is not None or spend is None else spend.prices
         self.executor = executor
         self.ray_address = ray_address
         self.on_result = on_result or (lambda result, done, total: None)
@@ -396,6 +397,40 @@ class EvalRunner:
             finished_at=datetime.now(UTC).isoformat(),
         )
 
+    async def run_within_budget(self, item: EvalItem, model: ChatModel) -> ItemResult | None:
+        """``run_item``, or ``None`` when the budget refused one of the item's model calls:
+        the item is unfinished, for a rerun with a higher budget, not failed."""
+        with watch_budget() as refused:
+            result = await self.run_item(item, model)
+        return None if refused else result
+
+    def _note_budget(self, unfinished: int) -> str | None:
+        """Record in the manifest how the budget went; the line for the user when it ended
+        the run."""
+        if self.spend is None:
+            return None
+        stopped = self.spend.exhausted
+        path = self.run_dir / "manifest.json"
+        manifest, _ = read_manifest(path)
+        if manifest is not None:
+            manifest["budget"] = {
+                **self.spend.summary(),
+                "stopped_run": stopped,
+                "unfinished": unfinished,
+                "at": datetime.now(UTC).isoformat(),
+            }
+            try:
+                write_json_atomic(path, manifest)
+            except OSError as exc:
+                raise _cannot_write(self.run_dir, exc) from None
+        if not stopped:
+            return None
+        return (
+            f"the budget ended the run: ${self.spend.spent_usd:.4f} spent of "
+            f"${self.spend.budget_usd or 0:.2f}; {unfinished} item(s) left unfinished (not "
+            "failed); rerun with a higher --budget-usd to resume"
+        )
+
     async def run(self, items: Sequence[EvalItem]) -> RunOutcome:
         """Run what is pending; every finished item is on disk before the next one counts."""
         notes = self._prepare()
@@ -404,7 +439,7 @@ class EvalRunner:
         except OSError as exc:
             raise _cannot_write(self.run_dir, exc) from None
         started = time.perf_counter()
-        counts = {"ok": 0, "failed": 0}
+        counts = {"ok": 0, "failed": 0, "unfinished": 0}
         total = len(todo)
 
         async def record(result: ItemResult) -> None:
@@ -425,7 +460,12 @@ class EvalRunner:
 
             async def one(item: EvalItem) -> None:
                 async with slots:
-                    result = await self.run_item(item, model)
+                    # Once the budget refused a call, no item starts: each would be refused.
+                    stopped = self.spend is not None and self.spend.exhausted
+                    result = None if stopped else await self.run_within_budget(item, model)
+                if result is None:
+                    counts["unfinished"] += 1
+                    return
                 await record(result)
 
             await asyncio.gather(*(one(item) for item in todo))
@@ -434,15 +474,22 @@ class EvalRunner:
         except OSError as exc:
             # Every result is already on disk, line by line; only the tidying failed.
             notes.append(f"{self.results.path} was not compacted ({_strerror(exc)})")
+        budget_line = self._note_budget(counts["unfinished"])
+        if budget_line is not None:
+            notes.append(budget_line)
         return RunOutcome(
             run_dir=self.run_dir,
             total=len(items),
             skipped=len(items) - total,
-            ran=total,
+            ran=counts["ok"] + counts["failed"],
             ok=counts["ok"],
             failed=counts["failed"],
             elapsed_s=time.perf_counter() - started,
             notes=notes,
+            stopped_by_budget=budget_line is not None,
+            unfinished=counts["unfinished"],
+            spent_usd=self.spend.spent_usd if self.spend else None,
+            budget_usd=self.spend.budget_usd if self.spend else None,
         )
 
 
