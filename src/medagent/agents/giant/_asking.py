@@ -2,8 +2,8 @@
 correction wording, and what a step record keeps of it.
 
 The navigator's turns and both baselines ask through ``ask``, so every request is corrected
-the same way and every step record holds the same facts (each reply's text, why each refused
-reply was refused, tokens, model time).
+the same way and every step record holds the same facts (each reply's text and thinking, why
+each refused reply was refused, tokens, model time).
 """
 
 from __future__ import annotations
@@ -39,9 +39,13 @@ class Asked(BaseModel):
     sent_messages: int = Field(description="how many conversation messages were sent")
     images_sent: list[str] = Field(default_factory=list, description="artifact ids sent")
     outputs: list[str] = Field(default_factory=list, description="raw model text per attempt")
+    thinking: list[str] = Field(
+        default_factory=list, description="a reasoning model's thinking per attempt ('' for none)"
+    )
     errors: list[str] = Field(default_factory=list, description="why attempts were refused")
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = Field(0, description="of the completion tokens, those spent thinking")
     model_s: float = 0.0
     model_error: str | None = Field(None, description="the transport error that ended it")
 
@@ -99,9 +103,15 @@ async def ask(
         sent_messages=len(messages),
         images_sent=[p.artifact.id for m in messages for p in m.images if p.artifact is not None],
         outputs=[reply.text for reply in result.replies],
+        thinking=(
+            [reply.reasoning for reply in result.replies]
+            if any(reply.reasoning for reply in result.replies)
+            else []
+        ),
         errors=list(result.errors),
         prompt_tokens=sum(reply.usage.prompt_tokens for reply in result.replies),
         completion_tokens=sum(reply.usage.completion_tokens for reply in result.replies),
+        reasoning_tokens=sum(reply.usage.reasoning_tokens for reply in result.replies),
         model_s=time.perf_counter() - started,
         model_error=(
             result.reason

@@ -132,7 +132,7 @@ def _header(trajectory: Trajectory) -> str:
             + (f", {slide.objective_power:g}×" if slide.objective_power else ""),
         ),
         ("steps", str(len(t.steps))),
-        ("tokens", f"{t.prompt_tokens} prompt + {t.completion_tokens} completion"),
+        ("tokens", _tokens(t.prompt_tokens, t.completion_tokens, t.reasoning_tokens)),
         ("elapsed", f"{t.elapsed_s:.1f} s"),
         (
             "started",
@@ -151,16 +151,33 @@ def _header(trajectory: Trajectory) -> str:
     )
 
 
+def _thinking(record: StepRecord, index: int) -> str:
+    """A reasoning model's thinking before attempt ``index``, collapsed: it can run for pages."""
+    thought = record.thinking[index] if index < len(record.thinking) else ""
+    if not thought:
+        return ""
+    return (
+        f'<details class="thinking"><summary>thinking ({len(thought.split())} words)</summary>'
+        f"<pre>{escape(thought)}</pre></details>"
+    )
+
+
 def _outputs(record: StepRecord) -> str:
-    """Raw model outputs and refused attempts, collapsed: long, and rarely needed."""
+    """Raw model outputs (each after its thinking) and refused attempts, collapsed: long, and
+    rarely needed."""
     if not record.outputs:
         return ""
     attempts = "".join(
-        f"<p class='muted'>attempt {i}</p><pre>{escape(text)}</pre>"
+        f"<p class='muted'>attempt {i}</p>{_thinking(record, i - 1)}<pre>{escape(text)}</pre>"
         for i, text in enumerate(record.outputs, start=1)
     )
     summary = f"raw output ({len(record.outputs)} attempt{'s' if len(record.outputs) > 1 else ''})"
     return f"<details><summary>{summary}</summary>{attempts}</details>"
+
+
+def _tokens(prompt: int, completion: int, reasoning: int) -> str:
+    thought = f" ({reasoning} thinking)" if reasoning else ""
+    return f"{prompt} prompt + {completion} completion{thought}"
 
 
 def _errors(record: StepRecord) -> str:
@@ -184,7 +201,10 @@ def _step(record: StepRecord, artifacts: ArtifactStore, kind: ModalityKind) -> s
     if record.mpp is not None:
         rows.append(("spacing", escape(modality(kind).spacing(record.mpp))))
     rows += [
-        ("tokens", f"{record.prompt_tokens} prompt + {record.completion_tokens} completion"),
+        (
+            "tokens",
+            _tokens(record.prompt_tokens, record.completion_tokens, record.reasoning_tokens),
+        ),
         ("time", f"model {record.model_s:.2f} s, tool {record.tool_s:.2f} s"),
         ("context", f"{record.sent_messages} messages, {len(record.images_sent)} images"),
     ]

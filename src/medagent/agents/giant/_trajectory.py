@@ -42,6 +42,10 @@ class StepRecord(BaseModel):
     sent_messages: int = Field(description="how many conversation messages were sent")
     images_sent: list[str] = Field(default_factory=list, description="artifact ids sent")
     outputs: list[str] = Field(default_factory=list, description="raw model text per attempt")
+    thinking: list[str] = Field(
+        default_factory=list,
+        description="a reasoning model's thinking per attempt, beside outputs ('' for none)",
+    )
     errors: list[str] = Field(default_factory=list, description="why attempts were refused")
     action: dict[str, Any] | None = None
     requested: Region | None = None
@@ -53,11 +57,13 @@ class StepRecord(BaseModel):
     notes: list[str] = Field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = Field(0, description="of the completion tokens, those spent thinking")
     model_s: float = 0.0
     tool_s: float = 0.0
 
     @property
     def reasoning(self) -> str:
+        """The reasoning the action states (its ``reasoning`` field), not the model's thinking."""
         return str((self.action or {}).get("reasoning", ""))
 
 
@@ -91,6 +97,10 @@ class Trajectory(BaseModel):
     @property
     def completion_tokens(self) -> int:
         return sum(s.completion_tokens for s in self.steps)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(s.reasoning_tokens for s in self.steps)
 
 
 class RunLog:
