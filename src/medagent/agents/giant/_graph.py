@@ -36,7 +36,7 @@ from medagent.agents.giant._prompts import options_text, system_prompt, view_sca
 from medagent.agents.giant._trajectory import RunLog, Status, StepRecord
 from medagent.errors import RegionError
 from medagent.imaging import Region, Slide, TissueMask, tissue_mask
-from medagent.models import ChatModel, Message, prune_images
+from medagent.models import ChatModel, Message, prune_images, watch_budget
 from medagent.prompts import load_template
 from medagent.tools import ToolContext, overview, zoom
 
@@ -239,16 +239,23 @@ async def decide(run: RunContext, state: GiantState) -> GiantState:
     if final:
         history.append(Message.user(load_template("giant/final").render(summary=_summary(run.log))))
     run.emit(GiantEvent(kind="thinking", step=step))
-    value, asked = await ask(
-        run.model,
-        prune_images(history, config.max_images_in_context),
-        schema,
-        step=step,
-        config=config,
-        artifacts=run.tools.artifacts,
-        # Constrained decoders get the slide's bounds; replies are validated loosely (schema).
-        request_schema=decoding_schema(dims.width, dims.height) if schema is GiantAction else None,
-    )
+    with watch_budget() as refused:
+        value, asked = await ask(
+            run.model,
+            prune_images(history, config.max_images_in_context),
+            schema,
+            step=step,
+            config=config,
+            artifacts=run.tools.artifacts,
+            # Constrained decoders get the slide's bounds; replies are validated loosely.
+            request_schema=(
+                decoding_schema(dims.width, dims.height) if schema is GiantAction else None
+            ),
+        )
+    if refused:
+        # Not a finished state: the checkpoint keeps the last step, so a rerun with a higher
+        # budget resumes from it (the navigator reports ``budget_exhausted``).
+        raise refused[-1]
     if asked.model_error is not None:
         run.log.add_step(StepRecord(kind="invalid", **asked.step_fields()))
         return {"step": step, "status": "model_error", "error": asked.model_error}

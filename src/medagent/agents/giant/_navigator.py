@@ -40,9 +40,9 @@ from medagent.agents.giant._graph import (
 from medagent.agents.giant._prompts import system_prompt
 from medagent.agents.giant._trajectory import RunLog, Status, Trajectory
 from medagent.artifacts import ArtifactRef, ArtifactStore
-from medagent.errors import ConfigError
+from medagent.errors import BudgetExhaustedError, ConfigError
 from medagent.imaging import RenderPolicy, Slide, open_image
-from medagent.models import ChatModel, Message
+from medagent.models import ChatModel, Message, watch_budget
 from medagent.prompts import (
     CompiledProgram,
     InputField,
@@ -317,16 +317,19 @@ class GiantNavigator:
         else:
             from medagent.agents.giant._baselines import run_baseline
 
-            state = await run_baseline(
-                self.method,
-                self.model,
-                self.config,
-                tools,
-                log,
-                question,
-                options,
-                on_event=self.on_event,
-            )
+            with watch_budget() as refused:
+                state = await run_baseline(
+                    self.method,
+                    self.model,
+                    self.config,
+                    tools,
+                    log,
+                    question,
+                    options,
+                    on_event=self.on_event,
+                )
+            if refused and state.get("status") == "model_error":
+                state.update(status="budget_exhausted", error=str(refused[-1]))
         return self._finish(
             slide, question, options, manifest, log, state, directory, time.perf_counter() - started
         )
@@ -382,6 +385,11 @@ class GiantNavigator:
                     status="timeout",
                     error=f"no answer within the {self.config.timeout_s:g} s limit",
                 )
+                return latest
+            except BudgetExhaustedError as exc:
+                # The checkpoint holds the last finished step, still running: a rerun resumes.
+                latest = dict((await app.aget_state(settings)).values or {})
+                latest.update(status="budget_exhausted", error=str(exc))
                 return latest
 
     def _demo_turns(self, artifacts: ArtifactStore) -> list[Message]:

@@ -30,7 +30,7 @@ from medagent.agents.insight._report import InsightEvent, InsightReport, Status
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError
 from medagent.imaging import RenderPolicy, Slide, open_image
-from medagent.models import ChatModel
+from medagent.models import ChatModel, watch_budget
 from medagent.prompts import CompiledProgram, Program, load_template, resolve_program
 from medagent.tools import ImageSearcher, Segmenter, ToolContext
 
@@ -176,11 +176,15 @@ class InsightAgent:
         app = build_graph(run).compile()
         state: InsightState
         try:
-            final = await asyncio.wait_for(
-                app.ainvoke(InsightState(), {"recursion_limit": 4 * self.config.depth + 10}),
-                timeout=self.config.timeout_s,
-            )
+            with watch_budget() as refused:
+                final = await asyncio.wait_for(
+                    app.ainvoke(InsightState(), {"recursion_limit": 4 * self.config.depth + 10}),
+                    timeout=self.config.timeout_s,
+                )
             state = InsightState(status=final.get("status", "running"), error=final.get("error"))
+            if refused and state.get("status") == "model_error":
+                # The spend cap, not the server, stopped it; what was found is kept.
+                state = {"status": "budget_exhausted", "error": str(refused[-1])}
         except TimeoutError:
             state = {
                 "status": "timeout",
@@ -221,6 +225,8 @@ class InsightAgent:
             return "timeout", error
         if state.get("status") == "model_error":
             return "model_error", error
+        if state.get("status") == "budget_exhausted":
+            return "budget_exhausted", error
         if not run.ranked:
             return "failed", error or "no question gave a valid answer (see the trace)"
         refused = [c for c in run.trace if c.status != "ok"]

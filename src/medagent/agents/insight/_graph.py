@@ -26,7 +26,7 @@ from medagent.errors import ModelError
 
 __all__ = ["GraphStatus", "InsightState", "build_graph"]
 
-GraphStatus = Literal["running", "failed", "model_error", "timeout"]
+GraphStatus = Literal["running", "failed", "model_error", "budget_exhausted", "timeout"]
 """How the loop stands: ``running`` until the run cannot go on (or ran out of time)."""
 
 _Node = Literal["investigate", "compose", "summarize"]
