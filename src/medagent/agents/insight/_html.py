@@ -232,13 +232,26 @@ def _question(record: QuestionRecord) -> str:
     )
 
 
+def _thinking(call: ModuleCall) -> str:
+    """A reasoning model's thinking on each attempt, collapsed: it can run for pages."""
+    thoughts = [(i, t) for i, t in enumerate(call.thinking, start=1) if t]
+    if not thoughts:
+        return ""
+    attempts = "".join(
+        f"<p class='muted'>attempt {i}</p><pre>{escape(thought)}</pre>" for i, thought in thoughts
+    )
+    return f'<details class="thinking"><summary>thinking</summary>{attempts}</details>'
+
+
 def _trace(calls: list[ModuleCall]) -> str:
     rows = "".join(
         f"<tr><td>{i}</td><td>{escape(c.module)}</td><td>{c.branch or ''}</td>"
         f"<td>{c.depth or ''}</td>"
         f"<td>{c.step or ''}</td><td>{escape(c.status)}</td><td>{len(c.outputs)}</td>"
-        f"<td>{c.prompt_tokens}+{c.completion_tokens}</td><td>{c.model_s:.2f}</td>"
-        f"<td><details><summary>output</summary><pre>{escape(chr(10).join(c.outputs))}</pre>"
+        f"<td>{c.prompt_tokens}+{c.completion_tokens}"
+        + (f" ({c.reasoning_tokens} thinking)" if c.reasoning_tokens else "")
+        + f"</td><td>{c.model_s:.2f}</td><td>{_thinking(c)}"
+        f"<details><summary>output</summary><pre>{escape(chr(10).join(c.outputs))}</pre>"
         + "".join(f'<p class="error">refused: {escape(err)}</p>' for err in c.errors)
         + "</details></td></tr>"
         for i, c in enumerate(calls, start=1)

@@ -151,11 +151,16 @@ class ModuleCall(BaseModel):
     step: int | None = None
     status: CallStatus
     outputs: list[str] = Field(default_factory=list, description="raw text per attempt")
+    thinking: list[str] = Field(
+        default_factory=list,
+        description="a reasoning model's thinking per attempt, beside outputs ('' for none)",
+    )
     errors: list[str] = Field(default_factory=list, description="why attempts were refused")
     parsed: dict[str, Any] | None = None
     images_sent: list[str] = Field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = Field(0, description="of the completion tokens, those spent thinking")
     model_s: float = 0.0
 
 
