@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from cli_support import medagent
 from medagent.agents.giant import GiantConfig, GiantNavigator
 from medagent.models import Prices, ScriptedModel, Spend, SpendCap
 
@@ -44,3 +46,17 @@ def test_the_cap_stops_a_baseline_with_its_own_status(nav_slide: Path, tmp_path:
     navigator = GiantNavigator(model, CONFIG, method="thumbnail", runs_dir=tmp_path)
     result = navigator.run(nav_slide, "Tumour?", options=["no", "yes"], run_dir=tmp_path / "t")
     assert result.status == "budget_exhausted" and "--budget-usd" in (result.error or "")
+
+
+def test_ask_with_a_budget_prints_one_line_and_exits_3(nav_slide: Path, tmp_path: Path) -> None:
+    script = tmp_path / "replies.jsonl"
+    script.write_text(json.dumps(ANSWER) + "\n")
+    done = medagent(
+        "ask", str(nav_slide), "Tumour?", "--options", "no;yes", "--backend", "scripted",
+        "--script", str(script), "--out", str(tmp_path / "run"),
+        "--budget-usd", "0.5", "--price-out", "1000000",
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "budget_exhausted" in done.stdout and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "budget" in line]
+    assert len(lines) == 1 and "--budget-usd" in lines[0] and str(tmp_path / "run") in lines[0]

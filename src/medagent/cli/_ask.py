@@ -23,6 +23,7 @@ from medagent.cli._app import (
     console,
     err_console,
 )
+from medagent.cli._eval import BudgetOpt, PriceInOpt, PriceOutOpt, spend_for
 from medagent.errors import ConfigError, MedagentError
 from medagent.settings import Settings
 
@@ -63,6 +64,15 @@ def _report(result: Any, as_json: bool) -> None:
         )
         table.add_row("trajectory", str(result.html_path or result.trajectory_path))
         console.print(table)
+    if result.status == "budget_exhausted":
+        err_console.print(
+            f"the budget ended the run; rerun with a higher --budget-usd and --out "
+            f"{result.run_dir} to resume it",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(3)
     if not result.status.startswith("answered"):
         raise typer.Exit(1)
 
@@ -134,6 +144,9 @@ def ask(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
+    budget_usd: BudgetOpt = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
 ) -> None:
     """Ask a question about a slide; the agent looks, zooms, and answers.
 
@@ -141,13 +154,14 @@ def ask(
 
     Prints each step as it happens, then the answer, the status and the trajectory
     (trajectory.html in the run folder: the overview with every zoom, each crop and the
-    model's reasoning). Exits 0 when answered, 1 when not, 2 on a usage error.
+    model's reasoning). Exits 0 when answered, 1 when not, 2 on a usage error, 3 when
+    --budget-usd stopped it (rerun with a higher budget and the same --out to resume).
     """
     from medagent.agents.giant import GiantNavigator
     from medagent.cli._optimize import load_prompts
     from medagent.imaging import modality as modality_of
     from medagent.imaging import open_image
-    from medagent.models import build_model
+    from medagent.models import SpendCap, build_model
     from medagent.tools import SamSegmenter
 
     if method not in ("giant", "thumbnail", "patches", "random-region"):
@@ -187,8 +201,11 @@ def ask(
             kind = modality_of(modality).kind
         except ValueError as exc:
             raise ConfigError(f"--modality: {exc}") from None
+    _, spend = spend_for(settings, budget_usd, price_in, price_out)
     opened = open_image(slide, modality=kind)
     chat_model = build_model(settings)
+    if spend is not None:
+        chat_model = SpendCap(chat_model, spend)
     navigator = GiantNavigator(
         chat_model,
         config,

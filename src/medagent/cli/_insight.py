@@ -21,7 +21,9 @@ from medagent.cli._app import (
     build_settings,
     config_from_flags,
     console,
+    err_console,
 )
+from medagent.cli._eval import BudgetOpt, PriceInOpt, PriceOutOpt, spend_for
 from medagent.errors import ConfigError
 
 
@@ -73,6 +75,15 @@ def _report(report: Any, as_json: bool) -> None:
         )
         table.add_row("report", f"{report.html_path}\n{report.json_path}")
         console.print(table)
+    if report.status == "budget_exhausted":
+        err_console.print(
+            "the budget ended the run (what was found is in the report); rerun with a higher "
+            "--budget-usd to go further",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(3)
     if report.status not in ("completed", "partial"):
         raise typer.Exit(1)
 
@@ -128,6 +139,9 @@ def insight(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
+    budget_usd: BudgetOpt = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
 ) -> None:
     """Discover insights in a slide or images for an analysis goal (MedInsightAgent).
 
@@ -143,12 +157,12 @@ def insight(
     Prints each step as it happens, then the ranked insights. The run folder holds
     insights.html (each insight with its evidence crops and measurements), insights.json,
     events.jsonl and manifest.json. Exits 0 when insights were found, 1 when not, 2 on a
-    usage error.
+    usage error, 3 when --budget-usd stopped it.
     """
     from medagent.agents.insight import InsightAgent, insight_program
     from medagent.cli._optimize import load_prompts
     from medagent.imaging import open_image
-    from medagent.models import build_model
+    from medagent.models import SpendCap, build_model
     from medagent.tools import SamSegmenter
 
     settings = build_settings(
@@ -186,7 +200,10 @@ def insight(
         from medagent.retrieval import open_index
 
         searcher = open_index(index)
+    _, spend = spend_for(settings, budget_usd, price_in, price_out)
     chat_model = build_model(settings)
+    if spend is not None:
+        chat_model = SpendCap(chat_model, spend)
     agent = InsightAgent(
         chat_model,
         config,
