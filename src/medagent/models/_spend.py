@@ -216,10 +216,10 @@ class Spend:
 
 
 def output_tokens(usage: Usage) -> int:
-    """Billed output tokens: the completion, plus reasoning tokens where a backend counts them
-    (``reasoning_tokens``) apart from it."""
+    """Billed output tokens: the completion, whose count includes the reasoning tokens
+    (``Usage.reasoning_tokens``, billed at the output price); never fewer than those."""
     reasoning = getattr(usage, "reasoning_tokens", 0)
-    return usage.completion_tokens + (reasoning if isinstance(reasoning, int) else 0)
+    return max(usage.completion_tokens, reasoning if isinstance(reasoning, int) else 0)
 
 
 #: Rough sizes for a prompt not yet seen: characters per token, tokens per image.
