@@ -256,7 +256,29 @@ async def test_a_think_block_in_the_text_is_reasoning_not_answer() -> None:
 
 def test_think_block_splitting() -> None:
     assert split_think_block("no thinking here") == ("no thinking here", "")
+    assert split_think_block("<think>ran out of tok") == ("", "ran out of tok")
     assert split_think_block("opened in the prompt</think>answer") == (
         "answer",
         "opened in the prompt",
     )
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 50])
+async def test_a_streamed_think_block_is_not_shown(chunk: int) -> None:
+    script = [{"text": "<think>\nlooks regular\n</think>\n\nBenign glands."}]
+    with StubOpenAIServer(script, stream_chunk_chars=chunk) as server:
+        pieces, reply = await last_reply(backend(server).generate_stream(QUESTION))
+    assert "".join(pieces) == reply.text == "Benign glands."
+    assert reply.reasoning == "looks regular"
+
+
+async def test_a_streamed_think_block_cut_short_shows_nothing() -> None:
+    with StubOpenAIServer([{"text": "<think>still thinking"}], stream_chunk_chars=2) as server:
+        pieces, reply = await last_reply(backend(server).generate_stream(QUESTION))
+    assert pieces == [] and reply.text == "" and reply.reasoning == "still thinking"
+
+
+async def test_streamed_text_that_only_looks_like_a_think_tag_is_shown() -> None:
+    with StubOpenAIServer([{"text": "<thin ice"}], stream_chunk_chars=1) as server:
+        pieces, reply = await last_reply(backend(server).generate_stream(QUESTION))
+    assert "".join(pieces) == reply.text == "<thin ice"

@@ -23,9 +23,13 @@ def split_think_block(text: str) -> tuple[str, str]:
     """``text`` without a leading ``<think>...</think>`` block, and the block's content.
 
     The opening tag may be missing: chat templates that open the block in the prompt (Qwen3)
-    leave only the closing one in the reply.
+    leave only the closing one in the reply. A block never closed (the reply ran out of
+    tokens while thinking) is all reasoning and no answer.
     """
     if "</think>" not in text:
+        stripped = text.lstrip()
+        if stripped.startswith("<think>"):
+            return "", stripped.removeprefix("<think>").strip()
         return text, ""
     match = _THINK.match(text)
     if match is None:

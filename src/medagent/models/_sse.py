@@ -3,7 +3,8 @@
 A stream's chunks carry pieces of text and of tool calls (joined by their index); the
 assembled completion has the shape of a whole one, so streamed and whole replies are read by
 the same code. Text that may begin a ``<tool_call>`` block is held back from display; a
-reasoning model's thinking (``reasoning_content`` deltas) is collected, never displayed.
+reasoning model's thinking (``reasoning_content`` deltas, or a ``<think>`` block leading the
+text of a server without a reasoning parser) is collected, never displayed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from medagent.models._reasoning import REASONING_FIELDS
 __all__ = ["StreamAssembly", "read_chunk", "sse_data"]
 
 _TOOL_BLOCK = "<tool_call>"
+_THINK_OPEN = "<think>"
+_THINK_CLOSE = "</think>"
 
 
 class StreamAssembly:
@@ -74,7 +77,24 @@ class StreamAssembly:
         """Text held back at the end because it might have begun a ``<tool_call>`` tag."""
         return self._showable(final=True)
 
+    def _answer_start(self, *, final: bool) -> int | None:
+        """Where the answer begins after a leading ``<think>`` block; ``None``: not yet known
+        (the block, or what may begin it, is still being written)."""
+        stripped = self.text.lstrip()
+        if not stripped.startswith(_THINK_OPEN):
+            may_open = bool(stripped) and _THINK_OPEN.startswith(stripped)
+            return None if may_open and not final else 0
+        close = self.text.find(_THINK_CLOSE)
+        if close < 0:
+            return len(self.text) if final else None
+        after = close + len(_THINK_CLOSE)
+        return after + len(self.text[after:]) - len(self.text[after:].lstrip())
+
     def _showable(self, *, final: bool) -> str:
+        start = self._answer_start(final=final)
+        if start is None:
+            return ""
+        self._shown = max(self._shown, start)
         end = len(self.text)
         if self.hide_tool_blocks:
             if self._block_at is None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, DependencyMissingError, ModelError
 from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
+from medagent.models._reasoning import split_think_block
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
     forced_tool_call_schema,
@@ -236,6 +237,7 @@ class TransformersBackend:
             if stop in text:
                 text, finish = text[: text.index(stop)], "stop"
 
+        text, reasoning = split_think_block(text)
         tool_calls: list[ToolCall] = []
         if tools and params.tool_choice != "none":
             text, tool_calls = split_tool_calls(text, forced=forced)
@@ -250,6 +252,7 @@ class TransformersBackend:
         )
         return Reply(
             text=text,
+            reasoning=reasoning,
             parsed=parsed,
             parse_error=parse_error,
             tool_calls=tool_calls,

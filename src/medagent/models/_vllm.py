@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from medagent.artifacts import ArtifactStore
 from medagent.errors import DependencyMissingError, ModelError
 from medagent.models._messages import Message, ToolSpec
+from medagent.models._reasoning import split_think_block
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
     forced_tool_call_schema,
@@ -141,7 +142,7 @@ class VLLMBackend:
                 self._run, conversation, kwargs, to_openai_tools(tools) if tools else None
             )
         completion = output.outputs[0]
-        text = completion.text
+        text, reasoning = split_think_block(completion.text)
         text, calls = split_tool_calls(text, forced=forced)
         parsed, parse_error = parse_structured(text, schema) if schema else (None, None)
         usage = Usage(
@@ -152,6 +153,7 @@ class VLLMBackend:
         self.usage_totals.add(usage)
         return Reply(
             text=text,
+            reasoning=reasoning,
             parsed=parsed,
             parse_error=parse_error,
             tool_calls=calls,
