@@ -38,10 +38,19 @@ app.add_typer(index_app, name="index")
 app.add_typer(rag_app, name="rag")
 
 EmbedderOpt = Annotated[
-    str, typer.Option(help="default (no weights, offline) or hf (a CLIP/SigLIP model).")
+    str,
+    typer.Option(
+        help="default (no weights, offline); hf, timm or open_clip (with --embed-model); a "
+        "preset: uni, uni2-h, virchow2, prov-gigapath, h-optimus-0/1, plip, quiltnet, coca; "
+        "or a name added with medagent.retrieval.register_embedder."
+    ),
 ]
 EmbedModelOpt = Annotated[
-    str | None, typer.Option("--embed-model", help="hf embedder: model folder or hub id.")
+    str | None,
+    typer.Option(
+        "--embed-model",
+        help="Model folder or hub id (presets default to their hub id, from the local cache).",
+    ),
 ]
 
 
@@ -91,9 +100,7 @@ def index_build(
         raise ConfigError("give exactly one of --images DIR, --dataset vqa-rad, --slide PATH")
     if kind not in ("auto", "flat", "ivf", "hnsw", "ivfpq"):
         raise ConfigError(f"--kind {kind!r}: choose auto, flat, ivf, hnsw or ivfpq")
-    if embedder not in ("default", "hf"):
-        raise ConfigError(f"--embedder {embedder!r}: choose default or hf")
-    model = make_embedder("hf" if embedder == "hf" else "default", embed_model)
+    model = make_embedder(embedder, embed_model)
     sources: Any
     if images is not None:
         sources = list(images_from_folder(images, labels))

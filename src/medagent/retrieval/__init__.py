@@ -5,9 +5,16 @@ Vectors are float32 and L2-normalized everywhere, so scores are cosine similarit
 
 from medagent.retrieval._adaptive_k import AdaptiveK, select_k
 from medagent.retrieval._default_embedder import DefaultEmbedder
-from medagent.retrieval._embedders import EmbedderName, make_embedder
+from medagent.retrieval._embedders import (
+    EmbedderFactory,
+    EmbedderName,
+    embedder_names,
+    make_embedder,
+    register_embedder,
+)
 from medagent.retrieval._hf_embedder import HFEmbedder
 from medagent.retrieval._index import ImageIndex, IndexConfig, IndexInfo, IndexKind, Where
+from medagent.retrieval._presets import PRESETS, EmbedderPreset
 from medagent.retrieval._router import DomainRouter, KNNDomainRouter, VLMDomainRouter
 from medagent.retrieval._search import (
     IndexSearcher,
@@ -25,7 +32,9 @@ __all__ = [
     "Domain",
     "DomainRouter",
     "Embedder",
+    "EmbedderFactory",
     "EmbedderName",
+    "EmbedderPreset",
     "HFEmbedder",
     "ImageIndex",
     "IndexConfig",
@@ -35,14 +44,17 @@ __all__ = [
     "IndexSearcher",
     "KNNDomainRouter",
     "Neighbour",
+    "PRESETS",
     "VLMDomainRouter",
     "Vectors",
     "Where",
     "build_index",
+    "embedder_names",
     "images_from_dataset",
     "images_from_folder",
     "images_from_slide",
     "make_embedder",
     "open_index",
+    "register_embedder",
     "select_k",
 ]

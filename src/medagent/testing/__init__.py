@@ -8,6 +8,8 @@ real ones without weights worth downloading or a GPU.
 - ``write_pyramid_tiff`` / ``synthetic_tissue``: tiled pyramidal TIFFs with known levels and
   pixel spacing, painted with H&E-coloured blobs, that OpenSlide opens like a scan.
 - ``build_tiny_clip``: a tiny random-weight CLIP for the ``hf`` image embedder.
+- ``build_tiny_timm`` / ``build_tiny_open_clip``: a tiny random-weight model of an embedder
+  preset's architecture (UNI2-h, Virchow2, QuiltNet, CoCa...) for the preset loaders.
 - ``build_tiny_sam``: a tiny random-weight SAM for the segment tool's model path.
 - ``PostgresServer``: a throwaway local PostgreSQL server (not a double: the real server, in a
   temporary folder), for what runs against Postgres.
@@ -32,7 +34,9 @@ from medagent.testing._tiny_clip import (
     TINY_CLIP_PROJECTION_DIM,
     build_tiny_clip,
 )
+from medagent.testing._tiny_open_clip import TINY_OPEN_CLIP_DIM, build_tiny_open_clip
 from medagent.testing._tiny_sam import TINY_SAM_IMAGE_SIZE, build_tiny_sam
+from medagent.testing._tiny_timm import TINY_TIMM_WIDTH, build_tiny_timm
 from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
 
 __all__ = [
@@ -44,10 +48,14 @@ __all__ = [
     "StubOpenAIServer",
     "TINY_CLIP_IMAGE_SIZE",
     "TINY_CLIP_PROJECTION_DIM",
+    "TINY_OPEN_CLIP_DIM",
     "TINY_SAM_IMAGE_SIZE",
+    "TINY_TIMM_WIDTH",
     "TINY_VLM_CHAT_TEMPLATE",
     "build_tiny_clip",
+    "build_tiny_open_clip",
     "build_tiny_sam",
+    "build_tiny_timm",
     "build_tiny_vlm",
     "free_port",
     "synthetic_tissue",
