@@ -9,6 +9,7 @@ the server received.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from medagent.errors import ModelResponseError
 from medagent.models import (
+    CachedModel,
     GenerateParams,
     Message,
     OpenAIBackend,
@@ -282,3 +284,18 @@ async def test_streamed_text_that_only_looks_like_a_think_tag_is_shown() -> None
     with StubOpenAIServer([{"text": "<thin ice"}], stream_chunk_chars=1) as server:
         pieces, reply = await last_reply(backend(server).generate_stream(QUESTION))
     assert "".join(pieces) == reply.text == "<thin ice"
+
+
+async def test_the_cache_tells_efforts_apart_and_keeps_the_thinking(tmp_path: Path) -> None:
+    script = [{"text": "benign", "reasoning": THOUGHT}, {"text": "benign, surely"}]
+    with StubOpenAIServer(script) as server:
+        path = tmp_path / "cache.sqlite"
+        low = CachedModel(backend(server, reasoning_effort="low"), path)
+        first = await low.generate(QUESTION)
+        again = await low.generate(QUESTION)
+        high = CachedModel(backend(server, reasoning_effort="high"), path)
+        other = await high.generate(QUESTION)
+        await low.aclose()
+        await high.aclose()
+    assert len(server.requests) == 2 and low.hits == 1
+    assert again.reasoning == first.reasoning == THOUGHT and other.text == "benign, surely"

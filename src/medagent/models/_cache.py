@@ -73,7 +73,10 @@ def request_key(
         "messages": wire,
         "schema": schema.model_json_schema() if schema else None,
         "tools": [t.model_dump() for t in tools or []],
-        "params": params.model_dump(),
+        # Left out when unset, so keys made before the field existed still match.
+        "params": params.model_dump(
+            exclude=None if params.reasoning_effort else {"reasoning_effort"}
+        ),
     }
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()
@@ -108,7 +111,7 @@ class CachedModel:
         params: GenerateParams | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> Reply:
-        params = params or GenerateParams()
+        params = self._effective(params)
         key = request_key(type(self.inner).__name__, self.name, messages, schema, tools, params)
         stored = self._lookup(key, schema)
         if stored is not None:
@@ -132,7 +135,7 @@ class CachedModel:
         The key is ``generate``'s, so a streamed request and the same request made whole share
         one entry.
         """
-        params = params or GenerateParams()
+        params = self._effective(params)
         key = request_key(type(self.inner).__name__, self.name, messages, None, tools, params)
         stored = self._lookup(key, None)
         if stored is not None:
@@ -151,6 +154,15 @@ class CachedModel:
             if isinstance(piece, Reply):
                 self._store(key, piece)
             yield piece
+
+    def _effective(self, params: GenerateParams | None) -> GenerateParams:
+        """``params`` with the wrapped backend's default ``reasoning_effort`` filled in: a reply
+        thought through at another effort is another reply."""
+        params = params or GenerateParams()
+        default = getattr(self.inner, "reasoning_effort", None)
+        if params.reasoning_effort is None and isinstance(default, str):
+            params = params.model_copy(update={"reasoning_effort": default})
+        return params
 
     def _lookup(self, key: str, schema: type[BaseModel] | None) -> Reply | None:
         with self._lock:
