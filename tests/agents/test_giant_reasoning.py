@@ -104,3 +104,19 @@ def test_no_thinking_no_details(nav_slide: Path, tmp_path: Path) -> None:
     assert trajectory.steps[0].thinking == [] and trajectory.reasoning_tokens == 0
     assert result.html_path is not None
     assert 'class="thinking"' not in result.html_path.read_text()
+
+
+def test_ask_sends_the_reasoning_effort_it_is_given(nav_slide: Path, tmp_path: Path) -> None:
+    from cli_support import medagent
+
+    answer = {"reasoning": "benign", "action": "answer", "answer": "1"}
+    with StubOpenAIServer([{"json": answer}], refuses=OPENAI_REASONING_REFUSES) as server:
+        done = medagent(
+            "ask", str(nav_slide), "Is there tumour?", "--options", "no;yes",
+            "--base-url", server.base_url, "--model", "gpt-5", "--reasoning-effort", "low",
+            "--out", str(tmp_path / "run"), "--json",
+        )  # fmt: skip
+        sent = list(server.requests)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [b.get("reasoning_effort") for b in sent] == ["low"]
+    assert "temperature" not in sent[0] and "max_completion_tokens" in sent[0]

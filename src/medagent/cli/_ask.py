@@ -14,6 +14,7 @@ from medagent.cli._app import (
     BaseUrlOpt,
     DeviceOpt,
     ModelOpt,
+    ReasoningEffortOpt,
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
@@ -144,6 +145,7 @@ def ask(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
+    reasoning_effort: ReasoningEffortOpt = None,
     budget_usd: BudgetOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
@@ -174,6 +176,7 @@ def ask(
         timeout_s=timeout,
         max_retries=max_retries,
         device=device,
+        reasoning_effort=reasoning_effort,
     )
     from medagent.agents.giant import GiantConfig
 

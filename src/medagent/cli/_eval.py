@@ -16,6 +16,7 @@ from medagent.cli._app import (
     BaseUrlOpt,
     DeviceOpt,
     ModelOpt,
+    ReasoningEffortOpt,
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
@@ -171,6 +172,7 @@ def eval_run(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
+    reasoning_effort: ReasoningEffortOpt = None,
 ) -> None:
     """Run a method over a dataset; finished items are never run twice.
 
@@ -200,6 +202,7 @@ def eval_run(
         max_retries=max_retries,
         device=device,
         seed=seed,
+        reasoning_effort=reasoning_effort,
     )
     # Tasks are chosen before --limit counts, by the loaders that know tasks.
     options: dict[str, Any] = {"limit": limit, "skip_missing": skip_missing}

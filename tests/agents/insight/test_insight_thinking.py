@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from medagent.agents.insight import InsightReport, ModuleCall, render_insight_html
 from medagent.artifacts import ArtifactStore
@@ -30,3 +31,21 @@ def test_thinking_is_shown_collapsed_per_attempt(tmp_path: Path) -> None:
     assert "attempt 2" in thinking and "attempt 1" not in thinking
     assert "Two &lt;i&gt;candidate&lt;/i&gt; regions" in thinking and "<i>" not in page
     assert "10+20 (9 thinking)" in page
+
+
+def test_a_run_records_each_calls_thinking_and_reasoning_tokens(
+    insight_slide: Path, tmp_path: Path, replies: Any
+) -> None:
+    from medagent.agents.insight import InsightAgent, InsightConfig
+    from medagent.models import ScriptedModel
+
+    script = [replies.roots(1), replies.answer("Something is there."), replies.summary([1])]
+    script[1] = {**script[1], "reasoning": THOUGHT}
+    report = InsightAgent(ScriptedModel(script), InsightConfig(roots=1, depth=1)).run(
+        insight_slide, "Describe the image.", run_dir=tmp_path / "run"
+    )
+    assert report.status == "completed", report.error
+    thought = [call for call in report.trace if call.thinking]
+    assert len(thought) == 1 and thought[0].thinking == [THOUGHT]
+    assert thought[0].reasoning_tokens == len(THOUGHT.split())
+    assert all(THOUGHT not in output for call in report.trace for output in call.outputs)

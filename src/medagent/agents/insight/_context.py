@@ -277,6 +277,12 @@ class RunContext:
             ],
             prompt_tokens=sum(reply.usage.prompt_tokens for reply in result.replies),
             completion_tokens=sum(reply.usage.completion_tokens for reply in result.replies),
+            thinking=(
+                [reply.reasoning for reply in result.replies]
+                if any(reply.reasoning for reply in result.replies)
+                else []
+            ),
+            reasoning_tokens=sum(reply.usage.reasoning_tokens for reply in result.replies),
             model_s=time.perf_counter() - started,
         )
         self.trace.append(record)
