@@ -135,6 +135,14 @@ class HFEmbedder:
         self._model = model.to(device).eval()
         self._processor = processor
 
+    @property
+    def logit_scale(self) -> float | None:
+        """The temperature a dual encoder learned for image-text logits (CLIP's exp of
+        ``logit_scale``), so zero-shot shares are as sharp as in training; ``None`` without."""
+        self.load()
+        value = getattr(self._model, "logit_scale", None)
+        return None if value is None else float(value.detach().float().exp().item())
+
     # -- embedding -------------------------------------------------------------------------
 
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:

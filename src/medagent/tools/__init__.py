@@ -52,6 +52,13 @@ from medagent.tools._view import (
     slide_facts,
     zoom,
 )
+from medagent.tools._zero_shot import (
+    TextImageScorer,
+    ZeroShotInput,
+    ZeroShotOutput,
+    ZeroShotRegion,
+    zero_shot,
+)
 from medagent.tools.base import Tool, ToolContext, ToolFailure, tool
 
 #: Every image tool, in the order a model sees them: one list for chat, MCP and agents.
@@ -90,11 +97,15 @@ __all__ = [
     "SimilarImage",
     "SlideFacts",
     "Spacing",
+    "TextImageScorer",
     "TissueInput",
     "TissueOutput",
     "Tool",
     "ToolContext",
     "ToolFailure",
+    "ZeroShotInput",
+    "ZeroShotOutput",
+    "ZeroShotRegion",
     "ZoomInput",
     "ZoomOutput",
     "measure",
@@ -111,5 +122,6 @@ __all__ = [
     "slide_facts",
     "tissue",
     "tool",
+    "zero_shot",
     "zoom",
 ]

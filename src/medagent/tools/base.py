@@ -33,6 +33,7 @@ from medagent.models import ToolSpec
 if TYPE_CHECKING:
     from medagent.tools._sam import Segmenter
     from medagent.tools._search import ImageSearcher
+    from medagent.tools._zero_shot import TextImageScorer
 
 __all__ = ["Tool", "ToolContext", "ToolFailure", "store_view", "tool"]
 
@@ -60,6 +61,8 @@ class ToolContext:
     max_long_side: int | None = None
     #: Similar-case search for ``search_similar`` (``medagent.retrieval.IndexSearcher``).
     searcher: ImageSearcher | None = None
+    #: Image-text model for ``zero_shot`` (a CLIP-family ``medagent.retrieval`` embedder).
+    scorer: TextImageScorer | None = None
     _renderer: Renderer | None = field(default=None, repr=False)
 
     def long_side(self, asked: int | None) -> int:
