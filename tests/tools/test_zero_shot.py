@@ -245,6 +245,12 @@ def test_tiny_clip_on_a_generated_pyramid(
     assert out.tile_size == 448  # 112 µm at 0.25 µm/px
 
 
+@pytest.mark.parametrize("_", [pytest.param(None, marks=HF)])
+def test_the_hf_embedder_reports_clips_logit_scale(_: None, clip_scorer: TextImageScorer) -> None:
+    # CLIPConfig's initial logit_scale, 2.6592, is ln(1/0.07): the scale is its exponential
+    assert getattr(clip_scorer, "logit_scale", None) == pytest.approx(1 / 0.07, rel=1e-3)
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("_", [pytest.param(None, marks=HF)])
 def test_tiny_clip_on_the_shared_slide(

@@ -42,10 +42,12 @@ from medagent.tools import (
     ImageSearcher,
     SearchOutput,
     Segmenter,
+    TextImageScorer,
     Tool,
     ToolContext,
     ToolFailure,
     search_similar,
+    zero_shot,
 )
 
 if TYPE_CHECKING:
@@ -82,7 +84,8 @@ class SlideTools:
     store the same bound for the images it decodes. ``cache_mb`` bounds what the open slides
     keep decoded in memory. ``long_side`` is that of the views returned (``None``: the
     renderer's default, the one every agent uses). The tools are ``DEFAULT_TOOLS``, less
-    ``search_similar`` without a ``searcher``.
+    ``search_similar`` without a ``searcher`` and ``zero_shot`` without a ``scorer`` (an
+    image-text model such as ``medagent.retrieval.make_embedder("plip")``).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class SlideTools:
         searcher: ImageSearcher | None = None,
         long_side: int | None = None,
         segmenter: Segmenter | None = None,
+        scorer: TextImageScorer | None = None,
         max_pixels: int = MAX_PIXELS,
         cache_mb: int = 512,
     ) -> None:
@@ -101,14 +105,16 @@ class SlideTools:
         self.searcher = searcher
         self.policy = RenderPolicy() if long_side is None else RenderPolicy(long_side=long_side)
         self.segmenter = segmenter
+        self.scorer = scorer
         self.max_pixels = max_pixels
         self.cache_bytes = cache_mb * 2**20
         store = artifacts.root
         self._for_client = PathHider(
             {**{root: "the slide folder" for root in self.roots}, store: "the image store"}
         )
+        missing = {search_similar: searcher is None, zero_shot: scorer is None}
         self.tools: dict[str, Tool[Any, Any]] = {
-            t.name: t for t in DEFAULT_TOOLS if t is not search_similar or searcher is not None
+            t.name: t for t in DEFAULT_TOOLS if not missing.get(t, False)
         }
         self._open: OrderedDict[Path, tuple[ToolContext, int]] = OrderedDict()
         self._lock = threading.Lock()
@@ -153,6 +159,7 @@ class SlideTools:
             policy=self.policy,
             segmenter=self.segmenter,
             searcher=self.searcher,
+            scorer=self.scorer,
         )
         with self._lock:
             self._open[path] = (ctx, _resident_bytes(slide))
@@ -311,7 +318,7 @@ def build_mcp_server(tools: SlideTools) -> Server[Any]:
         "medagent",
         version=__version__,
         instructions="Tools to look at whole-slide pathology images and medical images: "
-        "list_slides, then overview, zoom, tissue, segment and measure with 'slide' set. "
+        f"list_slides, then {', '.join(tools.tools)} with 'slide' set. "
         "Coordinates are level-0 pixels.",
         on_list_tools=list_tools,
         on_call_tool=call_tool,

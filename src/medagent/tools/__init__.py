@@ -69,6 +69,7 @@ DEFAULT_TOOLS: tuple[Tool[Any, Any], ...] = (
     segment,
     measure,
     search_similar,
+    zero_shot,
 )
 
 __all__ = [

@@ -95,7 +95,7 @@ def test_the_manifest_records_the_prompt_as_filled_for_each_kind(
         assert manifest.agent == "chat" and manifest.backend == "ScriptedModel"
         assert manifest.inputs == {"slide_path": str(slide.path)}
         assert manifest.config["tools"] == [
-            "overview", "zoom", "tissue", "segment", "measure", "search_similar"
+            "overview", "zoom", "tissue", "segment", "measure", "search_similar", "zero_shot"
         ]  # fmt: skip
         assert manifest.prompts["chat/system"] and "chat/correction_native" in manifest.prompts
         assert manifest.image_long_side == 1000

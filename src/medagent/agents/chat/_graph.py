@@ -51,10 +51,13 @@ from medagent.tools import (
     SamSegmenter,
     SearchOutput,
     Segmenter,
+    TextImageScorer,
     Tool,
     ToolContext,
     ToolFailure,
     overview,
+    search_similar,
+    zero_shot,
     zoom,
 )
 
@@ -106,6 +109,8 @@ class ChatRuntime:
     config: ChatConfig = field(default_factory=ChatConfig)
     slide: Slide | None = None
     searcher: ImageSearcher | None = None
+    #: An image-text model (CLIP family) for the zero_shot tool.
+    scorer: TextImageScorer | None = None
     #: SAM for segment(method="sam"); built from ``config.sam_model`` when not given.
     segmenter: Segmenter | None = None
     _built: ChatModel | None = field(default=None, repr=False)
@@ -130,12 +135,10 @@ class ChatRuntime:
         return render_long_side(self.chat_model(), self.config.image_long_side)
 
     def tools(self) -> list[Tool[Any, Any]]:
-        """The tools offered; ``search_similar`` only when there is an index to search."""
-        return [
-            _TOOLS[name]
-            for name in self.config.tools
-            if name != "search_similar" or self.searcher is not None
-        ]
+        """The tools offered; ``search_similar`` only when there is an index to search and
+        ``zero_shot`` only with an image-text model."""
+        missing = {search_similar.name: self.searcher is None, zero_shot.name: self.scorer is None}
+        return [_TOOLS[name] for name in self.config.tools if not missing.get(name, False)]
 
     def context(self, slide_path: str | None) -> ToolContext:
         slide = self.slide
@@ -155,6 +158,7 @@ class ChatRuntime:
                 ),
                 segmenter=self.sam(),
                 searcher=self.searcher,
+                scorer=self.scorer,
                 # a model asking for a bigger view gets no more than its backend will send
                 max_long_side=render_long_side(self.chat_model(), 4096),
             )

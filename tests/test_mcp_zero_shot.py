@@ -1,0 +1,64 @@
+"""Over MCP, zero_shot is listed when the server has an image-text model, and only then."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+
+from medagent.artifacts import ArtifactStore
+from medagent.mcp_server import SlideTools
+from medagent.testing import synthetic_tissue, write_pyramid_tiff
+from medagent.tools import ToolFailure, ZeroShotOutput
+
+ARGUMENTS = {"slide": "a.tif", "prompts": ["tumour", "normal"], "k": 3}
+
+
+class RednessScorer:
+    name = "redness-stub"
+
+    def embed_images(self, images: Sequence[Image.Image]) -> npt.NDArray[np.float32]:
+        rgb = [np.asarray(i.convert("RGB"), np.float32).mean(axis=(0, 1)) for i in images]
+        vectors = np.array([[m[0], m[2]] for m in rgb], np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def embed_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return np.eye(2, dtype=np.float32)[: len(texts)]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mcp-zero-shot")
+    write_pyramid_tiff(folder / "a.tif", synthetic_tissue(2400, 1600, seed=4), mpp=0.5)
+    return folder
+
+
+def test_listed_and_called_with_a_scorer(root: Path, tmp_path: Path) -> None:
+    tools = SlideTools([root], ArtifactStore(tmp_path), scorer=RednessScorer())
+    entry = next(e for e in tools.schemas() if e["name"] == "zero_shot")
+    assert entry["inputSchema"]["required"][:2] == ["slide", "prompts"]
+
+    result, images = tools.call("zero_shot", dict(ARGUMENTS))
+
+    assert isinstance(result, ZeroShotOutput) and images == [result.artifact]
+    assert result.scorer == "redness-stub" and 1 <= len(result.top) <= 3
+
+
+def test_absent_without_a_scorer(root: Path, tmp_path: Path) -> None:
+    tools = SlideTools([root], ArtifactStore(tmp_path))
+    assert "zero_shot" not in {entry["name"] for entry in tools.schemas()}
+    result, _ = tools.call("zero_shot", dict(ARGUMENTS))
+    assert isinstance(result, ToolFailure) and "no tool named" in result.message
+
+
+async def test_the_sdk_result_carries_the_heat_map(root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("mcp", reason="needs the [mcp] extra")
+    tools = SlideTools([root], ArtifactStore(tmp_path), scorer=RednessScorer())
+    result = await tools.acall("zero_shot", dict(ARGUMENTS))
+    assert not result.is_error
+    assert [c.type for c in result.content] == ["text", "image"]
+    assert result.structured_content["grid"] and result.structured_content["top"]
