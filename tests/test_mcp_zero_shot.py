@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from cli_support import medagent
 from medagent.artifacts import ArtifactStore
 from medagent.mcp_server import SlideTools
 from medagent.testing import synthetic_tissue, write_pyramid_tiff
@@ -62,3 +65,46 @@ async def test_the_sdk_result_carries_the_heat_map(root: Path, tmp_path: Path) -
     assert not result.is_error
     assert [c.type for c in result.content] == ["text", "image"]
     assert result.structured_content["grid"] and result.structured_content["top"]
+
+
+# -- `medagent mcp --zero-shot`, as a client starts it ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--zero-shot-model", "somewhere"], "needs --zero-shot EMBEDDER"),
+        (["--zero-shot", "default"], "cannot embed text"),
+    ],
+)
+def test_a_scorer_without_text_is_refused_in_one_line(
+    root: Path, options: list[str], words: str
+) -> None:
+    pytest.importorskip("mcp", reason="needs the [mcp] extra")
+    done = medagent("mcp", "--slides", str(root), *options, timeout=120)
+    assert done.returncode != 0 and words in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+async def test_the_command_serves_zero_shot_with_a_tiny_clip(root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("mcp", reason="needs the [mcp] extra")
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    from medagent.testing import build_tiny_clip
+
+    folder = build_tiny_clip(tmp_path / "clip")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDAGENT_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    args = ["-m", "medagent", "mcp", "--slides", str(root), "--zero-shot", "hf"]
+    server = StdioServerParameters(
+        command=sys.executable, args=[*args, "--zero-shot-model", str(folder)], env=env
+    )
+    async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        names = {tool.name for tool in (await session.list_tools()).tools}
+        result = await session.call_tool("zero_shot", dict(ARGUMENTS))
+    assert "zero_shot" in names
+    assert not result.is_error
+    assert [c.type for c in result.content] == ["text", "image"]

@@ -274,6 +274,42 @@ def chat(
         raise typer.Exit(1)
 
 
+ZeroShotOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--zero-shot",
+        metavar="EMBEDDER",
+        help="An image-text model for the zero_shot tool (where on the tissue each text "
+        "prompt fits): plip or quiltnet, or hf/open_clip with --zero-shot-model. Meaningful "
+        "only with pathology weights. [off]",
+        show_default=False,
+    ),
+]
+ZeroShotModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--zero-shot-model",
+        metavar="FOLDER|ID",
+        help="Model folder or hub id for --zero-shot (presets default to their hub id, from "
+        "the local cache).",
+        show_default=False,
+    ),
+]
+
+
+def _scorer(embedder: str | None, model: str | None) -> Any:
+    """The image-text model for zero_shot, checked to have a text side before serving."""
+    if embedder is None:
+        if model is not None:
+            raise ConfigError("--zero-shot-model needs --zero-shot EMBEDDER (e.g. plip or hf)")
+        return None
+    from medagent.retrieval import make_embedder
+
+    scorer = make_embedder(embedder, model)
+    scorer.embed_texts(["tissue"])  # a vision-only model fails here, in one line
+    return scorer
+
+
 def _searcher(index: Path | None) -> Any:
     if index is None:
         return None
@@ -320,13 +356,16 @@ def mcp(
     ] = None,
     long_side: LongSideOpt = None,
     index: IndexOpt = None,
+    zero_shot: ZeroShotOpt = None,
+    zero_shot_model: ZeroShotModelOpt = None,
 ) -> None:
     """Serve the image tools over the Model Context Protocol (needs medagent[mcp]).
 
       medagent mcp --slides /data/slides
 
-    Tools: list_slides, overview, zoom, tissue, segment, measure, and search_similar with
-    --index. Each takes 'slide', a path under --slides; views come back as image content.
+    Tools: list_slides, overview, zoom, tissue, segment, measure, search_similar with
+    --index, and zero_shot with --zero-shot. Each takes 'slide', a path under --slides;
+    views come back as image content.
     For a client that starts servers itself (Claude Desktop, an IDE), register the command
     `medagent mcp --slides DIR`; for a shared server use --transport http (with --token off
     loopback) and connect to http://HOST:PORT/mcp.
@@ -352,6 +391,7 @@ def mcp(
             searcher=_searcher(index),
             long_side=long_side,
             segmenter=SamSegmenter.optional(settings.sam_model),
+            scorer=_scorer(zero_shot, zero_shot_model),
             max_pixels=max_pixels,
         )
         if transport == "http":
