@@ -114,6 +114,7 @@ def test_open_clip_preset_embeds_images_and_texts(name: str, tmp_path: Path) -> 
     assert texts.shape == (3, TINY_OPEN_CLIP_DIM)
     np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(embedder.embed_texts(["tumour"])[0], texts[0], atol=1e-5)
+    assert embedder.logit_scale == pytest.approx(1 / 0.07, rel=1e-3)  # CLIP's initial value
 
 
 @NEEDS_OPEN_CLIP

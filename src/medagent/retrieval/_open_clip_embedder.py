@@ -67,6 +67,13 @@ class OpenCLIPEmbedder:
         self.name = f"{preset.name}:{folder.name}"
         self.dim: int = int(open_clip.get_model_config(source)["embed_dim"])
 
+    @property
+    def logit_scale(self) -> float | None:
+        """The learned temperature of image-text logits (exp of ``logit_scale``), so zero-shot
+        shares are as sharp as in training; ``None`` for a model without one."""
+        value = getattr(self._model, "logit_scale", None)
+        return None if value is None else float(value.detach().float().exp().item())
+
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
         """(len(images), dim) float32, L2-normalized rows."""
         return unit_batches(list(images), self.batch_size, self.dim, self.name, self._image_batch)

@@ -51,8 +51,13 @@ async def test_zero_shot_is_offered_only_with_a_scorer(chat_slide: Path, tmp_pat
 
 async def test_a_zero_shot_call_returns_the_heat_map(chat_slide: Path, tmp_path: Path) -> None:
     model = ScriptedModel([{"tool_calls": [CALL]}, {"text": "Look at region 1."}])
-    chat = agent(model, chat_slide, tmp_path)
-    chat.runtime.scorer = RednessScorer()
+    chat = ChatAgent(
+        model,
+        chat_slide,
+        artifacts=ArtifactStore(tmp_path),
+        config=ChatConfig(),
+        scorer=RednessScorer(),
+    )
 
     events = [event async for event in chat.astream("t", "Where is the tumour?")]
 

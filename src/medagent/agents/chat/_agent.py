@@ -37,7 +37,7 @@ from medagent.errors import ConfigError, InputError
 from medagent.imaging import Region, Slide, open_image
 from medagent.models import ChatModel
 from medagent.prompts import load_template
-from medagent.tools import ImageSearcher
+from medagent.tools import ImageSearcher, TextImageScorer
 
 __all__ = ["ChatAgent", "build_chat_graph"]
 
@@ -49,7 +49,8 @@ class ChatAgent:
 
     ``astream(thread_id, message, region=...)`` runs one user turn and yields its events;
     ``ahistory(thread_id)`` returns every event of the thread so far. Without a checkpointer
-    threads live in memory for the life of the agent.
+    threads live in memory for the life of the agent. ``searcher`` (similar cases) and
+    ``scorer`` (an image-text model, for the zero-shot "where to look" tool) add their tools.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class ChatAgent:
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         config: ChatConfig | None = None,
         searcher: ImageSearcher | None = None,
+        scorer: TextImageScorer | None = None,
     ) -> None:
         self.config = config or ChatConfig()
         self.slide = slide if isinstance(slide, Slide) else open_image(slide)
@@ -71,6 +73,7 @@ class ChatAgent:
             config=self.config,
             slide=self.slide,
             searcher=searcher,
+            scorer=scorer,
         )
         self._graph: ChatGraph = build_graph(self.runtime).compile(
             checkpointer=checkpointer if checkpointer is not None else InMemorySaver()
