@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import pytest
-from PIL import Image
 
 from cli_support import medagent
 from medagent.artifacts import ArtifactStore
 from medagent.mcp_server import SlideTools
 from medagent.testing import synthetic_tissue, write_pyramid_tiff
 from medagent.tools import ToolFailure, ZeroShotOutput
+from scorer_support import RednessScorer
 
 ARGUMENTS = {"slide": "a.tif", "prompts": ["tumour", "normal"], "k": 3}
-
-
-class RednessScorer:
-    name = "redness-stub"
-
-    def embed_images(self, images: Sequence[Image.Image]) -> npt.NDArray[np.float32]:
-        rgb = [np.asarray(i.convert("RGB"), np.float32).mean(axis=(0, 1)) for i in images]
-        vectors = np.array([[m[0], m[2]] for m in rgb], np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-    def embed_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        return np.eye(2, dtype=np.float32)[: len(texts)]
 
 
 @pytest.fixture(scope="module")

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import pytest
-from PIL import Image
 
 from medagent.agents.chat import ChatAgent, ChatConfig
 from medagent.artifacts import ArtifactStore
 from medagent.models import ScriptedModel
 from medagent.testing import synthetic_tissue, write_pyramid_tiff
+from scorer_support import RednessScorer
 
 CALL = {"name": "zero_shot", "arguments": {"prompts": ["tumour", "normal"], "k": 2}}
-
-
-class RednessScorer:
-    """Scores a tile by how red it is: enough to tell that the tool ran on real tiles."""
-
-    name = "redness-stub"
-
-    def embed_images(self, images: Sequence[Image.Image]) -> npt.NDArray[np.float32]:
-        rgb = [np.asarray(i.convert("RGB"), np.float32).mean(axis=(0, 1)) for i in images]
-        vectors = np.array([[m[0], m[2]] for m in rgb], np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-    def embed_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        return np.eye(2, dtype=np.float32)[: len(texts)]
 
 
 @pytest.fixture(scope="module")
