@@ -1,4 +1,4 @@
-"""``medagent model``: check a backend, build the tiny test model."""
+"""``medagent model``: check a backend, list VLM presets, build the tiny test model."""
 
 from __future__ import annotations
 
@@ -108,3 +108,48 @@ def model_build_tiny_vlm(
 
     out = build_tiny_vlm(path, seed=seed)
     console.print(f"tiny VLM written to {out}")
+
+
+@model_app.command("presets")
+def model_presets(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the presets as JSON, with every field.")
+    ] = False,
+) -> None:
+    """List what each open VLM family expects: image size, tokens per image, roles, quirks.
+
+    A family is found from its name, its config.json model_type or architecture, or a hub id.
+    "long side" is the size to cap images at; "tokens/image" estimates what one image costs in
+    the context window (w, h after the cap); "images" is vLLM's default
+    --limit-mm-per-prompt; "system" says whether the chat template keeps a system turn
+    (merged: folded into the first user turn); "image at" whether images stay where they are
+    in a message or go before its text.
+
+      medagent model presets
+      medagent model presets --json | jq '.[] | select(.name == "gemma3")'
+    """
+    import json
+
+    from medagent.models import VLM_PRESETS
+
+    if as_json:
+        typer.echo(json.dumps([p.model_dump(mode="json") for p in VLM_PRESETS], indent=2))
+        return
+    table = Table(title="VLM presets")
+    for column in ("name", "model_type", "long side", "tokens/image", "images", "system"):
+        table.add_column(column, overflow="fold")
+    table.add_column("image at", overflow="fold")
+    for p in VLM_PRESETS:
+        table.add_row(
+            p.name,
+            ", ".join(p.model_types),
+            str(p.image_long_side),
+            p.token_formula(),
+            str(p.max_images_per_request),
+            p.system_role,
+            p.image_position,
+        )
+    console.print(table)
+    for p in VLM_PRESETS:
+        console.print(f"[bold]{p.name}[/bold] ({p.family}, e.g. {p.hub_ids[0]}): {p.quirks}")
+    console.print(f"JSON-schema decoding, every family: {VLM_PRESETS[0].json_schema}.")

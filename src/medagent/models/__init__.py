@@ -18,6 +18,7 @@ from medagent.models._messages import (
 )
 from medagent.models._openai import OpenAIBackend
 from medagent.models._params import ParameterMemory, ParameterRules, rules_for_model
+from medagent.models._presets import VLM_PRESETS, VLMPreset, preset_for
 from medagent.models._scripted import RecordedRequest, ScriptedModel, ScriptedReply
 from medagent.models._spend import (
     MODEL_PRICES,
@@ -88,6 +89,8 @@ __all__ = [
     "Usage",
     "UsageTotals",
     "VLLMBackend",
+    "VLMPreset",
+    "VLM_PRESETS",
     "ask_with_corrections",
     "build_model",
     "correction_message",
@@ -96,6 +99,7 @@ __all__ = [
     "generate_structured",
     "image_cap",
     "parse_structured",
+    "preset_for",
     "prune_images",
     "request_key",
     "resolve_prices",
