@@ -14,7 +14,7 @@ real ones without weights worth downloading or a GPU.
 - ``PostgresServer``: a throwaway local PostgreSQL server (not a double: the real server, in a
   temporary folder), for what runs against Postgres.
 - ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
-  transformers and vLLM backends.
+  transformers and vLLM backends; ``build_tiny_family``: the same for other families (Gemma 3).
 
 Heavy dependencies (torch, transformers) are imported inside the functions that need them, so
 ``import medagent.testing`` works without the ``[hf]`` extra.
@@ -34,6 +34,7 @@ from medagent.testing._tiny_clip import (
     TINY_CLIP_PROJECTION_DIM,
     build_tiny_clip,
 )
+from medagent.testing._tiny_families import TINY_FAMILIES, build_tiny_family
 from medagent.testing._tiny_open_clip import TINY_OPEN_CLIP_DIM, build_tiny_open_clip
 from medagent.testing._tiny_sam import TINY_SAM_IMAGE_SIZE, build_tiny_sam
 from medagent.testing._tiny_timm import TINY_TIMM_WIDTH, build_tiny_timm
@@ -48,11 +49,13 @@ __all__ = [
     "StubOpenAIServer",
     "TINY_CLIP_IMAGE_SIZE",
     "TINY_CLIP_PROJECTION_DIM",
+    "TINY_FAMILIES",
     "TINY_OPEN_CLIP_DIM",
     "TINY_SAM_IMAGE_SIZE",
     "TINY_TIMM_WIDTH",
     "TINY_VLM_CHAT_TEMPLATE",
     "build_tiny_clip",
+    "build_tiny_family",
     "build_tiny_open_clip",
     "build_tiny_sam",
     "build_tiny_timm",
