@@ -16,8 +16,9 @@ from medagent.testing import TINY_FAMILIES, build_tiny_family
 
 pytestmark = [pytest.mark.slow, pytest.mark.hf]
 
-TOKENS_PER_IMAGE = {"gemma3": 4, "llava": 16}
-"""What each builder's processor inserts per image (Gemma 3 pools 4×4 patches to 2×2)."""
+TOKENS_PER_IMAGE = {"gemma3": 4, "idefics3": 4, "llava": 16}
+"""Image tokens each processor inserts per image: Gemma 3 pools, Idefics3 shuffles 4×4 patches
+into 2×2; the tiny LLaVA keeps its 16."""
 
 
 class CountingBackend(TransformersBackend):

@@ -14,7 +14,8 @@ real ones without weights worth downloading or a GPU.
 - ``PostgresServer``: a throwaway local PostgreSQL server (not a double: the real server, in a
   temporary folder), for what runs against Postgres.
 - ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
-  transformers and vLLM backends; ``build_tiny_family``: the same for other families (Gemma 3).
+  transformers and vLLM backends; ``build_tiny_family``: the same for other families
+  (Gemma 3, Idefics3).
 
 Heavy dependencies (torch, transformers) are imported inside the functions that need them, so
 ``import medagent.testing`` works without the ``[hf]`` extra.

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from medagent.errors import InputError
-from medagent.testing._tiny_vlm import _train_tokenizer, build_tiny_vlm
+from medagent.testing._tiny_vlm import (
+    TINY_VLM_CHAT_TEMPLATE,
+    _train_tokenizer,
+    build_tiny_vlm,
+)
 
 __all__ = ["TINY_FAMILIES", "build_tiny_family"]
 
@@ -142,12 +146,76 @@ def _build_gemma3(target: Path, seed: int) -> None:
     processor.save_pretrained(target)
 
 
+def _build_idefics3(target: Path, seed: int) -> None:
+    """Idefics3 (SmolVLM's architecture): pixel-shuffled to 4 tokens per 56-px image.
+
+    Image splitting is off, so every image costs the same (its own crop only); the chat
+    template is the tiny LLaVA's ChatML, whose ``<image>`` the processor expands.
+    """
+    import torch
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+        LlamaConfig,
+    )
+
+    tokenizer = _train_tokenizer(seed)
+    tokenizer.add_tokens(["<fake_token_around_image>", "<global-img>"], special_tokens=True)
+    text = LlamaConfig(
+        vocab_size=_padded_vocab(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    vision = Idefics3VisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        image_size=_IMAGE_SIZE,
+        patch_size=_PATCH_SIZE,
+    )
+    config = Idefics3Config(
+        text_config=text,
+        vision_config=vision,
+        scale_factor=2,  # 4×4 patches shuffled into 2×2 tokens
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Idefics3ForConditionalGeneration(config)
+    model.generation_config = _generation_config(tokenizer)
+    model.save_pretrained(target)
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessorPil(
+            size={"longest_edge": _IMAGE_SIZE},
+            max_image_size={"longest_edge": _IMAGE_SIZE},
+            do_image_splitting=False,
+        ),
+        tokenizer=tokenizer,
+        image_seq_len=4,
+        chat_template=TINY_VLM_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(target)
+
+
 def _build_llava(target: Path, seed: int) -> None:
     build_tiny_vlm(target, seed=seed)
 
 
 TINY_FAMILIES: dict[str, Callable[[Path, int], None]] = {
     "gemma3": _build_gemma3,
+    "idefics3": _build_idefics3,
     "llava": _build_llava,
 }
 """Builders by preset name (``medagent.models.preset_for``)."""
