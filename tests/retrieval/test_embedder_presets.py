@@ -29,10 +29,15 @@ def _importable(package: str) -> bool:
     return True
 
 
-NEEDS_TIMM = pytest.mark.skipif(not _importable("timm"), reason="timm not importable")
-NEEDS_OPEN_CLIP = pytest.mark.skipif(
-    not _importable("open_clip"), reason="open_clip not importable"
-)
+def _missing(package: str) -> str:
+    return (
+        f"{package} is not importable: the [pathology] extra (timm, open_clip_torch) needs a "
+        "torchvision built for the installed torch, and none is installed"
+    )
+
+
+NEEDS_TIMM = pytest.mark.skipif(not _importable("timm"), reason=_missing("timm"))
+NEEDS_OPEN_CLIP = pytest.mark.skipif(not _importable("open_clip"), reason=_missing("open_clip"))
 TIMM_PRESETS = [p for p, spec in PRESETS.items() if spec.backend == "timm"]
 OPEN_CLIP_PRESETS = [p for p, spec in PRESETS.items() if spec.backend == "open_clip"]
 
@@ -146,7 +151,7 @@ def test_a_gated_model_missing_offline_says_how_to_get_it(
     try:
         make_embedder(name, device="cpu")
     except DependencyMissingError:
-        pytest.skip(f"{PRESETS[name].backend} not importable")
+        pytest.skip(_missing(PRESETS[name].backend))
     except ConfigError as exc:
         message = str(exc)
         assert "\n" not in message and PRESETS[name].hub_id in message
