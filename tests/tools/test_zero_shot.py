@@ -183,6 +183,22 @@ def test_bad_prompts_are_one_line_errors(
     assert words in result.message and "\n" not in result.message
 
 
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        ({"prompts": ["tumour", "x" * 10_000]}, "at most 200 characters"),
+        ({"prompts": ["tumour", "normal"], "template": "{}" + "y" * 10_000}, "at most 200"),
+        ({"prompts": [f"p{i}" for i in range(100)]}, "at most 16"),
+    ],
+)
+def test_oversized_arguments_are_refused_before_any_scoring(
+    ctx: ToolContext, arguments: dict[str, object], words: str
+) -> None:
+    result = zero_shot.run(ctx, arguments)
+    assert isinstance(result, ToolFailure) and result.kind == "invalid_arguments"
+    assert words in result.message and "\n" not in result.message
+
+
 def test_without_a_scorer_it_says_how_to_get_one(ctx: ToolContext) -> None:
     ctx.scorer = None
     with pytest.raises(ConfigError, match="image-text model"):

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from medagent.artifacts import ArtifactRef
 from medagent.errors import ConfigError, InputError, ModelError
@@ -76,7 +76,7 @@ class TextImageScorer(Protocol):
 
 
 class ZeroShotInput(BaseModel):
-    prompts: list[str] = Field(
+    prompts: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
         description="two or more things to look for, e.g. ['tumour', 'normal tissue', 'necrosis']",
         max_length=16,
     )
@@ -88,6 +88,7 @@ class ZeroShotInput(BaseModel):
     )
     template: str = Field(
         "an H&E image of {}.",
+        max_length=200,
         description="how each prompt is put to the model; {} is replaced by the prompt",
     )
     tile_size: int | None = Field(
