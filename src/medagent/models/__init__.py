@@ -14,6 +14,7 @@ from medagent.models._messages import (
     TextPart,
     ToolCall,
     ToolSpec,
+    kept_images,
     prune_images,
 )
 from medagent.models._openai import OpenAIBackend
@@ -100,6 +101,7 @@ __all__ = [
     "image_cap",
     "parse_structured",
     "preset_for",
+    "kept_images",
     "prune_images",
     "request_key",
     "resolve_prices",

@@ -22,6 +22,7 @@ __all__ = [
     "TextPart",
     "ToolCall",
     "ToolSpec",
+    "kept_images",
     "prune_images",
 ]
 
@@ -175,8 +176,21 @@ class Message(BaseModel):
         return [p for p in self.content if isinstance(p, ImagePart)]
 
 
+def kept_images(count: int, keep: int) -> list[int]:
+    """Which of ``count`` images (in order) to keep when at most ``keep`` may be sent.
+
+    The latest image is what the model just asked to see, so it always stays; with room for
+    two or more, the first (the overview) stays too, then the latest ``keep - 1``.
+    """
+    if count <= keep:
+        return list(range(count))
+    if keep <= 1:
+        return [count - 1] if keep == 1 else []
+    return [0, *range(count - keep + 1, count)]
+
+
 def prune_images(messages: list[Message], keep: int | None) -> list[Message]:
-    """Keep the first image (the overview) and the latest ``keep - 1``; others become text.
+    """Keep the images ``kept_images`` picks (the overview and the latest); others become text.
 
     Long conversations outgrow a model's context on images first. Demo images (a compiled
     prompt's worked examples) are part of the prompt: always kept.
@@ -189,7 +203,7 @@ def prune_images(messages: list[Message], keep: int | None) -> list[Message]:
         for p_index, part in enumerate(message.content)
         if isinstance(part, ImagePart) and not (part.artifact and part.artifact.kind == "demo")
     ]
-    kept = set(positions[:1] + (positions[1:][-(keep - 1) :] if keep > 1 else []))
+    kept = {positions[i] for i in kept_images(len(positions), keep)}
     pruned: list[Message] = []
     for m_index, message in enumerate(messages):
         if not any(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import logging
 import os
 import random
 import time
@@ -52,6 +53,8 @@ from medagent.models._wire import (
 )
 from medagent.models.base import GenerateParams, ReasoningEffort, Reply, Usage, UsageTotals
 
+_LOG = logging.getLogger("medagent.models")
+
 __all__ = ["OpenAIBackend", "StructuredOutputField", "ToolMode"]
 
 StructuredOutputField = Literal["response_format", "structured_outputs"]
@@ -63,9 +66,9 @@ decoding of ``{"name", "arguments"}`` (``schema``), or native with a schema retr
 server ignored the forced choice (``auto``)."""
 
 _CONNECTIONS_PER_CLIENT = 8
-_PARAMETER_LESSONS = 3
-"""The most times one attempt is sent again after a 400 that refused one of its parameters
-(max_tokens, temperature, top_p are the ones seen together)."""
+_PARAMETER_LESSONS = 5
+"""The most times one attempt is sent again after a 400 that taught a lesson (max_tokens,
+temperature and top_p are seen refused together; an image limit and a system turn add two)."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,19 @@ class OpenAIBackend:
             return False
         self.parameter_memory.learn(endpoint.url, self.name, learned)
         self.usage_totals.parameter_refusals += 1
+        if learned.max_images != rules.max_images:
+            _LOG.warning(
+                "%s at %s takes at most %d image(s) per request: older images are left out "
+                "(start vLLM with a larger --limit-mm-per-prompt to send them)",
+                self.name,
+                endpoint.url,
+                learned.max_images,
+            )
+        if learned.fold_system and not rules.fold_system:
+            _LOG.warning(
+                "%s's chat template refuses a system turn: it now opens the first user turn",
+                self.name,
+            )
         return True
 
     def _constrain(self, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:

@@ -28,6 +28,10 @@ their defaults, as GPT-5 and o-series do); a refused request uses up no script e
 with ``reasoning`` sends it in the message's ``reasoning_field`` (``reasoning_content`` as
 vLLM's reasoning parsers, or ``reasoning``), streamed as deltas before the content, and counts
 it in ``usage.completion_tokens_details.reasoning_tokens``.
+
+Open-model quirks, with vLLM's own 400 messages: ``max_images`` refuses a request holding more
+images than a server started with ``--limit-mm-per-prompt`` takes, and ``system_role=False`` a
+system turn, as chat templates without one do.
 """
 
 from __future__ import annotations
@@ -93,8 +97,12 @@ class StubOpenAIServer:
         stream_interval_s: float = 0.0,
         refuses: Iterable[str] = (),
         reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content",
+        max_images: int | None = None,
+        system_role: bool = True,
     ) -> None:
         self.refuses = tuple(refuses)
+        self.max_images = max_images
+        self.system_role = system_role
         self.reasoning_field = reasoning_field
         self._script: deque[ScriptEntry] = deque(_entry(item) for item in script)
         self.default_text = default_text
@@ -236,7 +244,9 @@ class StubOpenAIServer:
             with self._lock:
                 self.requests.append(request)
                 self.request_headers.append(headers)
-        refusal = _refusal(request, self.refuses)
+        refusal = _refusal(request, self.refuses) or _shape_refusal(
+            request, self.max_images, self.system_role
+        )
         if refusal is not None:
             return await self._send(writer, 400, refusal)
         entry = self._next_entry()
@@ -452,6 +462,25 @@ def _refusal(request: dict[str, Any], refuses: Iterable[str]) -> bytes | None:
             code = "unsupported_parameter"
         error = {"message": message, "type": "invalid_request_error", "param": name, "code": code}
         return json.dumps({"error": error}).encode()
+    return None
+
+
+def _shape_refusal(
+    request: dict[str, Any], max_images: int | None, system_role: bool
+) -> bytes | None:
+    """vLLM's 400 body for too many images or a system turn the template refuses."""
+    messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+    if not system_role and any(m.get("role") == "system" for m in messages):
+        return _error_body("System role not supported", 400)
+    images = sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    )
+    if max_images is not None and images > max_images:
+        return _error_body(f"At most {max_images} image(s) may be provided in one prompt.", 400)
     return None
 
 

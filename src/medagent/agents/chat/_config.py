@@ -77,7 +77,7 @@ class ChatConfig(BaseModel):
         "conversations keeps few (each view is up to a few MB)",
     )
     max_images_in_context: int | None = Field(
-        6, ge=1, description="keep the first image and the latest N-1; older become text"
+        6, ge=1, description="images kept: the latest, and from 2 on the first and latest N-1"
     )
     overview_first: bool = Field(True, description="show the overview with the first message")
     tool_mode: ToolMode = "auto"

@@ -26,7 +26,7 @@ class GiantConfig(BaseModel):
     )
     guides_on_crops: bool = Field(True, description="draw level-0 guides on zoomed crops too")
     max_images_in_context: int | None = Field(
-        None, ge=1, description="keep the overview and the latest N-1 crops as images"
+        None, ge=1, description="images kept: the latest, and from 2 on the overview and latest N-1"
     )
     max_corrections: int = Field(3, ge=0, le=10, description="re-asks per turn on invalid output")
     strict_regions: bool = Field(False, description="reject partly-outside regions, don't clamp")

@@ -28,7 +28,7 @@ class InsightConfig(BaseModel):
     )
     long_side: int = Field(1000, ge=64, le=4096, description="long side of every image sent")
     max_images_in_context: int | None = Field(
-        None, ge=1, description="keep the first overview and the latest N-1 images as images"
+        None, ge=1, description="images kept: the latest, and from 2 on the overview and latest N-1"
     )
     max_corrections: int = Field(2, ge=0, le=10, description="re-asks per call on invalid output")
     temperature: float = Field(0.0, ge=0)
