@@ -1,9 +1,16 @@
 # Two commands do all the set-up:  `make demo` (the main job) and `make test` (the tests).
-# Both create .venv on first use. Override the torch wheel with e.g. TORCH='torch==2.13.0'.
+# Both create .venv on first use. Override the torch pair with e.g. TORCH='torch==2.9.1 torchvision==0.24.1'.
 
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch==2.13.0
+# torch and the torchvision built against it, installed together: timm, open_clip and the
+# Qwen-VL processors need torchvision, and PyPI's torchvision only loads beside its own torch.
+# x86_64: the 2.14.1 pair (a CUDA build that runs on the CPU); aarch64: the 2.9.1 CPU pair.
+ifeq ($(shell uname -m),aarch64)
+TORCH ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medagent-installed
 
@@ -13,9 +20,9 @@ $(STAMP): pyproject.toml
 	@echo "install: $(VENV) with torch and every extra (first time: several minutes)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, pinned, so the [hf] extra's range is already satisfied by the CPU wheel.
-	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[hf,eval,distributed,server,mcp,optimize,postgres,dev]'
+	# torch first, pinned, so the [hf] and [pathology] ranges are already satisfied.
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[hf,pathology,eval,distributed,server,mcp,optimize,postgres,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

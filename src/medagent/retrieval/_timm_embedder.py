@@ -46,6 +46,7 @@ class TimmEmbedder:
         require("timm", "pathology", _PURPOSE)
         import timm
         import torch
+        from timm.data.transforms_factory import create_transform
 
         self.preset = preset
         self.batch_size = batch_size
@@ -63,7 +64,7 @@ class TimmEmbedder:
         self._device = pick_device(torch, device)
         self._dtype = pick_dtype(torch, dtype, self._device)
         self._model: Any = network.to(self._device, self._dtype).eval()
-        self._transform: Any = timm.data.create_transform(
+        self._transform: Any = create_transform(
             input_size=(3, preset.image_size, preset.image_size),
             interpolation="bicubic",
             mean=preset.mean,
@@ -72,7 +73,8 @@ class TimmEmbedder:
             crop_mode="center",
         )
         self.name = f"{preset.name}:{folder.name}"
-        self.dim: int = preset.pooled_dim(int(network.embed_dim))
+        features: Any = network.num_features  # an int; nn.Module attributes type as Tensor
+        self.dim: int = preset.pooled_dim(int(features))
 
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
         """(len(images), dim) float32, L2-normalized rows."""
