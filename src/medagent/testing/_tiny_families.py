@@ -17,6 +17,7 @@ from medagent.errors import InputError
 from medagent.testing._tiny_vlm import (
     TINY_VLM_CHAT_TEMPLATE,
     _train_tokenizer,
+    _use_llava_hf_layout,
     build_tiny_vlm,
 )
 
@@ -77,6 +78,7 @@ def _generation_config(tokenizer: Any) -> Any:
 def _build_gemma3(target: Path, seed: int) -> None:
     """Gemma 3 (MedGemma's architecture): SigLIP tower, 4 pooled tokens per 56-px image."""
     import torch
+    from tokenizers import AddedToken
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -89,6 +91,9 @@ def _build_gemma3(target: Path, seed: int) -> None:
     tokenizer = _train_tokenizer(seed)
     specials = ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>"]
     tokenizer.add_tokens([*specials, "<image_soft_token>"], special_tokens=True)
+    # Runs of newlines are single tokens in Gemma's vocabulary, and vLLM's Gemma 3 processor
+    # looks them up by their literal text when it merges the newlines around an image.
+    tokenizer.add_tokens([AddedToken("\n" * n, normalized=False) for n in range(1, 5)])
     # The processor finds its tokens by these names, as in the real tokenizer's config.
     tokenizer._set_model_specific_special_tokens(
         special_tokens={
@@ -137,6 +142,7 @@ def _build_gemma3(target: Path, seed: int) -> None:
         model = Gemma3ForConditionalGeneration(config)
     model.generation_config = _generation_config(tokenizer)
     model.save_pretrained(target)
+    _use_llava_hf_layout(target / "model.safetensors")
     processor = Gemma3Processor(
         image_processor=Gemma3ImageProcessorPil(size={"height": _IMAGE_SIZE, "width": _IMAGE_SIZE}),
         tokenizer=tokenizer,

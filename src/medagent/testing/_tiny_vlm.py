@@ -148,10 +148,11 @@ def _train_tokenizer(seed: int) -> Any:
 
 
 def _use_llava_hf_layout(weights: Path) -> None:
-    """Rename CLIP weights to ``vision_tower.vision_model.*``, as in llava-hf checkpoints.
+    """Rename vision weights to ``vision_tower.vision_model.*``, as in the hub's checkpoints.
 
-    transformers 5.x drops the ``vision_model`` level when saving a CLIP tower, but vLLM's CLIP
-    loader expects it, as do the real checkpoints on the hub; transformers loads both layouts.
+    transformers 5.x drops the ``vision_model`` level when saving a CLIP or SigLIP tower (LLaVA,
+    Gemma 3), but vLLM's loaders expect it, as do the real checkpoints on the hub; transformers
+    loads both layouts.
     """
     from safetensors.torch import load_file, save_file
 
