@@ -18,7 +18,13 @@ def write_script(path: Path, *replies: dict[str, object]) -> Path:
     return path
 
 
-GOOD = ({"text": "ready"}, {"text": "red"}, {"json": {"colour": "red", "shapes": 1}})
+GOOD = (
+    {"text": "ready"},
+    {"text": "red"},
+    {"json": {"colour": "red", "shapes": 1}},
+    {"text": "ready"},  # with a system turn
+    {"text": "yes"},  # two images
+)
 
 
 def test_version() -> None:
@@ -46,20 +52,25 @@ def test_model_check_passes_against_scripted_backend(tmp_path: Path) -> None:
 
 
 def test_model_check_fails_when_structured_output_is_invalid(tmp_path: Path) -> None:
-    script = write_script(tmp_path / "bad.jsonl", GOOD[0], GOOD[1], {"text": "it is red"})
+    script = write_script(tmp_path / "bad.jsonl", *GOOD[:2], {"text": "it is red"}, *GOOD[3:])
     result = medagent("model", "check", "--backend", "scripted", "--script", str(script))
     assert result.returncode == 1
     assert "failed: structured output" in result.stderr
 
 
-def test_model_check_against_an_http_server_sends_all_three_requests() -> None:
+def test_model_check_against_an_http_server_sends_every_request() -> None:
     with StubOpenAIServer(GOOD) as server:
         result = medagent("model", "check", "--base-url", server.base_url, "--model", "stub-model")
         assert result.returncode == 0, result.stdout + result.stderr
-        assert len(server.requests) == 3
+        assert len(server.requests) == 5
         image_parts = server.requests[1]["messages"][0]["content"]
         assert any(p["type"] == "image_url" for p in image_parts)
         assert "response_format" in server.requests[2]
+        assert server.requests[3]["messages"][0]["role"] == "system"
+        assert (
+            sum(p["type"] == "image_url" for p in server.requests[4]["messages"][0]["content"]) == 2
+        )
+        assert "quirk" not in result.stdout
 
 
 def test_settings_come_from_environment(tmp_path: Path) -> None:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="The most pixels on an image's long side a server accepts; agents render "
         "at most this. None: no cap.",
     )
+    preset: str | None = Field(
+        None,
+        description="VLM family whose request conventions apply (`medagent model presets`); "
+        "None: detected from the model's name or config.json; 'none': no family defaults.",
+    )
     reasoning_effort: ReasoningEffort | None = Field(
         None,
         description="openai backend: reasoning_effort sent with every request (GPT-5, o-series, "

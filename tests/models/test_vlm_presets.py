@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cli_support import medagent
-from medagent.models import VLM_PRESETS, VLMPreset, preset_for
+from medagent.errors import ConfigError
+from medagent.models import VLM_PRESETS, VLMPreset, build_model, detect_preset, preset_for
+from medagent.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -65,3 +69,35 @@ def test_model_presets_command_prints_table_and_json() -> None:
     assert [VLMPreset.model_validate(p) for p in listed] == list(VLM_PRESETS)
     help_text = medagent("model", "presets", "--help").stdout
     assert "model_type" in help_text and "--json" in help_text
+
+
+def test_a_folder_is_recognised_by_its_config_not_its_name(tmp_path: Path) -> None:
+    folder = tmp_path / "my-finetune"
+    folder.mkdir()
+    config = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"}
+    (folder / "config.json").write_text(json.dumps(config))
+    found = detect_preset(str(folder))
+    assert found is not None and found.name == "gemma3"
+    (folder / "config.json").write_text("{not json")
+    assert detect_preset(str(folder)) is None  # unreadable: nothing detected, nothing raised
+
+
+def test_the_detected_family_caps_images_unless_told_otherwise(tmp_path: Path) -> None:
+    def cap(**settings: Any) -> int | None:
+        model = build_model(Settings(backend="openai", **settings))
+        return getattr(model, "image_long_side", None)
+
+    assert cap(model="google/medgemma-4b-it") == 896
+    assert cap(model="Qwen/Qwen2.5-VL-7B-Instruct") == 1024
+    assert cap(model="my-model") is None
+    assert cap(model="my-model", preset="gemma3") == 896
+    assert cap(model="google/medgemma-4b-it", preset="none") is None
+    assert cap(model="google/medgemma-4b-it", image_long_side=512) == 512
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        cap(model="m", preset="nope")
+
+
+def test_the_preset_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDAGENT_PRESET", "idefics3")
+    model = build_model(Settings(backend="openai", model="served-name"))
+    assert getattr(model, "image_long_side", None) == 1536

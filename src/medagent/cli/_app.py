@@ -25,6 +25,7 @@ __all__ = [
     "BaseUrlOpt",
     "DeviceOpt",
     "ModelOpt",
+    "PresetOpt",
     "ReasoningEffortOpt",
     "RetriesOpt",
     "ScriptOpt",
@@ -149,6 +150,16 @@ ReasoningEffortOpt = Annotated[
         help="openai backend: how hard a reasoning model (GPT-5, o-series, a vLLM reasoning "
         "model) thinks: minimal, low, medium, high. [env: MEDAGENT_REASONING_EFFORT; default: "
         "the server's]",
+        show_default=False,
+    ),
+]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="VLM family whose conventions apply (image size cap): qwen2.5-vl, qwen3-vl, "
+        "gemma3, internvl3, llava-onevision, idefics3, llava, or none; `medagent model "
+        "presets` lists them. [env: MEDAGENT_PRESET; default: detected from --model]",
         show_default=False,
     ),
 ]

@@ -14,6 +14,7 @@ from medagent.cli._app import (
     BaseUrlOpt,
     DeviceOpt,
     ModelOpt,
+    PresetOpt,
     ReasoningEffortOpt,
     RetriesOpt,
     ScriptOpt,
@@ -146,6 +147,7 @@ def ask(
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
     reasoning_effort: ReasoningEffortOpt = None,
+    preset: PresetOpt = None,
     budget_usd: BudgetOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
@@ -177,6 +179,7 @@ def ask(
         max_retries=max_retries,
         device=device,
         reasoning_effort=reasoning_effort,
+        preset=preset,
     )
     from medagent.agents.giant import GiantConfig
 

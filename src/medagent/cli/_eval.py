@@ -16,6 +16,7 @@ from medagent.cli._app import (
     BaseUrlOpt,
     DeviceOpt,
     ModelOpt,
+    PresetOpt,
     ReasoningEffortOpt,
     RetriesOpt,
     ScriptOpt,
@@ -173,6 +174,7 @@ def eval_run(
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
     reasoning_effort: ReasoningEffortOpt = None,
+    preset: PresetOpt = None,
 ) -> None:
     """Run a method over a dataset; finished items are never run twice.
 
@@ -203,6 +205,7 @@ def eval_run(
         device=device,
         seed=seed,
         reasoning_effort=reasoning_effort,
+        preset=preset,
     )
     # Tasks are chosen before --limit counts, by the loaders that know tasks.
     options: dict[str, Any] = {"limit": limit, "skip_missing": skip_missing}

@@ -15,6 +15,7 @@ from medagent.cli._app import (
     BaseUrlOpt,
     DeviceOpt,
     ModelOpt,
+    PresetOpt,
     ReasoningEffortOpt,
     RetriesOpt,
     ScriptOpt,
@@ -36,16 +37,23 @@ def model_check(
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
     reasoning_effort: ReasoningEffortOpt = None,
+    preset: PresetOpt = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer.")] = 32,
 ) -> None:
-    """Send a text, an image and a structured-output request; print a table.
+    """Send the requests a new backend must take; print a table of results and quirks.
 
-    Exits 0 when all three succeed, 1 when any fails, 2 when the backend cannot be set up.
-    Run it first against a new server:
+    Text, an image and structured output must work: exit 1 when any fails (2 when the
+    backend cannot be set up). Then the quirks of open models are looked for and reported,
+    each with what medagent does about it: a system turn the chat template refuses, a limit
+    on images per request, tokens per image against the family's estimate, thinking sent
+    with answers, and (from vLLM's /v1/models) a context too short for a GIANT run.
+    The family preset is detected from --model (or the server's model folder); --preset
+    names it. Run it first against a new server:
 
       medagent model check --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
     """
-    from medagent.models import build_model, run_checks
+    from medagent.models import build_model, resolve_preset, run_checks
+    from medagent.models._check import context_row, preset_row
 
     settings = build_settings(
         backend=backend,
@@ -56,12 +64,28 @@ def model_check(
         max_retries=max_retries,
         device=device,
         reasoning_effort=reasoning_effort,
+        preset=preset,
     )
     chat_model = build_model(settings)
+    family = resolve_preset(settings.model, settings.preset)
+    source = "named by --preset" if settings.preset else "detected from the model"
 
     async def _run() -> list[Any]:
+        nonlocal family, source
         try:
-            return await run_checks(chat_model, max_tokens=max_tokens)
+            extra: list[Any] = []
+            served = getattr(chat_model, "served_models", None)
+            listed = await served() if callable(served) else []
+            mine = next((m for m in listed if m.get("id") == chat_model.name), None)
+            root = mine.get("root") if mine else None
+            if family is None and settings.preset is None and isinstance(root, str):
+                family = resolve_preset(root, None)
+                source = "detected from the server's model folder"
+            length = mine.get("max_model_len") if mine else None
+            if isinstance(length, int) and length > 0:
+                extra.append(context_row(length, family))
+            results = await run_checks(chat_model, max_tokens=max_tokens, preset=family)
+            return [preset_row(family, source), *results, *extra]
         finally:
             await chat_model.aclose()
 
@@ -75,14 +99,18 @@ def model_check(
     with console.status(f"checking {settings.backend} backend ({where}) …"):
         results = asyncio.run(_run())
     table = Table(title=f"{settings.backend} · {chat_model.name} · {where}")
-    for column in ("capability", "result", "latency", "tokens in/out", "detail"):
+    for column in ("check", "result", "latency", "tokens in/out", "detail"):
         table.add_column(column, overflow="fold")
     for r in results:
+        verdict = "[red]fail[/red]"
+        if r.ok:
+            verdict = "[yellow]quirk[/yellow]" if r.quirk else "[green]ok[/green]"
+        timed = bool(r.latency_s or r.prompt_tokens)
         table.add_row(
             r.capability,
-            "[green]ok[/green]" if r.ok else "[red]fail[/red]",
-            f"{r.latency_s * 1000:.0f} ms",
-            f"{r.prompt_tokens}/{r.completion_tokens}",
+            verdict,
+            f"{r.latency_s * 1000:.0f} ms" if timed else "",
+            f"{r.prompt_tokens}/{r.completion_tokens}" if timed else "",
             r.detail,
         )
     console.print(table)

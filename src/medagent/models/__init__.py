@@ -19,7 +19,14 @@ from medagent.models._messages import (
 )
 from medagent.models._openai import OpenAIBackend
 from medagent.models._params import ParameterMemory, ParameterRules, rules_for_model
-from medagent.models._presets import VLM_PRESETS, VLMPreset, preset_for
+from medagent.models._presets import (
+    NO_PRESET,
+    VLM_PRESETS,
+    VLMPreset,
+    detect_preset,
+    preset_for,
+    resolve_preset,
+)
 from medagent.models._scripted import RecordedRequest, ScriptedModel, ScriptedReply
 from medagent.models._spend import (
     MODEL_PRICES,
@@ -91,9 +98,11 @@ __all__ = [
     "UsageTotals",
     "VLLMBackend",
     "VLMPreset",
+    "NO_PRESET",
     "VLM_PRESETS",
     "ask_with_corrections",
     "build_model",
+    "detect_preset",
     "correction_message",
     "extract_json",
     "forced_tool_call_schema",
@@ -101,6 +110,7 @@ __all__ = [
     "image_cap",
     "parse_structured",
     "preset_for",
+    "resolve_preset",
     "kept_images",
     "prune_images",
     "request_key",

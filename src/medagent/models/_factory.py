@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from medagent.errors import ConfigError
 from medagent.models._endpoints import RetryPolicy
+from medagent.models._presets import resolve_preset
 from medagent.models.base import ChatModel
 from medagent.settings import Settings
 
 __all__ = ["build_model"]
+
+
+def _long_side_cap(settings: Settings) -> int | None:
+    """The long-side cap a backend applies: the setting, else the model family's preset.
+
+    A family's preset knows the size its processor brings images to (Gemma 3: 896 px); sending
+    more only costs bandwidth, and rendering more would state a scale the model never sees.
+    """
+    if settings.image_long_side is not None:
+        return settings.image_long_side
+    preset = resolve_preset(settings.model, settings.preset)
+    return preset.image_long_side if preset is not None else None
 
 
 def build_model(settings: Settings) -> ChatModel:
@@ -29,6 +42,7 @@ def build_model(settings: Settings) -> ChatModel:
             "makes a tiny test model",
         }[settings.backend]
         raise ConfigError(f"the {settings.backend} backend needs --model: {hint}")
+    cap = _long_side_cap(settings)
     if settings.backend == "openai":
         from medagent.models._openai import OpenAIBackend
 
@@ -39,7 +53,7 @@ def build_model(settings: Settings) -> ChatModel:
             timeout_s=settings.timeout_s,
             retry=RetryPolicy(max_retries=settings.max_retries),
             concurrency=settings.concurrency,
-            image_long_side=settings.image_long_side,
+            image_long_side=cap,
             tool_mode=settings.tool_mode,
             seed=settings.seed,
             reasoning_effort=settings.reasoning_effort,
@@ -51,9 +65,9 @@ def build_model(settings: Settings) -> ChatModel:
             settings.model,
             device=settings.device,
             dtype=settings.dtype,
-            image_long_side=settings.image_long_side,
+            image_long_side=cap,
             seed=settings.seed,
         )
     from medagent.models._vllm import VLLMBackend
 
-    return VLLMBackend(settings.model, image_long_side=settings.image_long_side, seed=settings.seed)
+    return VLLMBackend(settings.model, image_long_side=cap, seed=settings.seed)

@@ -66,6 +66,9 @@ decoding of ``{"name", "arguments"}`` (``schema``), or native with a schema retr
 server ignored the forced choice (``auto``)."""
 
 _CONNECTIONS_PER_CLIENT = 8
+_MODELS_BODY_LIMIT = 1_000_000
+"""Bytes of a ``GET /models`` answer read at most (a real one lists a few models)."""
+
 _PARAMETER_LESSONS = 5
 """The most times one attempt is sent again after a 400 that taught a lesson (max_tokens,
 temperature and top_p are seen refused together; an image limit and a system turn add two)."""
@@ -252,6 +255,25 @@ class OpenAIBackend:
                 self.name,
             )
         return True
+
+    async def served_models(self) -> list[dict[str, Any]]:
+        """What the first endpoint's ``GET /models`` lists; ``[]`` when it cannot say.
+
+        vLLM adds ``root`` (the folder or hub id it loaded) and ``max_model_len`` to each entry,
+        which ``medagent model check`` reports. A body over 1 MB is not read.
+        """
+        url = f"{self.pool.endpoints[0].url}/models"
+        try:
+            response = await self._http().get(url, timeout=min(self.timeout_s, 10.0))
+            if response.status_code != 200 or len(response.content) > _MODELS_BODY_LIMIT:
+                return []
+            data = response.json()
+        except (httpx.HTTPError, ValueError):
+            return []
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            return []
+        return [item for item in items if isinstance(item, dict)][:100]
 
     def _constrain(self, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:
         if self.structured_field == "structured_outputs":

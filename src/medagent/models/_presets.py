@@ -8,12 +8,20 @@ has the last word), good enough to budget a context window.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["VLM_PRESETS", "VLMPreset", "preset_for"]
+__all__ = ["NO_PRESET", "VLM_PRESETS", "VLMPreset", "detect_preset", "preset_for", "resolve_preset"]
+
+NO_PRESET = "none"
+"""The preset name that turns detection off (no family defaults are applied)."""
+
+_CONFIG_LIMIT = 1_000_000
+"""Bytes of a model folder's config.json read at most (real ones are a few KB)."""
 
 VLLM_DEFAULT_IMAGE_LIMIT = 999
 """vLLM V1's default ``--limit-mm-per-prompt`` for images (V0 allowed 1)."""
@@ -226,3 +234,49 @@ def preset_for(key: str) -> VLMPreset | None:
         if hint in lowered:
             return next(p for p in VLM_PRESETS if p.name == name)
     return None
+
+
+def _folder_keys(model: str) -> list[str]:
+    """Architecture names and model_type from a local model folder's config.json, if any."""
+    config = Path(model).expanduser() / "config.json"
+    try:
+        if not config.is_file() or config.stat().st_size > _CONFIG_LIMIT:
+            return []
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    names = data.get("architectures")
+    keys = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    return [*keys, *([data["model_type"]] if isinstance(data.get("model_type"), str) else [])]
+
+
+def detect_preset(model: str) -> VLMPreset | None:
+    """The family of ``model``: a local folder's config.json first, else the name or hub id."""
+    for key in _folder_keys(model):
+        found = preset_for(key)
+        if found is not None:
+            return found
+    return preset_for(model)
+
+
+def resolve_preset(model: str | None, preset: str | None) -> VLMPreset | None:
+    """The preset a backend follows: ``preset`` by name, ``none`` for none, else detected.
+
+    Raises ``ConfigError`` naming the known presets when ``preset`` is not one of them.
+    """
+    from medagent.errors import ConfigError
+
+    if preset is not None:
+        if preset.strip().lower() == NO_PRESET:
+            return None
+        found = preset_for(preset)
+        if found is None:
+            known = ", ".join(p.name for p in VLM_PRESETS)
+            raise ConfigError(
+                f"unknown preset {preset!r}; known: {known}, or {NO_PRESET} "
+                "(`medagent model presets` lists them)"
+            )
+        return found
+    return detect_preset(model) if model else None

@@ -31,7 +31,8 @@ it in ``usage.completion_tokens_details.reasoning_tokens``.
 
 Open-model quirks, with vLLM's own 400 messages: ``max_images`` refuses a request holding more
 images than a server started with ``--limit-mm-per-prompt`` takes, and ``system_role=False`` a
-system turn, as chat templates without one do.
+system turn, as chat templates without one do. ``GET /v1/models`` lists the model with vLLM's
+``root`` and, when given, ``max_model_len``.
 """
 
 from __future__ import annotations
@@ -99,10 +100,12 @@ class StubOpenAIServer:
         reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content",
         max_images: int | None = None,
         system_role: bool = True,
+        max_model_len: int | None = None,
     ) -> None:
         self.refuses = tuple(refuses)
         self.max_images = max_images
         self.system_role = system_role
+        self.max_model_len = max_model_len
         self.reasoning_field = reasoning_field
         self._script: deque[ScriptEntry] = deque(_entry(item) for item in script)
         self.default_text = default_text
@@ -232,7 +235,10 @@ class StubOpenAIServer:
         if method == "GET" and path in ("/health", "/v1/health"):
             return await self._send(writer, 200, b"{}")
         if method == "GET" and path == "/v1/models":
-            models = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            listed: dict[str, Any] = {"id": self.model, "object": "model", "root": self.model}
+            if self.max_model_len is not None:
+                listed["max_model_len"] = self.max_model_len  # as vLLM lists it
+            models = {"object": "list", "data": [listed]}
             return await self._send(writer, 200, json.dumps(models).encode())
         if method != "POST" or path != "/v1/chat/completions":
             return await self._send(writer, 404, _error_body(f"no route {method} {path}", 404))
