@@ -2,9 +2,9 @@
 
 Like ``build_tiny_vlm`` (LLaVA): real architecture, random weights, answers are noise. Each
 family brings its own processor (image tokens, pooling, token types) and chat template
-conventions, which is what these doubles exist to exercise. Families whose processor cannot be
-built here are left out: Qwen2.5-VL and Qwen3-VL processors need a video processor, which
-needs torchvision.
+conventions, which is what these doubles exist to exercise. Qwen2.5-VL and Qwen3-VL are in
+``_tiny_qwen``, InternVL3 and LLaVA-OneVision in ``_tiny_internvl_onevision``; all are listed
+in ``TINY_FAMILIES``. The Qwen processors need torchvision (the ``pathology`` extra's pair).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from medagent.errors import InputError
+from medagent.testing._tiny_internvl_onevision import BUILDERS as INTERNVL_ONEVISION
+from medagent.testing._tiny_qwen import BUILDERS as QWEN
 from medagent.testing._tiny_vlm import (
     TINY_VLM_CHAT_TEMPLATE,
     _train_tokenizer,
@@ -223,6 +225,8 @@ TINY_FAMILIES: dict[str, Callable[[Path, int], None]] = {
     "gemma3": _build_gemma3,
     "idefics3": _build_idefics3,
     "llava": _build_llava,
+    **QWEN,
+    **INTERNVL_ONEVISION,
 }
 """Builders by preset name (``medagent.models.preset_for``)."""
 
