@@ -27,10 +27,13 @@ __all__ = [
     "ModelOpt",
     "PresetOpt",
     "ReasoningEffortOpt",
+    "ZeroShotModelOpt",
+    "ZeroShotOpt",
     "RetriesOpt",
     "ScriptOpt",
     "TimeoutOpt",
     "app",
+    "build_scorer",
     "build_settings",
     "config_from_flags",
     "console",
@@ -238,3 +241,40 @@ def build_settings(**flags: Any) -> Settings:
         raise ConfigError(
             f"invalid setting {where} (from MEDAGENT_{field.upper()}): {first['msg']}"
         ) from None
+
+
+ZeroShotOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--zero-shot",
+        metavar="EMBEDDER",
+        help="An image-text model for the zero_shot tool (where on the tissue each text "
+        "prompt fits): plip or quiltnet, or hf/open_clip with --zero-shot-model. Meaningful "
+        "only with pathology weights. [off]",
+        show_default=False,
+    ),
+]
+ZeroShotModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--zero-shot-model",
+        metavar="FOLDER|ID",
+        help="Model folder or hub id for --zero-shot (presets default to their hub id, from "
+        "the local cache).",
+        show_default=False,
+    ),
+]
+
+
+def build_scorer(embedder: str | None, model: str | None) -> Any:
+    """The image-text model for zero_shot (``None`` when off), checked to have a text side
+    before any work starts: a vision-only model fails here, in one line."""
+    if embedder is None:
+        if model is not None:
+            raise ConfigError("--zero-shot-model needs --zero-shot EMBEDDER (e.g. plip or hf)")
+        return None
+    from medagent.retrieval import make_embedder
+
+    scorer = make_embedder(embedder, model)
+    scorer.embed_texts(["tissue"])  # a vision-only model fails here, in one line
+    return scorer

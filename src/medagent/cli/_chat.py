@@ -25,7 +25,10 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    ZeroShotModelOpt,
+    ZeroShotOpt,
     app,
+    build_scorer,
     build_settings,
     config_from_flags,
     console,
@@ -274,42 +277,6 @@ def chat(
         raise typer.Exit(1)
 
 
-ZeroShotOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--zero-shot",
-        metavar="EMBEDDER",
-        help="An image-text model for the zero_shot tool (where on the tissue each text "
-        "prompt fits): plip or quiltnet, or hf/open_clip with --zero-shot-model. Meaningful "
-        "only with pathology weights. [off]",
-        show_default=False,
-    ),
-]
-ZeroShotModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--zero-shot-model",
-        metavar="FOLDER|ID",
-        help="Model folder or hub id for --zero-shot (presets default to their hub id, from "
-        "the local cache).",
-        show_default=False,
-    ),
-]
-
-
-def _scorer(embedder: str | None, model: str | None) -> Any:
-    """The image-text model for zero_shot, checked to have a text side before serving."""
-    if embedder is None:
-        if model is not None:
-            raise ConfigError("--zero-shot-model needs --zero-shot EMBEDDER (e.g. plip or hf)")
-        return None
-    from medagent.retrieval import make_embedder
-
-    scorer = make_embedder(embedder, model)
-    scorer.embed_texts(["tissue"])  # a vision-only model fails here, in one line
-    return scorer
-
-
 def _searcher(index: Path | None) -> Any:
     if index is None:
         return None
@@ -391,7 +358,7 @@ def mcp(
             searcher=_searcher(index),
             long_side=long_side,
             segmenter=SamSegmenter.optional(settings.sam_model),
-            scorer=_scorer(zero_shot, zero_shot_model),
+            scorer=build_scorer(zero_shot, zero_shot_model),
             max_pixels=max_pixels,
         )
         if transport == "http":
