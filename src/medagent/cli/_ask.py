@@ -19,7 +19,10 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    ZeroShotModelOpt,
+    ZeroShotOpt,
     app,
+    build_scorer,
     build_settings,
     config_from_flags,
     console,
@@ -34,6 +37,8 @@ def _print_event(event: Any) -> None:
     """One line per navigation event, as the run goes."""
     if event.kind == "overview":
         console.print(f"[dim]overview ready[/dim]  {event.text}")
+    elif event.kind == "where_to_look":
+        console.print(f"[dim]where to look[/dim]  {event.text.splitlines()[0]}")
     elif event.kind == "zoom":
         reasoning = " ".join(event.text.split())[:100]
         console.print(f"step {event.step:>2}  zoom {event.region}  [dim]{reasoning}[/dim]")
@@ -139,6 +144,18 @@ def ask(
         Path | None,
         typer.Option(help="Compiled prompts (a 'giant' program) for giant or random-region."),
     ] = None,
+    look_for: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--look-for",
+            help="giant: before the first turn, an image-text model (--zero-shot) maps where "
+            "this fits on the tissue, shown with the overview as a hint; repeat for more "
+            "prompts to compare (the first is mapped), e.g. --look-for tumour --look-for normal.",
+            show_default=False,
+        ),
+    ] = None,
+    zero_shot: ZeroShotOpt = None,
+    zero_shot_model: ZeroShotModelOpt = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -199,7 +216,12 @@ def ask(
         temperature=temperature,
         seed=seed,
         timeout_s=item_timeout,
+        look_for=look_for or None,
     )
+    if config.look_for and zero_shot is None:
+        raise ConfigError("--look-for needs --zero-shot EMBEDDER (an image-text model, e.g. plip)")
+    if zero_shot is not None and not config.look_for:
+        raise ConfigError("--zero-shot maps what --look-for names; add --look-for PROMPT")
     choices = [o.strip() for o in options.split(";") if o.strip()] if options else None
     kind = None
     if modality is not None:
@@ -220,6 +242,7 @@ def ask(
         on_event=None if as_json else _print_event,
         segmenter=SamSegmenter.optional(settings.sam_model),
         prompts=load_prompts(prompts),
+        scorer=build_scorer(zero_shot, zero_shot_model) if config.look_for else None,
     )
 
     async def _run() -> Any:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = ["GiantConfig", "Method"]
 
@@ -35,6 +35,12 @@ class GiantConfig(BaseModel):
     seed: int | None = 0
     max_tokens: int = Field(1024, ge=16, description="tokens per model reply")
     timeout_s: float = Field(900.0, gt=0, description="per-question time limit")
+    look_for: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="where to look: prompts an image-text model scores the tissue for before "
+        "the first turn (the first is mapped); needs a scorer; empty: off",
+    )
     # Baselines
     thumbnail_long_side: int = Field(
         1024, ge=64, le=4096, description="thumbnail baseline: long side, px (the paper's 1024)"

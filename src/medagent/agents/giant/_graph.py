@@ -38,7 +38,7 @@ from medagent.errors import RegionError
 from medagent.imaging import Region, Slide, TissueMask, tissue_mask
 from medagent.models import ChatModel, Message, prune_images, watch_budget
 from medagent.prompts import load_template
-from medagent.tools import ToolContext, overview, zoom
+from medagent.tools import ToolContext, ToolFailure, ZeroShotOutput, overview, zero_shot, zoom
 
 __all__ = [
     "GiantEvent",
@@ -134,7 +134,9 @@ def checkpoint_serde() -> JsonPlusSerializer:
 class GiantEvent(BaseModel):
     """What the CLI and the web page show as a run goes: a step, a region, an image, the end."""
 
-    kind: Literal["overview", "thinking", "zoom", "rejected", "invalid", "answer", "done"]
+    kind: Literal[
+        "overview", "where_to_look", "thinking", "zoom", "rejected", "invalid", "answer", "done"
+    ]
     step: int
     text: str = ""
     region: Region | None = None
@@ -221,10 +223,39 @@ async def start(run: RunContext, state: GiantState) -> GiantState:
         spacing=words["spacing"],
         steps_left=config.max_steps,
     )
-    run.log.add_message(Message.user(question, view.artifact))
+    hint = where_to_look(run)
+    if isinstance(hint, ZeroShotOutput):
+        run.log.add_message(Message.user(question, view.artifact, hint.to_text(), hint.artifact))
+        run.log.set_meta(
+            where_to_look={
+                "artifact": hint.artifact.model_dump(mode="json"),
+                "text": hint.to_text(),
+                "top": [hit.model_dump(mode="json") for hit in hint.top],
+            }
+        )
+    else:
+        run.log.add_message(Message.user(question, view.artifact))
     run.log.set_meta(overview=view.artifact.model_dump(mode="json"))
     run.emit(GiantEvent(kind="overview", step=0, artifact_id=view.artifact.id, text=view.to_text()))
+    if hint is not None:
+        shown = hint.artifact.id if isinstance(hint, ZeroShotOutput) else None
+        run.emit(GiantEvent(kind="where_to_look", step=0, artifact_id=shown, text=hint.to_text()))
     return {"message_count": len(run.log.messages), "step": 0, "status": "running"}
+
+
+def where_to_look(run: RunContext) -> ZeroShotOutput | ToolFailure | None:
+    """The zero-shot map of ``config.look_for`` over the tissue, shown with the overview.
+
+    A hint, not an instruction: the prompt says so, and a failure (no tissue, a model error)
+    is logged and the run goes on without it.
+    """
+    prompts = run.config.look_for
+    if not prompts:
+        return None
+    result = zero_shot.run(run.tools, {"prompts": prompts, "k": 5, "region": None})
+    if isinstance(result, ToolFailure):
+        run.log.set_meta(where_to_look_failed=result.message)
+    return result
 
 
 async def decide(run: RunContext, state: GiantState) -> GiantState:

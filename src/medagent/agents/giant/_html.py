@@ -265,12 +265,24 @@ def _sections(
     yield from flush()
 
 
+def _where_to_look(trajectory: Trajectory, artifacts: ArtifactStore) -> str:
+    hint = trajectory.where_to_look
+    if hint is None:
+        return ""
+    return (
+        '<section class="overview"><h2>Where to look (zero-shot hint)</h2>'
+        f'<figure style="margin:0">{image_tag(artifacts, hint.artifact, "zero-shot heat map")}'
+        f"<figcaption><pre>{escape(hint.text)}</pre></figcaption></figure></section>"
+    )
+
+
 def render_trajectory_html(trajectory: Trajectory, artifacts: ArtifactStore) -> str:
     """The run as one offline HTML page: header, overview with numbered boxes, every step."""
     title = f"medagent {trajectory.method}: {trajectory.question[:80]}"
     body = (
         _header(trajectory)
         + _overview(trajectory, artifacts)
+        + _where_to_look(trajectory, artifacts)
         + "".join(
             _sections(
                 sorted(trajectory.steps, key=lambda s: s.step), artifacts, trajectory.slide.modality

@@ -38,7 +38,7 @@ from medagent.agents.giant._graph import (
     checkpoint_serde,
 )
 from medagent.agents.giant._prompts import system_prompt
-from medagent.agents.giant._trajectory import RunLog, Status, Trajectory
+from medagent.agents.giant._trajectory import RunLog, Status, Trajectory, WhereToLook
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import BudgetExhaustedError, ConfigError
 from medagent.imaging import RenderPolicy, Slide, open_image
@@ -53,7 +53,7 @@ from medagent.prompts import (
     load_template,
     resolve_program,
 )
-from medagent.tools import Segmenter, ToolContext, slide_facts
+from medagent.tools import Segmenter, TextImageScorer, ToolContext, slide_facts
 
 __all__ = ["TEMPLATES", "GiantNavigator", "GiantResult", "giant_program", "prompt_hashes"]
 
@@ -130,7 +130,9 @@ class GiantNavigator:
 
     ``model`` is any ``ChatModel``; ``on_event`` receives progress events (for a CLI or UI);
     ``prompts`` (a compiled ``giant`` program, see ``giant_program``) replaces the system prompt
-    and adds its demos as worked examples before the question.
+    and adds its demos as worked examples before the question. ``scorer`` (an image-text model
+    of the CLIP family) turns on ``config.look_for``: a zero-shot map of where each prompt fits
+    best, shown with the overview as a hint where to look.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class GiantNavigator:
         segmenter: Segmenter | None = None,
         votes: int = 1,
         prompts: CompiledProgram | Program | None = None,
+        scorer: TextImageScorer | None = None,
     ) -> None:
         if votes < 1:
             raise ConfigError(f"votes must be at least 1, not {votes}")
@@ -159,6 +162,12 @@ class GiantNavigator:
         self.runs_dir = Path(runs_dir)
         self.on_event = on_event or (lambda event: None)
         self.segmenter = segmenter
+        self.scorer = scorer
+        if self.config.look_for and scorer is None:
+            raise ConfigError(
+                "look_for needs an image-text model to score the tissue: pass scorer= "
+                "(e.g. medagent.retrieval.make_embedder('plip')), or --zero-shot on the CLI"
+            )
 
     # -- public API ---------------------------------------------------------------------------
     @staticmethod
@@ -307,6 +316,7 @@ class GiantNavigator:
             slide=slide,
             policy=RenderPolicy(long_side=self.long_side),
             segmenter=self.segmenter,
+            scorer=self.scorer,
         )
         log = RunLog(directory / "events.jsonl")
         started = time.perf_counter()
@@ -413,6 +423,7 @@ class GiantNavigator:
         status = state.get("status") or "running"
         answer = state.get("answer")
         overview = log.meta.get("overview")
+        hint = log.meta.get("where_to_look")
         trajectory = Trajectory(
             run_id=manifest.run_id,
             method=self.method,
@@ -425,6 +436,7 @@ class GiantNavigator:
             model=self.model.name,
             config=self.config.model_dump(),
             overview=ArtifactRef.model_validate(overview) if overview else None,
+            where_to_look=WhereToLook.model_validate(hint) if hint else None,
             messages=log.messages,
             steps=log.steps,
             status=status,

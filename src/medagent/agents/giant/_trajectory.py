@@ -67,6 +67,13 @@ class StepRecord(BaseModel):
         return str((self.action or {}).get("reasoning", ""))
 
 
+class WhereToLook(BaseModel):
+    """The zero-shot hint shown with the overview (``GiantConfig.look_for``)."""
+
+    artifact: ArtifactRef = Field(description="the heat map of the first prompt")
+    text: str = Field(description="the hint as the model read it")
+
+
 class Trajectory(BaseModel):
     """A whole run, as written to ``trajectory.json`` (ids, never pixels)."""
 
@@ -79,6 +86,7 @@ class Trajectory(BaseModel):
     model: str
     config: dict[str, Any]
     overview: ArtifactRef | None = None
+    where_to_look: WhereToLook | None = None
     messages: list[Message] = Field(default_factory=list)
     steps: list[StepRecord] = Field(default_factory=list)
     status: Status = "running"
