@@ -21,6 +21,7 @@ from medagent.settings import Settings
         ("qwen2_5_vl", "qwen2.5-vl"),
         ("Qwen2_5_VLForConditionalGeneration", "qwen2.5-vl"),
         ("Qwen/Qwen2.5-VL-72B-Instruct", "qwen2.5-vl"),
+        ("lingshu-medical-mllm/Lingshu-7B", "qwen2.5-vl"),
         ("qwen3_vl_moe", "qwen3-vl"),
         ("google/medgemma-27b-it", "gemma3"),
         ("Gemma3ForConditionalGeneration", "gemma3"),

@@ -221,6 +221,7 @@ def preset_for(key: str) -> VLMPreset | None:
     lowered = key.lower().rsplit("/", 1)[-1]
     hints = (
         ("qwen2.5-vl", "qwen2.5-vl"),
+        ("lingshu", "qwen2.5-vl"),  # Lingshu-7B/32B: Qwen2.5-VL fine-tunes
         ("qwen3-vl", "qwen3-vl"),
         ("medgemma", "gemma3"),
         ("gemma-3", "gemma3"),
