@@ -31,9 +31,13 @@ class CountingBackend(TransformersBackend):
         self.grid_tokens: list[int | None] = []
 
     def _model_inputs(
-        self, messages: Sequence[Message], tools: list[ToolSpec], artifacts: ArtifactStore | None
+        self,
+        messages: Sequence[Message],
+        tools: list[ToolSpec],
+        artifacts: ArtifactStore | None,
+        template: dict[str, Any] | None = None,
     ) -> Any:
-        inputs = super()._model_inputs(messages, tools, artifacts)
+        inputs = super()._model_inputs(messages, tools, artifacts, template)
         sent = sum(isinstance(p, ImagePart) for m in messages for p in m.content)
         token = self._model.config.image_token_id
         self.counts.append((sent, int((inputs["input_ids"] == token).sum())))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, InputError, ModelError
 from medagent.models import GenerateParams, Message, ToolCall, ToolSpec, TransformersBackend
+from medagent.models._reasoning import template_arguments
 from medagent.models._structured import parse_structured
 from medagent.models._wire import forced_tool_call_schema
 from medagent.testing import build_tiny_vlm
@@ -247,3 +248,40 @@ async def test_model_without_chat_template_is_a_model_error(tiny_vlm: Path, tmp_
     with pytest.raises(ModelError, match="cannot take these messages"):
         await backend.generate(ask("hi"))
     assert backend.usage_totals.failures == 1
+
+
+async def test_reasoning_effort_is_a_chat_template_argument(tiny_vlm: Path, tmp_path: Path) -> None:
+    """In-process, the effort goes to the chat template by the name gpt-oss's reads; a
+    template that reads it changes the prompt, one that does not is unchanged."""
+    folder = tmp_path / "effort"
+    shutil.copytree(tiny_vlm, folder)
+    template = folder / "chat_template.jinja"
+    template.write_text(
+        "{%- if reasoning_effort is defined %}Reasoning: {{ reasoning_effort }}\n{% endif -%}"
+        + template.read_text()
+    )
+
+    def prompt(backend: TransformersBackend, effort: str | None) -> str:
+        backend.load()
+        inputs = backend._model_inputs(ask("hi"), [], None, template_arguments(effort))
+        return str(backend._processor.decode(inputs["input_ids"][0]))
+
+    reading = TransformersBackend(folder, device="cpu", seed=0)
+    assert prompt(reading, "high").startswith("Reasoning: high")
+    assert "Reasoning:" not in prompt(reading, None)
+    plain = TransformersBackend(tiny_vlm, device="cpu", seed=0)
+    assert prompt(plain, "high") == prompt(plain, None)
+    # Through generate: the backend's setting, then the request's, decide.
+    seen: list[dict[str, object] | None] = []
+
+    class Recording(TransformersBackend):
+        def _model_inputs(self, *args: object, **kwargs: object) -> object:
+            seen.append(args[3] if len(args) > 3 else None)  # type: ignore[arg-type]
+            return super()._model_inputs(*args, **kwargs)  # type: ignore[arg-type]
+
+    recording = Recording(folder, device="cpu", seed=0, reasoning_effort="low")
+    await recording.generate(ask("hi"), params=GenerateParams(max_tokens=2))
+    await recording.generate(
+        ask("hi"), params=GenerateParams(max_tokens=2, reasoning_effort="minimal")
+    )
+    assert seen == [{"reasoning_effort": "low"}, {"reasoning_effort": "minimal"}]

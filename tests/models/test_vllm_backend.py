@@ -47,13 +47,21 @@ class FakeLLM:
     def __init__(self, **kwargs: Any) -> None:
         self.engine_kwargs = kwargs
 
-    def chat(self, conversations: Any, sampling: Any, use_tqdm: bool, tools: Any) -> Any:
+    def chat(
+        self,
+        conversations: Any,
+        sampling: Any,
+        use_tqdm: bool,
+        tools: Any,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         FakeLLM.calls.append(
             {
                 "conversations": conversations,
                 "sampling": sampling,
                 "tools": tools,
                 "engine": self.engine_kwargs,
+                "template": chat_template_kwargs,
             }
         )
         return [FakeOutput([FakeCompletion(FakeLLM.answers.pop(0), [1, 2, 3])])]
@@ -121,3 +129,13 @@ async def test_missing_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(DependencyMissingError, match=r"pip install 'medagent\[vllm\]'"):
         await VLLMBackend("m").generate([Message.user("x")])
+
+
+async def test_reasoning_effort_reaches_the_chat_template(fake_vllm: type[FakeLLM]) -> None:
+    fake_vllm.answers = ["a", "b", "c"]
+    model = VLLMBackend("m", reasoning_effort="low")
+    await model.generate([Message.user("x")])
+    await model.generate([Message.user("x")], params=GenerateParams(reasoning_effort="high"))
+    await VLLMBackend("m").generate([Message.user("x")])
+    templates = [call["template"] for call in fake_vllm.calls]
+    assert templates == [{"reasoning_effort": "low"}, {"reasoning_effort": "high"}, None]

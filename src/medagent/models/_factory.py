@@ -67,7 +67,13 @@ def build_model(settings: Settings) -> ChatModel:
             dtype=settings.dtype,
             image_long_side=cap,
             seed=settings.seed,
+            reasoning_effort=settings.reasoning_effort,
         )
     from medagent.models._vllm import VLLMBackend
 
-    return VLLMBackend(settings.model, image_long_side=cap, seed=settings.seed)
+    return VLLMBackend(
+        settings.model,
+        image_long_side=cap,
+        seed=settings.seed,
+        reasoning_effort=settings.reasoning_effort,
+    )

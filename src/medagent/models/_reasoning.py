@@ -11,12 +11,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["REASONING_FIELDS", "split_reasoning", "split_think_block"]
+__all__ = ["REASONING_FIELDS", "split_reasoning", "split_think_block", "template_arguments"]
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 """Where servers put a message's (or a streamed delta's) thinking, in the order looked at."""
 
 _THINK = re.compile(r"^\s*(?:<think>)?(.*?)</think>\s*", re.DOTALL)
+
+
+def template_arguments(effort: str | None) -> dict[str, str]:
+    """Chat-template arguments for an in-process model: ``reasoning_effort`` when one is set.
+
+    In-process there is no server to translate the setting: chat templates that take an effort
+    read it by this name (gpt-oss's does, as vLLM's server passes it), and the rest ignore it.
+    """
+    return {"reasoning_effort": effort} if effort else {}
 
 
 def split_think_block(text: str) -> tuple[str, str]:

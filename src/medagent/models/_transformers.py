@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, DependencyMissingError, ModelError
 from medagent.models._messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
-from medagent.models._reasoning import split_think_block
+from medagent.models._reasoning import split_think_block, template_arguments
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
     forced_tool_call_schema,
@@ -28,7 +28,7 @@ from medagent.models._wire import (
     to_openai_tool_choice,
     to_openai_tools,
 )
-from medagent.models.base import GenerateParams, Reply, Usage, UsageTotals
+from medagent.models.base import GenerateParams, ReasoningEffort, Reply, Usage, UsageTotals
 from medagent.models.hf_loading import (
     first_line,
     load_error,
@@ -113,6 +113,7 @@ class TransformersBackend:
         dtype: str = "auto",
         image_long_side: int | None = None,
         seed: int | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
     ) -> None:
         if dtype not in _DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
@@ -125,6 +126,7 @@ class TransformersBackend:
         self.dtype_setting = dtype
         self.image_long_side = image_long_side
         self.seed = seed
+        self.reasoning_effort = reasoning_effort
         self._model: Any = None
         self._processor: Any = None
         self._device: Any = None
@@ -202,7 +204,8 @@ class TransformersBackend:
         self.load()
         import torch
 
-        inputs = self._model_inputs(messages, tools, artifacts)
+        effort = params.reasoning_effort or self.reasoning_effort
+        inputs = self._model_inputs(messages, tools, artifacts, template_arguments(effort))
 
         forced = bool(tools) and params.tool_choice not in ("auto", "none")
         grammar_schema: dict[str, Any] | None = None
@@ -267,9 +270,14 @@ class TransformersBackend:
         )
 
     def _model_inputs(
-        self, messages: Sequence[Message], tools: list[ToolSpec], artifacts: ArtifactStore | None
+        self,
+        messages: Sequence[Message],
+        tools: list[ToolSpec],
+        artifacts: ArtifactStore | None,
+        template: dict[str, Any] | None = None,
     ) -> Any:
-        """Token ids and pixels for ``messages``, through the model's own chat template."""
+        """Token ids and pixels for ``messages``, through the model's own chat template
+        (given ``template`` arguments, such as a reasoning effort)."""
         from jinja2 import TemplateError
 
         conversation, images = to_template_messages(messages, artifacts, self.image_long_side)
@@ -279,6 +287,7 @@ class TransformersBackend:
                 tools=to_openai_tools(tools) if tools else None,
                 add_generation_prompt=True,
                 tokenize=False,
+                **(template or {}),
             )
             # The template already holds every special token the model expects.
             inputs = self._processor(

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from medagent.artifacts import ArtifactStore
 from medagent.errors import DependencyMissingError, ModelError
 from medagent.models._messages import Message, ToolSpec
-from medagent.models._reasoning import split_think_block
+from medagent.models._reasoning import split_think_block, template_arguments
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
     forced_tool_call_schema,
@@ -24,7 +24,7 @@ from medagent.models._wire import (
     to_openai_messages,
     to_openai_tools,
 )
-from medagent.models.base import GenerateParams, Reply, Usage, UsageTotals
+from medagent.models.base import GenerateParams, ReasoningEffort, Reply, Usage, UsageTotals
 
 __all__ = ["VLLMBackend", "vllm_sampling_kwargs"]
 
@@ -70,10 +70,12 @@ class VLLMBackend:
         max_images_per_prompt: int = 8,
         seed: int = 0,
         engine_kwargs: dict[str, Any] | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
     ) -> None:
         self.name = model
         self.usage_totals = UsageTotals()
         self.image_long_side = image_long_side
+        self.reasoning_effort = reasoning_effort
         self._engine_kwargs: dict[str, Any] = {
             "model": model,
             "seed": seed,
@@ -117,10 +119,12 @@ class VLLMBackend:
         conversation: list[dict[str, Any]],
         kwargs: dict[str, Any],
         tools: list[dict[str, Any]] | None,
+        template: dict[str, Any],
     ) -> Any:
         self.load()
         sampling = self._sampling_params(kwargs)
-        outputs = self._llm.chat([conversation], sampling, use_tqdm=False, tools=tools)
+        extra = {"chat_template_kwargs": template} if template else {}
+        outputs = self._llm.chat([conversation], sampling, use_tqdm=False, tools=tools, **extra)
         return outputs[0]
 
     async def generate(
@@ -139,7 +143,11 @@ class VLLMBackend:
         started = time.perf_counter()
         async with self._lock:
             output = await asyncio.to_thread(
-                self._run, conversation, kwargs, to_openai_tools(tools) if tools else None
+                self._run,
+                conversation,
+                kwargs,
+                to_openai_tools(tools) if tools else None,
+                template_arguments(params.reasoning_effort or self.reasoning_effort),
             )
         completion = output.outputs[0]
         text, reasoning = split_think_block(completion.text)
