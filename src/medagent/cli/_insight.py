@@ -19,7 +19,10 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    ZeroShotModelOpt,
+    ZeroShotOpt,
     app,
+    build_scorer,
     build_settings,
     config_from_flags,
     console,
@@ -146,6 +149,8 @@ def insight(
     budget_usd: BudgetOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
+    zero_shot: ZeroShotOpt = None,
+    zero_shot_model: ZeroShotModelOpt = None,
 ) -> None:
     """Discover insights in a slide or images for an analysis goal (MedInsightAgent).
 
@@ -156,7 +161,8 @@ def insight(
 
     A root finder lists salient findings and poses --roots questions; for each, an agent
     gathers evidence with tools (zoom, tissue, segment, measure; similar cases and their
-    reports with --index) and states an insight; a composer asks a follow-up per branch
+    reports with --index; zero_shot, where on a slide's tissue each text prompt fits, with
+    --zero-shot) and states an insight; a composer asks a follow-up per branch
     (descriptive, diagnostic, predictive or prescriptive) until --depth questions per branch.
     Prints each step as it happens, then the ranked insights. The run folder holds
     insights.html (each insight with its evidence crops and measurements), insights.json,
@@ -206,6 +212,7 @@ def insight(
         from medagent.retrieval import open_index
 
         searcher = open_index(index)
+    scorer = build_scorer(zero_shot, zero_shot_model)  # a scorer without text fails here
     _, spend = spend_for(settings, budget_usd, price_in, price_out)
     chat_model = build_model(settings)
     if spend is not None:
@@ -217,6 +224,7 @@ def insight(
         on_event=None if as_json else _print_event,
         segmenter=SamSegmenter.optional(settings.sam_model),
         prompts=program,
+        scorer=scorer,
     )
 
     async def _run() -> Any:

@@ -32,7 +32,7 @@ from medagent.errors import ConfigError
 from medagent.imaging import RenderPolicy, Slide, open_image
 from medagent.models import ChatModel, watch_budget
 from medagent.prompts import CompiledProgram, Program, load_template, resolve_program
-from medagent.tools import ImageSearcher, Segmenter, ToolContext
+from medagent.tools import ImageSearcher, Segmenter, TextImageScorer, ToolContext
 
 __all__ = ["TEMPLATES", "InsightAgent", "ImagesArg", "prompt_hashes"]
 
@@ -66,7 +66,9 @@ class InsightAgent:
     """Discovers multi-step insights in medical images for an analysis goal (MedInsightAgent).
 
     ``model`` is any ``ChatModel``. ``searcher`` (e.g. ``medagent.retrieval.open_index(DIR)``)
-    adds similar-case search and report retrieval to the tools. ``on_event`` receives progress.
+    adds similar-case search and report retrieval to the tools. ``scorer`` (an image-text model
+    of the CLIP family, e.g. ``medagent.retrieval.make_embedder("plip")``) adds ``zero_shot``,
+    where on a slide's tissue each text prompt fits. ``on_event`` receives progress.
     ``prompts`` (an ``insight`` program, see ``insight_program``, or its compiled JSON) replaces
     each module's prompt with its predictor's instructions and adds its demos as worked examples
     before the module's request.
@@ -82,6 +84,7 @@ class InsightAgent:
         on_event: Callable[[InsightEvent], None] | None = None,
         segmenter: Segmenter | None = None,
         prompts: CompiledProgram | Program | None = None,
+        scorer: TextImageScorer | None = None,
     ) -> None:
         self.prompts = resolve_program(prompts, insight_program(), "the insight agent")
         self.model = model
@@ -90,6 +93,7 @@ class InsightAgent:
         self.runs_dir = Path(runs_dir)
         self.on_event = on_event or (lambda event: None)
         self.segmenter = segmenter
+        self.scorer = scorer
 
     def run(
         self, images: ImagesArg, goal: str, *, run_dir: str | Path | None = None
@@ -128,6 +132,7 @@ class InsightAgent:
                 "goal": goal,
                 "images": [str(s.path.resolve()) for s in slides],
                 "index": self.searcher is not None,
+                "zero_shot": self.scorer.name if self.scorer is not None else None,
             },
             config=self.config.model_dump(mode="json"),
             prompts=prompt_hashes(),
@@ -151,6 +156,7 @@ class InsightAgent:
                     policy=RenderPolicy(long_side=long_side),
                     segmenter=self.segmenter,
                     searcher=self.searcher,
+                    scorer=self.scorer,
                 ),
             )
             for number, slide in enumerate(slides, start=1)
@@ -163,6 +169,7 @@ class InsightAgent:
             artifacts=artifacts,
             events_path=directory / "events.jsonl",
             searcher=self.searcher,
+            scorer=self.scorer,
             on_event=self.on_event,
             prompts=self.prompts,
         )

@@ -35,7 +35,7 @@ from medagent.errors import ModelError
 from medagent.imaging import Slide
 from medagent.models import ChatModel, GenerateParams, Message, Structured, generate_structured
 from medagent.prompts import Program, demo_turns, fill_instructions, load_template
-from medagent.tools import ImageSearcher, ToolContext
+from medagent.tools import ImageSearcher, TextImageScorer, ToolContext
 
 __all__ = [
     "RunContext",
@@ -152,6 +152,7 @@ class RunContext:
     artifacts: ArtifactStore
     events_path: Path
     searcher: ImageSearcher | None = None
+    scorer: TextImageScorer | None = None
     on_event: Callable[[InsightEvent], None] = lambda event: None
     findings: list[Finding] = field(default_factory=list)
     questions: list[QuestionRecord] = field(default_factory=list)
@@ -168,13 +169,16 @@ class RunContext:
     @property
     def tools(self) -> list[ToolName]:
         """The tools of this run: region tools everywhere, tissue tools on slides, search with
-        an index."""
+        an index, zero-shot with an image-text model on slides (it scores tissue tiles)."""
+        slides = any(s.kind == "slide" for s in self.sources)
         names: list[ToolName] = ["zoom"]
-        if any(s.kind == "slide" for s in self.sources):
+        if slides:
             names += ["tissue", "segment"]
         names.append("measure")
         if self.searcher is not None:
             names += ["search_similar", "reports"]
+        if self.scorer is not None and slides:
+            names.append("zero_shot")
         return names
 
     def units(self) -> str:

@@ -7,11 +7,12 @@ always terminates, even with a weak model: a free string or list would let it wr
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from medagent.imaging import Point, Region
+from medagent.tools import ZeroShotInput
 
 __all__ = [
     "ACTIONS",
@@ -20,6 +21,7 @@ __all__ = [
     "FollowUps",
     "InsightAnswer",
     "MeasureAction",
+    "PROMPT_CHARS",
     "Pixel",
     "QuestionKind",
     "RegionAction",
@@ -29,6 +31,8 @@ __all__ = [
     "SegmentAction",
     "SummaryOutput",
     "ToolName",
+    "ZERO_SHOT_PROMPTS",
+    "ZeroShotAction",
     "ZoomAction",
     "action_schema",
     "root_schema",
@@ -42,7 +46,7 @@ TEXT = 500
 
 QuestionKind = Literal["root", "descriptive", "diagnostic", "predictive", "prescriptive"]
 FollowUpKind = Literal["descriptive", "diagnostic", "predictive", "prescriptive"]
-ToolName = Literal["zoom", "tissue", "segment", "measure", "search_similar", "reports"]
+ToolName = Literal["zoom", "tissue", "segment", "measure", "search_similar", "reports", "zero_shot"]
 
 _frozen = ConfigDict(frozen=True)
 ImageNumber = Annotated[int, Field(ge=1, le=MAX_IMAGES, description="which image, 1-based")]
@@ -179,6 +183,44 @@ class ReportsAction(BaseModel):
     region: Box | None = None
 
 
+def _max_len(metadata: list[Any] | tuple[Any, ...]) -> int:
+    """The ``max_length`` among a field's constraints: the tool's limits, read from its input
+    model so the two cannot drift apart."""
+    for item in metadata:
+        limit = getattr(item, "max_length", None)
+        if isinstance(limit, int):
+            return limit
+    raise AssertionError("no max_length in the zero-shot tool's input")  # pragma: no cover
+
+
+_ZERO_SHOT_FIELD = ZeroShotInput.model_fields["prompts"]
+#: The zero-shot tool's own limits: the longest prompt it takes, and the most prompts.
+PROMPT_CHARS = _max_len(get_args(get_args(_ZERO_SHOT_FIELD.annotation)[0])[1:])
+#: Fewer prompts than the tool takes (its limit bounds a client, this one a decoder): a few
+#: things to tell apart is what a turn needs, and each prompt costs the decoder tokens.
+ZERO_SHOT_PROMPTS = min(5, _max_len(_ZERO_SHOT_FIELD.metadata))
+
+
+class ZeroShotAction(BaseModel):
+    """Where to look: every tissue tile scored against text prompts by an image-text model.
+
+    Two prompts at least, as the tool needs (each tile's scores are shares between them); the
+    heat map and the best regions are those of the first.
+    """
+
+    model_config = _frozen
+
+    reasoning: str = Field(max_length=REASONING)
+    action: Literal["zero_shot"]
+    image: ImageNumber = 1
+    prompts: list[Annotated[str, Field(min_length=1, max_length=PROMPT_CHARS)]] = Field(
+        min_length=2,
+        max_length=ZERO_SHOT_PROMPTS,
+        description="things to tell apart, the one to map first, e.g. ['tumour', 'normal tissue']",
+    )
+    region: Box | None = None
+
+
 class AnswerAction(BaseModel):
     """Stop gathering evidence: answer the question and state the insight."""
 
@@ -209,6 +251,7 @@ ACTIONS: dict[ToolName, type[BaseModel]] = {
     "measure": MeasureAction,
     "search_similar": SearchAction,
     "reports": ReportsAction,
+    "zero_shot": ZeroShotAction,
 }
 
 

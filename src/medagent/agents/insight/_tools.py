@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from medagent.agents.insight._config import InsightConfig
 from medagent.agents.insight._context import Source
 from medagent.agents.insight._outputs import (
+    ZERO_SHOT_PROMPTS,
     Box,
     MeasureAction,
     RegionAction,
@@ -22,6 +23,7 @@ from medagent.agents.insight._outputs import (
     SearchAction,
     SegmentAction,
     ToolName,
+    ZeroShotAction,
     ZoomAction,
 )
 from medagent.agents.insight._report import Evidence, Measurement, ToolStep
@@ -37,18 +39,26 @@ from medagent.tools import (
     TissueOutput,
     ToolContext,
     ToolFailure,
+    ZeroShotOutput,
     ZoomOutput,
     measure,
     search_similar,
     segment,
     tissue,
+    zero_shot,
     zoom,
 )
 
 __all__ = ["RetrievedReports", "ToolAction", "execute", "tool_lines"]
 
 ToolAction = (
-    ZoomAction | RegionAction | SegmentAction | MeasureAction | SearchAction | ReportsAction
+    ZoomAction
+    | RegionAction
+    | SegmentAction
+    | MeasureAction
+    | SearchAction
+    | ReportsAction
+    | ZeroShotAction
 )
 
 
@@ -56,7 +66,8 @@ def tool_lines(names: list[ToolName], units: str) -> str:
     """The reply formats of the offered tools, from the ``insight/tools`` template; ``units``
     says what measurements come in (the images' unit, or pixels without spacing)."""
     sections: dict[str, str] = {}
-    for chunk in load_template("insight/tools").render(units=units).split("## ")[1:]:
+    text = load_template("insight/tools").render(units=units, prompts=ZERO_SHOT_PROMPTS)
+    for chunk in text.split("## ")[1:]:
         name, _, body = chunk.partition("\n")
         sections[name.strip()] = body.rstrip()
     return "\n".join(sections[name] for name in names)
@@ -184,6 +195,18 @@ def _evidence(step: int, tool: ToolName, image: int, output: BaseModel) -> Evide
             + [c.thumbnail for c in output.cases if c.thumbnail is not None],
             "neighbours": [c.id for c in output.cases],
         }
+    elif isinstance(output, ZeroShotOutput):
+        # The mean shares say how much of the tissue looks like each prompt; the best tiles
+        # (where to look next) are in the text, with their level-0 regions.
+        fields = {
+            "region": output.region,
+            "artifacts": [output.artifact],
+            "measurements": [
+                Measurement(name=f"{prompt} share", value=100 * share, unit="%")
+                for prompt, share in output.shares.items()
+            ]
+            + [Measurement(name="tiles_scored", value=output.tiles, unit="")],
+        }
     elif isinstance(output, RetrievedReports):
         fields = {
             "region": output.query.region,
@@ -231,7 +254,7 @@ def execute(
     if isinstance(output, SegmentOutput | TissueOutput):
         text += f" Mask id (for measure): {output.mask.id}."
     shown = None
-    if isinstance(output, ZoomOutput | SegmentOutput | TissueOutput):
+    if isinstance(output, ZoomOutput | SegmentOutput | TissueOutput | ZeroShotOutput):
         shown = output.artifact
     return (
         ToolStep(
@@ -259,6 +282,9 @@ def _run(action: ToolAction, ctx: ToolContext, config: InsightConfig) -> BaseMod
         return measure.run(ctx, _measure_arguments(action))
     if isinstance(action, SearchAction):
         return search_similar.run(ctx, {"region": _box(action.region), "k": action.k})
+    if isinstance(action, ZeroShotAction):
+        # Without a scorer the tool itself refuses, as a ToolFailure saying what is missing.
+        return zero_shot.run(ctx, {"prompts": list(action.prompts), "region": _box(action.region)})
     return retrieve_reports(
         ctx, action.region.region() if action.region is not None else None, config
     )
