@@ -52,8 +52,7 @@ def model_check(
 
       medagent model check --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
     """
-    from medagent.models import build_model, resolve_preset, run_checks
-    from medagent.models._check import context_row, preset_row
+    from medagent.models import build_model, context_row, preset_row, resolve_preset, run_checks
 
     settings = build_settings(
         backend=backend,

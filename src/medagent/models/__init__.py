@@ -5,7 +5,7 @@ Backends: ``OpenAIBackend`` (any OpenAI-compatible server), ``VLLMBackend`` (in-
 """
 
 from medagent.models._cache import CachedModel, request_key
-from medagent.models._check import run_checks
+from medagent.models._check import context_row, preset_row, run_checks
 from medagent.models._endpoints import RetryPolicy
 from medagent.models._factory import build_model
 from medagent.models._messages import (
@@ -72,6 +72,7 @@ __all__ = [
     "ImagePart",
     "MODEL_PRICES",
     "Message",
+    "NO_PRESET",
     "OpenAIBackend",
     "PRICES_AS_OF",
     "ParameterMemory",
@@ -98,22 +99,23 @@ __all__ = [
     "UsageTotals",
     "VLLMBackend",
     "VLMPreset",
-    "NO_PRESET",
     "VLM_PRESETS",
     "ask_with_corrections",
     "build_model",
-    "detect_preset",
+    "context_row",
     "correction_message",
+    "detect_preset",
     "extract_json",
     "forced_tool_call_schema",
     "generate_structured",
     "image_cap",
+    "kept_images",
     "parse_structured",
     "preset_for",
-    "resolve_preset",
-    "kept_images",
+    "preset_row",
     "prune_images",
     "request_key",
+    "resolve_preset",
     "resolve_prices",
     "rules_for_model",
     "run_checks",
