@@ -40,12 +40,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## system-deps: Debian packages real-part tests drive, installed when missing (as root):
-## chromium for the browser tests, postgresql for the web app's Postgres path
+## chromium for the browser tests, postgresql for the web app's Postgres path, orthanc and
+## its DICOMweb plugin for the DICOMweb archive tests
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  missing="$$missing postgresql"; \
+	command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
+	ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || \
+	  missing="$$missing orthanc-dicomweb"; \
 	if [ -n "$$missing" ]; then \
 	  echo "system-deps: installing$$missing with apt-get..."; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
