@@ -50,17 +50,35 @@ from medagent.imaging._tissue import (
     tissue_mask,
     tissue_pixels,
 )
+from medagent.imaging._volume import (
+    DEFAULT_MAX_VOXELS,
+    Montage,
+    Volume,
+    VolumeAxis,
+    VolumeView,
+    VoxelPoint,
+    open_volume,
+)
+from medagent.imaging._window import (
+    WINDOW_PRESETS,
+    Window,
+    WindowPreset,
+    percentile_window,
+    window,
+)
 from medagent.imaging.base import Slide, SlideInfo
 
 __all__ = [
     "DEFAULT_LONG_SIDE",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_VOXELS",
     "Decoded",
     "GuideStyle",
     "ImageSlide",
     "MODALITIES",
     "Modality",
     "ModalityKind",
+    "Montage",
     "PathHider",
     "Point",
     "REMOTE_MAX_PIXELS",
@@ -75,6 +93,13 @@ __all__ = [
     "TissueMask",
     "TissueParams",
     "TissueTile",
+    "Volume",
+    "VolumeAxis",
+    "VolumeView",
+    "VoxelPoint",
+    "WINDOW_PRESETS",
+    "Window",
+    "WindowPreset",
     "build_demo_slide",
     "choose_level",
     "decode_image",
@@ -88,7 +113,10 @@ __all__ = [
     "list_under_roots",
     "modality",
     "open_image",
+    "open_volume",
+    "percentile_window",
     "resolve_under_roots",
     "tissue_mask",
     "tissue_pixels",
+    "window",
 ]
