@@ -77,6 +77,27 @@ def _header(path: Path) -> Any | None:
         ) from None
 
 
+def _is_image(path: Path, ds: Any) -> bool:
+    """Whether a DICOM file is an image; an image header cut short is an error, not skipped.
+
+    pydicom reads a cut header as far as it goes, so a slice cut inside its header looks like
+    a dataset without ``Rows``: its SOP class (or its absence) tells it from a report.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR:
+        return False
+    sop = ds.get("SOPClassUID")
+    if sop is None or not sop.is_valid:
+        raise _fail(path, "the DICOM header is incomplete; the file is truncated or corrupt")
+    if "Rows" in ds:
+        return True
+    if "Image" in sop.name:
+        raise _fail(
+            path, f"the file ends inside its header (a {sop.name}); it is truncated or corrupt"
+        )
+    return False
+
+
 def _item(ds: Any, sequence: str) -> Any | None:
     if sequence in ds and ds[sequence].value:
         return ds[sequence][0]
@@ -185,7 +206,9 @@ def read_frames(path: Path) -> tuple[list[SeriesFrame], list[str]]:
     skipped: list[str] = []
     for file in files:
         ds = _header(file)
-        if ds is None or str(ds.get("SOPClassUID", "")) == _DICOMDIR or "Rows" not in ds:
+        if ds is not None and not _is_image(file, ds):
+            ds = None
+        if ds is None:
             skipped.append(file.name)
             continue
         frames.extend(_frames_of(file, ds))
