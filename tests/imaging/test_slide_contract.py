@@ -61,6 +61,35 @@ def _real_svs(request: pytest.FixtureRequest, _tmp: Path) -> Slide:
     return open_image(request.getfixturevalue("cmu_slide"))
 
 
+@pytest.fixture(scope="module")
+def dicom_wsi_series(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The generated pyramid written as a DICOM WSI series (wsidicom needs pixel spacing)."""
+    pytest.importorskip("wsidicom", reason="DICOM WSI needs the [dicom] extra (wsidicom)")
+    from medagent.testing._dicom_wsi import write_dicom_wsi
+
+    source: Path = request.getfixturevalue("pyramid_tiff")
+    return write_dicom_wsi(source, tmp_path_factory.mktemp("dicom-wsi") / "series")
+
+
+@pytest.fixture(scope="module")
+def cmu_dicom_wsi(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("wsidicom", reason="DICOM WSI needs the [dicom] extra (wsidicom)")
+    from medagent.testing._dicom_wsi import write_dicom_wsi
+
+    source: Path = request.getfixturevalue("cmu_slide")
+    return write_dicom_wsi(source, tmp_path_factory.mktemp("cmu-dicom-wsi") / "series")
+
+
+def _dicom_wsi(request: pytest.FixtureRequest, _tmp: Path) -> Slide:
+    return open_image(request.getfixturevalue("dicom_wsi_series"))
+
+
+def _real_dicom_wsi(request: pytest.FixtureRequest, _tmp: Path) -> Slide:
+    return open_image(request.getfixturevalue("cmu_dicom_wsi"))
+
+
 def _real_radiograph(request: pytest.FixtureRequest, _tmp: Path) -> Slide:
     shared: Path = request.getfixturevalue("shared_data")
     return open_image(shared / "radiology" / "dx_image.dcm")
@@ -74,8 +103,10 @@ KINDS: dict[str, tuple[_Opener, str, str]] = {
     "dicom ct": (_dicom_ct, "dicom", "ct"),
     "real svs": (_real_svs, "aperio", "pathology"),
     "real dicom radiograph": (_real_radiograph, "dicom", "radiograph"),
+    "dicom wsi series": (_dicom_wsi, "dicom", "pathology"),
+    "real svs as dicom wsi": (_real_dicom_wsi, "dicom", "pathology"),
 }
-_REAL = {"real svs", "real dicom radiograph"}
+_REAL = {"real svs", "real dicom radiograph", "real svs as dicom wsi"}
 
 
 @pytest.fixture(

@@ -1,9 +1,10 @@
 """``open_image``: one entry point for slides, plain images and DICOM, with one-line errors.
 
-Opening runs inside the decoder boundary (``_guard``): whatever pydicom, PIL, OpenSlide or a
-future reader raises is one ``SlideOpenError`` naming the file, and their warnings become the
-slide's ``notes``. A file that opens is then sampled — the first and last tile of every level —
-so a truncated or zero-filled pyramid fails here, naming the level, not in the middle of a run.
+Opening runs inside the decoder boundary (``_guard``): whatever pydicom, PIL, OpenSlide,
+wsidicom or a future reader raises is one ``SlideOpenError`` naming the file, and their
+warnings become the slide's ``notes``. A file that opens is then sampled — the first and last
+tile of every level — so a truncated or zero-filled pyramid fails here, naming the level, not
+in the middle of a run.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ def _fail(path: Path, reason: str) -> SlideOpenError:
 
 def _sniff(path: Path) -> bytes:
     try:
-        if path.is_dir():
-            raise _fail(path, "is a folder; give the slide file itself (for MRXS, the .mrxs file)")
         with path.open("rb") as handle:
             head = handle.read(132)
     except (FileNotFoundError, NotADirectoryError):
@@ -85,12 +84,13 @@ def open_image(
 ) -> Slide:
     """Open a whole-slide image, a plain image or a DICOM image as a ``Slide``.
 
-    OpenSlide is tried first for anything it claims; plain images open through PIL as one-level
-    slides; DICOM radiology through pydicom. Any failure is a ``SlideOpenError`` naming the file
-    and the reason — a level that cannot be read included (the first and last tile of every
-    level are read now). ``max_pixels`` bounds what a single-level image may decode to (checked
-    from the header first); pass less for files from remote clients. What the decoders warned
-    about is in ``Slide.notes``.
+    OpenSlide is tried first for the vendor formats it claims; DICOM whole-slide images (a file,
+    or a folder holding one series) open through wsidicom; plain images through PIL as
+    one-level slides; DICOM radiology through pydicom. Any failure is a ``SlideOpenError``
+    naming the file and the reason — a level that cannot be read included (the first and last
+    tile of every level are read now). ``max_pixels`` bounds what a single-level image may
+    decode to (checked from the header first); pass less for files from remote clients. What
+    the decoders warned about is in ``Slide.notes``.
 
     ``modality`` says what a plain image (PNG, JPEG, plain TIFF) shows — its file cannot —
     so prompts describe it truly (``Slide.modality``); whole-slide and DICOM files say it
@@ -108,13 +108,36 @@ def open_image(
     return slide
 
 
+def _open_folder(path: Path) -> Slide:
+    """A folder is one DICOM series: a whole slide's instances, or (later) a CT/MR volume."""
+    from medagent.imaging._dicom_wsi import dicom_wsi_files, open_dicom_wsi
+
+    if dicom_wsi_files(path):
+        return open_dicom_wsi(path)
+    # CT/MR series (a Volume, `medagent.imaging._volume.open_volume`) are opened here.
+    raise _fail(
+        path,
+        "is a folder and holds no DICOM whole-slide series; give the slide file itself "
+        "(for MRXS, the .mrxs file)",
+    )
+
+
 def _open(path: Path, max_pixels: int, declared: ModalityKind | None) -> Slide:
+    try:
+        is_folder = path.is_dir()
+    except OSError as exc:
+        raise _fail(path, _os_reason(exc)) from None
+    if is_folder:
+        return _open_folder(path)
     head = _sniff(path)
     if _is_dicom(head):
         from medagent.imaging._dicom import WSI_SOP_CLASS, dicom_sop_class, open_dicom
 
-        if dicom_sop_class(path) != WSI_SOP_CLASS:  # whole-slide DICOM: OpenSlide below
-            return open_dicom(path, max_pixels=max_pixels)
+        if dicom_sop_class(path) == WSI_SOP_CLASS:
+            from medagent.imaging._dicom_wsi import open_dicom_wsi
+
+            return open_dicom_wsi(path)
+        return open_dicom(path, max_pixels=max_pixels)
     from medagent.imaging._openslide import OpenSlideSlide, detect_openslide_format
 
     vendor = detect_openslide_format(path)
