@@ -25,6 +25,7 @@ from medagent.imaging import (
     Renderer,
     RenderPolicy,
     Slide,
+    Volume,
     draw_guides,
     draw_scale_bar,
 )
@@ -63,6 +64,8 @@ class ToolContext:
     searcher: ImageSearcher | None = None
     #: Image-text model for ``zero_shot`` (a CLIP-family ``medagent.retrieval`` embedder).
     scorer: TextImageScorer | None = None
+    #: A CT/MR volume for the volume tools (``slice``, ``measure_3d``, ``montage``).
+    volume: Volume | None = None
     _renderer: Renderer | None = field(default=None, repr=False)
 
     def long_side(self, asked: int | None) -> int:
