@@ -20,16 +20,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from medagent.errors import DependencyMissingError, SlideOpenError
 from medagent.imaging._dicom import WSI_SOP_CLASS
-from medagent.imaging._guard import one_line
+from medagent.imaging._guard import failure_reason, one_line
 from medagent.imaging._modality import MODALITIES, Modality
 from medagent.imaging._region import Region, Size
 from medagent.imaging.base import Slide, flatten_rgba
+
+if TYPE_CHECKING:  # _dicomweb imports this module; the counter is only a type here
+    from medagent.imaging._dicomweb import FrameCounter
 
 __all__ = ["DicomWsiSlide", "dicom_wsi_files", "open_dicom_wsi"]
 
@@ -62,7 +65,11 @@ class DicomWsiSlide(Slide):
     """A DICOM WSI opened by wsidicom (``wsi``, a ``WsiDicom``), local or over DICOMweb.
 
     ``path`` names it in messages (a file, a folder or a ``dicomweb+`` reference). Levels are
-    those of the first pyramid; reads fail as ``SlideOpenError`` naming ``path``."""
+    those of the first pyramid; reads fail as ``SlideOpenError`` naming ``path`` (and the
+    instance file, for a folder)."""
+
+    #: What was fetched from a DICOMweb archive (set by its opener); ``None`` for local files.
+    frames: FrameCounter | None = None
 
     def __init__(self, wsi: Any, path: str | Path, *, format: str = "dicom") -> None:
         self._wsi = wsi
@@ -81,6 +88,7 @@ class DicomWsiSlide(Slide):
         self._mpp = (_float(mpp.width), _float(mpp.height)) if mpp is not None else (None, None)
         self._metadata = wsi.metadata
         self._properties = _properties(wsi, base)
+        self._level_files = [_file_names(level) for level in levels]
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -151,7 +159,13 @@ class DicomWsiSlide(Slide):
         height = min(size.height, bounds.height - l_y)
         canvas = Image.new("RGB", (size.width, size.height), (255, 255, 255))
         if width > 0 and height > 0:
-            image = self._wsi.read_region((l_x, l_y), self._wsi_levels[level], (width, height))
+            try:
+                image = self._wsi.read_region((l_x, l_y), self._wsi_levels[level], (width, height))
+            except Exception as exc:  # wsidicom's messages do not say which instance failed
+                if not self._level_files[level]:
+                    raise
+                reason = failure_reason(exc)
+                raise OSError(f"{self._level_files[level]}: {reason}") from exc
             if (width, height) == (size.width, size.height):
                 return flatten_rgba(image)
             canvas.paste(flatten_rgba(image), (0, 0))
@@ -167,6 +181,15 @@ class DicomWsiSlide(Slide):
         if not self._closed:
             self._closed = True
             self._wsi.close()
+
+
+def _file_names(level: Any) -> str:
+    """The level's instance file names (none for DICOMweb), for error messages."""
+    try:
+        files = level.default_instance.image_data.files  # UPaths; absent for DICOMweb
+        return ", ".join(Path(str(file)).name for file in files)
+    except (AttributeError, TypeError):
+        return ""
 
 
 def _properties(wsi: Any, base: Any) -> dict[str, str]:
