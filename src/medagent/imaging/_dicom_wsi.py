@@ -248,14 +248,21 @@ def dicom_wsi_files(folder: Path) -> list[Path]:
     return [entry for entry in entries if entry.is_file() and _is_wsi_file(entry)]
 
 
-def _header(path: Path) -> _Instance:
-    import pydicom
+#: The last attribute read from each header (SpecimenLabelInImage): a sparse level's per-frame
+#: functional groups, after it, can hold a hundred thousand items.
+_LAST_TAG = 0x0048_0010
 
-    ds = pydicom.dcmread(
-        path,
-        stop_before_pixels=True,
-        specific_tags=["SeriesInstanceUID", "ImageType", "SpecimenLabelInImage"],
-    )
+
+def _header(path: Path) -> _Instance:
+    from pydicom.filereader import read_partial
+
+    with path.open("rb") as handle:
+        ds = read_partial(
+            handle,
+            stop_when=lambda tag, _vr, _length: tag > _LAST_TAG,
+            defer_size=4096,
+            specific_tags=[0x0008_0008, 0x0020_000E, _LAST_TAG],  # ImageType, SeriesInstanceUID
+        )
     series = str(ds.get("SeriesInstanceUID", ""))
     if not series:  # pydicom reads a cut header as far as it goes, without complaint
         raise _fail(
