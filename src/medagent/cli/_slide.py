@@ -18,7 +18,12 @@ from medagent.errors import ConfigError
 @slide_app.command("info")
 def slide_info(
     path: Annotated[
-        Path, typer.Argument(help="Slide or image: SVS, NDPI, MRXS, TIFF, PNG, DICOM…")
+        str,
+        typer.Argument(
+            help="Slide or image: SVS, NDPI, MRXS, TIFF, PNG, DICOM, a DICOM WSI or CT/MR "
+            "series folder, or a DICOMweb series (dicomweb+https://HOST/ROOT/studies/UID/"
+            "series/UID)"
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -33,9 +38,19 @@ def slide_info(
     are read: a damaged level fails here (exit 2, naming the level). What the decoders warned
     about while reading the file is printed as "note:" lines.
     """
-    from medagent.imaging import open_image
+    from medagent.imaging import holds_volume, is_dicomweb_ref, open_image, open_volume
 
-    with open_image(path) as slide:
+    source: str | Path = path if is_dicomweb_ref(path) else Path(path)
+    if isinstance(source, Path) and holds_volume(source):
+        volume = open_volume(source)
+        if as_json:
+            console.print_json(data=volume.facts())
+        else:
+            console.print(f"{path}: {volume.to_text()}", markup=False, highlight=False)
+            for note in volume.notes:
+                console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        return
+    with open_image(source) as slide:
         info = slide.info
     if as_json:
         console.print_json(info.model_dump_json())

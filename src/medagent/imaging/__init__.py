@@ -12,6 +12,12 @@ from medagent.imaging._decode import (
     image_header_size,
 )
 from medagent.imaging._demo_slide import build_demo_slide
+from medagent.imaging._dicomweb import (
+    DicomWebRef,
+    is_dicomweb_ref,
+    open_dicomweb,
+    parse_dicomweb_ref,
+)
 from medagent.imaging._modality import (
     MODALITIES,
     Modality,
@@ -19,7 +25,7 @@ from medagent.imaging._modality import (
     dicom_modality,
     modality,
 )
-from medagent.imaging._open import open_image
+from medagent.imaging._open import holds_volume, open_image
 from medagent.imaging._overlay import (
     GuideStyle,
     draw_boxes,
@@ -73,6 +79,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_VOXELS",
     "Decoded",
+    "DicomWebRef",
     "GuideStyle",
     "ImageSlide",
     "MODALITIES",
@@ -108,12 +115,16 @@ __all__ = [
     "draw_guides",
     "draw_mask",
     "draw_scale_bar",
+    "holds_volume",
     "image_header_size",
+    "is_dicomweb_ref",
     "iter_tissue_tiles",
     "list_under_roots",
     "modality",
+    "open_dicomweb",
     "open_image",
     "open_volume",
+    "parse_dicomweb_ref",
     "percentile_window",
     "resolve_under_roots",
     "tissue_mask",

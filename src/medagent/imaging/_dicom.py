@@ -1,6 +1,7 @@
 """DICOM radiology images via pydicom: windowed to 8 bits, spacing from the file.
 
-Whole-slide DICOM (VL Whole Slide Microscopy) goes to OpenSlide instead; see ``open_image``.
+Whole-slide DICOM (VL Whole Slide Microscopy) goes to wsidicom instead (``_dicom_wsi``), and CT/MR
+series to ``open_volume``; see ``open_image``.
 
 pydicom reads a cut file without complaint as far as it goes: a header cut short is an empty
 or partial dataset, a value cut short is a short value, pixel data cut short is only noticed

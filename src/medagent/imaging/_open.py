@@ -16,13 +16,14 @@ from PIL import Image, UnidentifiedImageError
 
 from medagent.errors import SlideOpenError
 from medagent.imaging._decode import DEFAULT_MAX_PIXELS, decode_image, magic_kind
+from medagent.imaging._dicomweb import is_dicomweb_ref
 from medagent.imaging._guard import captured_warnings, decoder_boundary
 from medagent.imaging._modality import ModalityKind, modality
 from medagent.imaging._region import Region
 from medagent.imaging._roots import _os_reason
 from medagent.imaging.base import Slide
 
-__all__ = ["open_image"]
+__all__ = ["VOLUME_SOP_CLASSES", "holds_volume", "open_image"]
 
 #: Extensions that promise a vendor whole-slide format: a file named so that OpenSlide does not
 #: recognise is mislabelled or damaged, not a plain image to be read another way.
@@ -90,12 +91,20 @@ def open_image(
     naming the file and the reason — a level that cannot be read included (the first and last
     tile of every level are read now). ``max_pixels`` bounds what a single-level image may
     decode to (checked from the header first); pass less for files from remote clients. What
-    the decoders warned about is in ``Slide.notes``.
+    the decoders warned about is in ``Slide.notes``. A ``dicomweb+https://…`` string names a
+    series in a DICOMweb archive, read frame by frame (``open_dicomweb``). A CT/MR series is a
+    volume, refused here with a pointer to ``open_volume``.
 
     ``modality`` says what a plain image (PNG, JPEG, plain TIFF) shows — its file cannot —
     so prompts describe it truly (``Slide.modality``); whole-slide and DICOM files say it
     themselves, and for them it is ignored.
     """
+    if isinstance(path, str) and is_dicomweb_ref(path):
+        from medagent.imaging._dicomweb import open_dicomweb
+
+        slide: Slide = open_dicomweb(path)
+        _check_levels(slide)
+        return slide
     path = Path(path)
     with decoder_boundary(path, "opening it") as notes:
         slide = _open(path, max_pixels, modality)
@@ -108,13 +117,57 @@ def open_image(
     return slide
 
 
+#: SOP classes of CT and MR images, single-frame and enhanced: a series of them is a volume.
+VOLUME_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+        "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+        "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+    }
+)
+_ENHANCED = frozenset({"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4.1"})
+#: Files of a folder looked at to tell a volume from other content.
+_VOLUME_PROBE = 8
+
+
+def holds_volume(path: Path) -> bool:
+    """Whether ``path`` is a CT/MR series (a folder) or an enhanced multi-frame CT/MR file:
+    what ``open_volume`` opens, not ``open_image``."""
+    from medagent.imaging._dicom import dicom_sop_class
+
+    try:
+        if path.is_dir():
+            files = [f for f in sorted(path.iterdir()) if f.is_file()][:_VOLUME_PROBE]
+        else:
+            files = [path]
+        for file in files:
+            with file.open("rb") as handle:
+                if not _is_dicom(handle.read(132)):
+                    continue
+            try:
+                sop = dicom_sop_class(file)
+            except SlideOpenError:
+                continue
+            if sop in (VOLUME_SOP_CLASSES if path.is_dir() else _ENHANCED):
+                return True
+    except OSError:
+        return False
+    return False
+
+
 def _open_folder(path: Path) -> Slide:
-    """A folder is one DICOM series: a whole slide's instances, or (later) a CT/MR volume."""
+    """A folder is one DICOM series: a whole slide's instances (a CT/MR series is a volume)."""
     from medagent.imaging._dicom_wsi import dicom_wsi_files, open_dicom_wsi
 
     if dicom_wsi_files(path):
         return open_dicom_wsi(path)
-    # CT/MR series (a Volume, `medagent.imaging._volume.open_volume`) are opened here.
+    if holds_volume(path):
+        raise _fail(
+            path,
+            "holds a CT/MR series, a volume, not a slide; open it with "
+            "medagent.imaging.open_volume (medagent slide info shows it)",
+        )
     raise _fail(
         path,
         "is a folder and holds no DICOM whole-slide series; give the slide file itself "
@@ -133,7 +186,14 @@ def _open(path: Path, max_pixels: int, declared: ModalityKind | None) -> Slide:
     if _is_dicom(head):
         from medagent.imaging._dicom import WSI_SOP_CLASS, dicom_sop_class, open_dicom
 
-        if dicom_sop_class(path) == WSI_SOP_CLASS:
+        sop = dicom_sop_class(path)
+        if sop in _ENHANCED:
+            raise _fail(
+                path,
+                "is an enhanced multi-frame CT/MR image, a volume, not a slide; open it with "
+                "medagent.imaging.open_volume (medagent slide info shows it)",
+            )
+        if sop == WSI_SOP_CLASS:
             from medagent.imaging._dicom_wsi import open_dicom_wsi
 
             return open_dicom_wsi(path)

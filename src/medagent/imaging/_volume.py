@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -187,6 +187,18 @@ class Volume:
             f"{kind} volume of {n} slices of {cols}x{rows} px, voxels {dc:.3g} x {dr:.3g} x "
             f"{ds:.3g} mm (column x row x slice), {self.plane} acquisition, values in {self.unit}"
         )
+
+    def facts(self) -> dict[str, Any]:
+        """JSON-able facts (``medagent slide info --json``): shape, spacing, unit, plane."""
+        return {
+            "path": str(self.path),
+            "modality": self.modality.kind,
+            "shape": list(self.shape),
+            "spacing_mm": [float(s) for s in self.spacing_mm],
+            "unit": self.unit,
+            "plane": self.plane,
+            "notes": list(self.notes),
+        }
 
     def __repr__(self) -> str:
         return f"Volume({self.path.name!r}, {'x'.join(map(str, self.shape))}, {self.modality.kind})"

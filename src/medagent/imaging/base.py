@@ -83,6 +83,9 @@ class Slide(ABC):
 
     path: Path
     format: str
+    #: The reference of a slide not read from a file (a ``dicomweb+`` series); ``path`` is then
+    #: only a name for messages.
+    remote_source: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,6 +128,12 @@ class Slide(ABC):
         """What the image is, for prompts and reports; a plain medical image unless the file
         (or whoever opened it) says more."""
         return MODALITIES["image"]
+
+    @property
+    def source(self) -> str:
+        """Where it was opened from, as manifests record it: the absolute file path, or the
+        archive reference of a remote slide (never with credentials)."""
+        return self.remote_source or str(self.path.resolve())
 
     @property
     def vendor(self) -> str | None:

@@ -11,18 +11,28 @@ real ones without weights worth downloading or a GPU.
 - ``build_tiny_timm`` / ``build_tiny_open_clip``: a tiny random-weight model of an embedder
   preset's architecture (UNI2-h, Virchow2, QuiltNet, CoCa...) for the preset loaders.
 - ``build_tiny_sam``: a tiny random-weight SAM for the segment tool's model path.
+- ``write_dicom_wsi``: a slide written as a DICOM WSI series (one instance per level, label and
+  overview instances), lossless or JPEG, or as one instance file.
+- ``write_ct_phantom``: a CT (or MR) series of a phantom with known geometry and HU values
+  (spheres of known diameter), written with shuffled file names; ``CT_PHANTOM`` describes it.
+- ``OrthancServer``: a throwaway Orthanc DICOMweb archive (the real server, in a network
+  namespace of its own), for what reads DICOMweb.
 - ``PostgresServer``: a throwaway local PostgreSQL server (not a double: the real server, in a
   temporary folder), for what runs against Postgres.
 - ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
-  transformers and vLLM backends; ``build_tiny_family``: the same for other families
-  (Gemma 3, Idefics3).
+  transformers and vLLM backends; ``build_tiny_family``: the same for the other families of
+  ``medagent model presets`` (Qwen2.5-VL, Qwen3-VL, Gemma 3, InternVL3, LLaVA-OneVision,
+  Idefics3).
 
 Heavy dependencies (torch, transformers) are imported inside the functions that need them, so
 ``import medagent.testing`` works without the ``[hf]`` extra.
 """
 
 from medagent.models import ScriptedModel, ScriptedReply
+from medagent.testing._dicom_wsi import write_dicom_wsi
 from medagent.testing._net import free_port
+from medagent.testing._orthanc import OrthancServer
+from medagent.testing._phantom import CT_PHANTOM, Phantom, PhantomSphere, write_ct_phantom
 from medagent.testing._postgres import PostgresServer
 from medagent.testing._slides import synthetic_tissue, write_pyramid_tiff
 from medagent.testing._stub_server import (
@@ -42,7 +52,11 @@ from medagent.testing._tiny_timm import TINY_TIMM_WIDTH, build_tiny_timm
 from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
 
 __all__ = [
+    "CT_PHANTOM",
     "OPENAI_REASONING_REFUSES",
+    "OrthancServer",
+    "Phantom",
+    "PhantomSphere",
     "PostgresServer",
     "ScriptedModel",
     "ScriptedReply",
@@ -63,5 +77,7 @@ __all__ = [
     "build_tiny_vlm",
     "free_port",
     "synthetic_tissue",
+    "write_ct_phantom",
+    "write_dicom_wsi",
     "write_pyramid_tiff",
 ]

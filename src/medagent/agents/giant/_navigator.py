@@ -286,7 +286,7 @@ class GiantNavigator:
             inputs={
                 "question": question,
                 "options": options,
-                "slide_path": str(slide.path.resolve()),
+                "slide_path": slide.source,
                 "modality": slide.modality.kind,
             },
             config=self.config.model_dump(mode="json"),

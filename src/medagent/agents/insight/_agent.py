@@ -130,7 +130,7 @@ class InsightAgent:
             method="insight",
             inputs={
                 "goal": goal,
-                "images": [str(s.path.resolve()) for s in slides],
+                "images": [s.source for s in slides],
                 "index": self.searcher is not None,
                 "zero_shot": self.scorer.name if self.scorer is not None else None,
             },

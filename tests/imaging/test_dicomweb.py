@@ -1,0 +1,174 @@
+"""Slides in a DICOMweb archive, against a real Orthanc with its DICOMweb plugin (no mocks):
+the series opens from a ``dicomweb+`` reference, reads equal the local copy pixel for pixel,
+only the frames a region covers are fetched, credentials stay out of everything written, and
+a refused, missing or vanished archive is one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from cli_support import medagent
+from medagent.agents.giant import GiantConfig, GiantNavigator
+from medagent.errors import InputError, MedagentError, SlideOpenError
+from medagent.imaging import Region, is_dicomweb_ref, open_image, parse_dicomweb_ref
+from medagent.models import ScriptedModel
+from medagent.testing import (
+    OrthancServer,
+    synthetic_tissue,
+    write_dicom_wsi,
+    write_pyramid_tiff,
+)
+
+pytestmark = pytest.mark.slow
+
+USER, PASSWORD = "reader", "s3cret-Pa55"
+TILE = 256
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("dicomweb")
+    source = write_pyramid_tiff(
+        folder / "source.tif", synthetic_tissue(4000, 3000, seed=5), mpp=0.25, levels=3
+    )
+    return write_dicom_wsi(source, folder / "series", tile=TILE, lossless=True)
+
+
+@pytest.fixture(scope="module")
+def archive(series: Path) -> Iterator[OrthancServer]:
+    try:
+        server = OrthancServer(users={USER: PASSWORD})
+    except MedagentError as exc:
+        pytest.fail(f"the Orthanc archive cannot run here: {exc}")
+    with server:
+        server.upload(sorted(series.glob("*.dcm")))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ref(archive: OrthancServer, series: Path) -> str:
+    header = pydicom.dcmread(series / "level-0.dcm", stop_before_pixels=True)
+    return (
+        f"dicomweb+{archive.dicomweb_url}/studies/{header.StudyInstanceUID}"
+        f"/series/{header.SeriesInstanceUID}"
+    )
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDAGENT_DICOMWEB_BASIC", f"{USER}:{PASSWORD}")
+
+
+# -- references ------------------------------------------------------------------------------
+
+
+def test_a_reference_names_root_study_and_series() -> None:
+    parsed = parse_dicomweb_ref("dicomweb+https://pacs.example/dicom-web/studies/1.2.3/series/4.5/")
+    assert parsed.base_url == "https://pacs.example/dicom-web"
+    assert (parsed.study_uid, parsed.series_uid) == ("1.2.3", "4.5")
+    assert parsed.url == "dicomweb+https://pacs.example/dicom-web/studies/1.2.3/series/4.5"
+    assert is_dicomweb_ref("DICOMWEB+https://x") and not is_dicomweb_ref("/data/slide.svs")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("dicomweb+https://u:p@pacs/dw/studies/1/series/2", "must not hold credentials"),
+        ("dicomweb+https://pacs/dw/studies/1/series/2?token=x", "no query"),
+        ("dicomweb+https://pacs/dw/studies/1.a/series/2", "the form is"),
+        ("dicomweb+ftp://pacs/dw/studies/1/series/2", "the form is"),
+        ("dicomweb+https://pacs/" + "a" * 3000, "at most"),
+    ],
+)
+def test_bad_references_are_one_line(text: str, words: str) -> None:
+    with pytest.raises(InputError, match=words) as caught:
+        parse_dicomweb_ref(text)
+    assert "\n" not in str(caught.value)
+
+
+# -- the archive ---------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("credentials")
+def test_the_series_reads_as_the_local_copy_fetching_only_the_frames_it_covers(
+    ref: str, series: Path
+) -> None:
+    local = open_image(series)
+    with open_image(ref) as remote:
+        assert remote.level_dimensions == local.level_dimensions
+        assert remote.mpp_x == local.mpp_x == 0.25
+        assert remote.source == ref and remote.format == "dicomweb"
+        assert "label" in remote.associated_image_names
+        frames = remote.frames  # type: ignore[attr-defined]
+        before = frames.frames
+        region = Region(x=1000, y=800, width=512, height=512)  # tiles 3..5 x 3..5 at 256 px
+        assert np.array_equal(np.asarray(remote.read(region, 0)), np.asarray(local.read(region, 0)))
+        assert frames.frames - before == 9
+        remote.read(region, 0)
+        assert frames.frames - before == 9  # decoded frames are cached
+    local.close()
+
+
+def test_wrong_credentials_are_one_line_and_never_shown(
+    ref: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDAGENT_DICOMWEB_BASIC", f"{USER}:wrong-password")
+    with pytest.raises(SlideOpenError, match="refused the credentials") as caught:
+        open_image(ref)
+    message = str(caught.value)
+    assert "\n" not in message and "wrong-password" not in message and ref in message
+
+
+@pytest.mark.usefixtures("credentials")
+def test_a_missing_series_is_one_line(ref: str) -> None:
+    missing = ref.rsplit("/series/", 1)[0] + "/series/1.2.3.4.5"
+    with pytest.raises(SlideOpenError) as caught:
+        open_image(missing)
+    assert "\n" not in str(caught.value) and missing in str(caught.value)
+
+
+@pytest.mark.usefixtures("credentials")
+def test_the_archive_going_away_mid_run_is_one_line_then_it_reads_again(
+    archive: OrthancServer, ref: str
+) -> None:
+    with open_image(ref) as remote:
+        archive.stop()
+        try:
+            with pytest.raises(MedagentError) as caught:
+                remote.read(Region(x=3000, y=2000, width=600, height=600), 0)
+            assert "\n" not in str(caught.value)
+        finally:
+            archive.start()
+        image = remote.read(Region(x=3000, y=2000, width=600, height=600), 0)
+        assert image.size == (600, 600)
+
+
+@pytest.mark.usefixtures("credentials")
+def test_giant_navigates_a_slide_in_the_archive(ref: str, tmp_path: Path) -> None:
+    zoom = {"reasoning": "look", "action": "zoom", "x": 500, "y": 500, "width": 1000, "height": 800}
+    answer = {"reasoning": "seen", "action": "answer", "answer": "1"}
+    model = ScriptedModel([{"json": zoom}, {"json": answer}])
+    slide = open_image(ref)
+    navigator = GiantNavigator(model, GiantConfig(long_side=512), runs_dir=tmp_path)
+    result = navigator.run(slide, "Is there tissue?", options=["yes", "no"])
+    assert result.status == "answered"
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["inputs"]["slide_path"] == ref
+    written = "".join(p.read_text(errors="ignore") for p in result.run_dir.rglob("*.json*"))
+    assert PASSWORD not in written
+
+
+def test_slide_info_reads_the_archive(ref: str) -> None:
+    env = {"MEDAGENT_DICOMWEB_BASIC": f"{USER}:{PASSWORD}", "COLUMNS": "200"}
+    done = medagent("slide", "info", ref, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4000 x 3000" in done.stdout and "0.25 x 0.25" in done.stdout
+    refused = medagent("slide", "info", ref, env={"MEDAGENT_DICOMWEB_BASIC": f"{USER}:nope"})
+    assert refused.returncode == 2 and "refused the credentials" in refused.stderr
+    assert "nope" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
