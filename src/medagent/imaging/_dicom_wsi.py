@@ -239,6 +239,29 @@ def _is_wsi_file(path: Path) -> bool:
     return str(meta.get("MediaStorageSOPClassUID", "")) == WSI_SOP_CLASS
 
 
+def _is_damaged_dicom(path: Path) -> bool:
+    """A file that says it is DICOM (the magic at byte 128, or a ``.dcm`` name) but whose file
+    meta cannot be read."""
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        with path.open("rb") as handle:
+            if handle.read(132)[128:132] != b"DICM":
+                return path.suffix.lower() == ".dcm"
+        meta = read_file_meta_info(path)
+    except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError):
+        return True
+    except OSError:
+        return False
+    # pydicom reads a meta group cut short as far as it goes, without complaint: the group's
+    # stated length (after its own 12-byte element at byte 132) must fit in the file.
+    length = meta.get("FileMetaInformationGroupLength")
+    if not isinstance(length, int) or path.stat().st_size < 144 + length:
+        return True
+    return not (meta.get("MediaStorageSOPClassUID") and meta.get("TransferSyntaxUID"))
+
+
 def dicom_wsi_files(folder: Path) -> list[Path]:
     """The DICOM WSI instances directly in ``folder`` (by their file meta), sorted by name."""
     try:
@@ -292,6 +315,14 @@ def _instances(path: Path) -> list[_Instance]:
                 path,
                 "holds no DICOM whole-slide instance (VL Whole Slide Microscopy); "
                 "give a folder holding the files of one slide's series",
+            )
+        damaged = [f for f in sorted(path.iterdir()) if f.is_file() and _is_damaged_dicom(f)]
+        if damaged:
+            # A level cut short must not leave a pyramid that silently starts lower down.
+            raise _fail(
+                damaged[0],
+                "is a DICOM file whose header cannot be read beside the series' instances; "
+                "the file is truncated or corrupt: check that it is complete",
             )
     elif _is_wsi_file(path):
         files = [path]
