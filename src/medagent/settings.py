@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -79,11 +80,16 @@ class Settings(BaseSettings):
     dicomweb_basic: SecretStr | None = Field(
         None, description="user:password for DICOMweb archives with basic authentication."
     )
+    dicomweb_archives: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DICOMweb roots (http(s)://host/path) whose series clients of `serve` and "
+        "`mcp` may open; the env var takes a comma-separated list. Empty: none.",
+    )
     sam_model: str | None = Field(
         None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."
     )
 
-    @field_validator("base_url", mode="before")
+    @field_validator("base_url", "dicomweb_archives", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
@@ -96,4 +102,19 @@ class Settings(BaseSettings):
         for url in value:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"base URL {url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("dicomweb_archives")
+    @classmethod
+    def _check_archives(cls, value: list[str]) -> list[str]:
+        # Only the form here (settings import no layer); imaging's guard compares them.
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"DICOMweb archive {url!r} must be http(s)://HOST/PATH")
+            if "@" in parts.netloc or parts.query or parts.fragment:
+                raise ValueError(
+                    f"DICOMweb archive {url!r}: no user, query or fragment in it (credentials "
+                    "go in MEDAGENT_DICOMWEB_TOKEN or MEDAGENT_DICOMWEB_BASIC)"
+                )
         return [url.rstrip("/") for url in value]

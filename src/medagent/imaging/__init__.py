@@ -46,6 +46,8 @@ from medagent.imaging._roots import (
     SLIDE_SUFFIXES,
     PathHider,
     list_under_roots,
+    normalize_archive,
+    resolve_slide_source,
     resolve_under_roots,
 )
 from medagent.imaging._tissue import (
@@ -121,11 +123,13 @@ __all__ = [
     "iter_tissue_tiles",
     "list_under_roots",
     "modality",
+    "normalize_archive",
     "open_dicomweb",
     "open_image",
     "open_volume",
     "parse_dicomweb_ref",
     "percentile_window",
+    "resolve_slide_source",
     "resolve_under_roots",
     "tissue_mask",
     "tissue_pixels",

@@ -5,6 +5,11 @@ Anything that takes a path from a client — the web app, the MCP server — goe
 absolute paths outside the roots, percent-encoded traversal and symlinks that lead out are
 refused. The check is made on the fully resolved path (symlinks followed), so a link inside a
 root that points elsewhere cannot be used to escape.
+
+A client may also name a series in a DICOMweb archive (``dicomweb+https://…``):
+``resolve_slide_source`` accepts it only when its archive root is, exactly, one the server
+allows — never a prefix, so ``https://pacs.example.evil`` is not ``https://pacs.example`` —
+because the server sends its own archive credentials with every request it makes there.
 """
 
 from __future__ import annotations
@@ -14,11 +19,19 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from medagent.errors import InputError, PathRefusedError
+from medagent.imaging._dicomweb import DicomWebRef, is_dicomweb_ref, parse_dicomweb_ref
 
-__all__ = ["SLIDE_SUFFIXES", "PathHider", "list_under_roots", "resolve_under_roots"]
+__all__ = [
+    "SLIDE_SUFFIXES",
+    "PathHider",
+    "list_under_roots",
+    "normalize_archive",
+    "resolve_slide_source",
+    "resolve_under_roots",
+]
 
 _MAX_DECODES = 4
 _LOG = logging.getLogger("medagent.paths")
@@ -83,6 +96,59 @@ def resolve_under_roots(requested: str, roots: Sequence[Path]) -> Path:
             f"slide path {shown} is outside the slide folders; give a path inside one of them"
         )
     raise InputError(f"no file {shown} under the slide folders")
+
+
+def normalize_archive(url: str) -> str:
+    """A DICOMweb root as compared: scheme and host in lower case, no trailing slash.
+
+    Anything but a plain ``http(s)://HOST[:PORT]/PATH`` is an ``InputError``: a user, a query, a
+    fragment, percent-encoding, a backslash, ``.``/``..`` parts or control characters — forms
+    that could make two spellings of one archive differ, or two archives look alike.
+    """
+    text = url.strip()
+    shown = _shown(text)
+    if any(not 0x21 <= ord(c) <= 0x7E or c in "\\%@" for c in text):
+        raise InputError(
+            f"DICOMweb root {shown}: plain ASCII only, no spaces, '\\', '%' or '@' in it"
+        )
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InputError(f"DICOMweb root {shown}: give http(s)://HOST/PATH")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise InputError(f"DICOMweb root {shown}: no query or fragment in it")
+    if any(part in (".", "..") for part in parts.path.split("/")):
+        raise InputError(f"DICOMweb root {shown}: no '.' or '..' parts in it")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def resolve_slide_source(
+    requested: str, roots: Sequence[Path], archives: Sequence[str]
+) -> Path | DicomWebRef:
+    """What a client's ``slide`` names: a file under ``roots`` (``resolve_under_roots``) or a
+    series in one of ``archives`` (DICOMweb roots), refused unless its root equals one of them.
+
+    The returned reference carries the archive root as configured. Refusals are one-line
+    ``PathRefusedError``s and malformed references ``InputError``s; neither names the allowed
+    archives, which are the server's business.
+    """
+    if not is_dicomweb_ref(requested):
+        return resolve_under_roots(requested, roots)
+    if not archives:
+        raise PathRefusedError(
+            "this server opens no DICOMweb archive; give a path under the slide folders"
+        )
+    ref = parse_dicomweb_ref(requested)
+    refused = PathRefusedError(
+        f"DICOMweb archive {_shown(ref.base_url)} is not one this server may open"
+    )
+    try:
+        wanted = normalize_archive(ref.base_url)
+    except InputError:
+        raise refused from None
+    allowed = {normalize_archive(archive): archive.strip().rstrip("/") for archive in archives}
+    if wanted not in allowed:
+        raise refused
+    return ref.model_copy(update={"base_url": allowed[wanted]})
 
 
 class PathHider:
