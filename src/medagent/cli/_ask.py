@@ -41,7 +41,8 @@ def _print_event(event: Any) -> None:
         console.print(f"[dim]where to look[/dim]  {event.text.splitlines()[0]}")
     elif event.kind == "zoom":
         reasoning = " ".join(event.text.split())[:100]
-        console.print(f"step {event.step:>2}  zoom {event.region}  [dim]{reasoning}[/dim]")
+        where = f"{event.slice}, {event.region}" if event.slice else str(event.region)
+        console.print(f"step {event.step:>2}  zoom {where}  [dim]{reasoning}[/dim]")
     elif event.kind in ("rejected", "invalid"):
         console.print(f"step {event.step:>2}  [yellow]{event.kind}[/yellow]: {event.text}")
     elif event.kind == "answer":
@@ -97,7 +98,13 @@ MethodOpt = Annotated[
 
 @app.command("ask")
 def ask(
-    slide: Annotated[Path, typer.Argument(help="Slide or image to examine.")],
+    slide: Annotated[
+        str,
+        typer.Argument(
+            help="Slide or image to examine, a CT/MR series folder (a volume), or a DICOMweb "
+            "series (dicomweb+https://HOST/ROOT/studies/UID/series/UID)."
+        ),
+    ],
     question: Annotated[str, typer.Argument(help="The question, in quotes.")],
     options: Annotated[
         str | None,
@@ -169,9 +176,14 @@ def ask(
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
 ) -> None:
-    """Ask a question about a slide; the agent looks, zooms, and answers.
+    """Ask a question about a slide or a CT/MR volume; the agent looks, zooms, and answers.
 
       medagent ask slide.svs "Which organ is this tissue from?" --options "lung;liver;colon"
+
+      medagent ask ct_series/ "Is there a bone-dense lesion?" --options "yes;no"
+
+    A CT/MR series folder is navigated from a montage of its slices: the agent goes to
+    slices and zooms into them (giant only).
 
     Prints each step as it happens, then the answer, the status and the trajectory
     (trajectory.html in the run folder: the overview with every zoom, each crop and the
@@ -180,8 +192,15 @@ def ask(
     """
     from medagent.agents.giant import GiantNavigator
     from medagent.cli._optimize import load_prompts
+    from medagent.imaging import (
+        Slide,
+        Volume,
+        holds_volume,
+        is_dicomweb_ref,
+        open_image,
+        open_volume,
+    )
     from medagent.imaging import modality as modality_of
-    from medagent.imaging import open_image
     from medagent.models import SpendCap, build_model
     from medagent.tools import SamSegmenter
 
@@ -230,7 +249,12 @@ def ask(
         except ValueError as exc:
             raise ConfigError(f"--modality: {exc}") from None
     _, spend = spend_for(settings, budget_usd, price_in, price_out)
-    opened = open_image(slide, modality=kind)
+    # A series folder is a volume (the navigator refuses the baselines on it, in one line).
+    opened: Slide | Volume = (
+        open_volume(Path(slide))
+        if not is_dicomweb_ref(slide) and holds_volume(Path(slide))
+        else open_image(slide, modality=kind)
+    )
     chat_model = build_model(settings)
     if spend is not None:
         chat_model = SpendCap(chat_model, spend)

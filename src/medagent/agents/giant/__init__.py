@@ -1,7 +1,9 @@
-"""GIANT: a VLM navigates a gigapixel image (a slide, a radiograph) as its expert reader would,
-and its baselines.
+"""GIANT: a VLM navigates a gigapixel image (a slide, a radiograph) or a CT/MR volume as its
+expert reader would, and its baselines.
 
-``GiantNavigator(model).run(slide, question)`` → ``GiantResult`` (answer, status, trajectory).
+``GiantNavigator(model).run(slide, question)`` → ``GiantResult`` (answer, status, trajectory);
+a ``Volume`` (or a series folder) is navigated from a slice montage with one more action,
+``slice``.
 ``build_graph(RunContext(...))`` is the bare navigation graph (for LangGraph Studio).
 """
 
@@ -11,6 +13,8 @@ from medagent.agents.giant._actions import (
     GiantAction,
     LookAction,
     RandomAction,
+    SliceAction,
+    VolumeAction,
     ZoomAction,
 )
 from medagent.agents.giant._config import GiantConfig, Method
@@ -25,10 +29,20 @@ from medagent.agents.giant._graph import (
 from medagent.agents.giant._navigator import (
     GiantNavigator,
     GiantResult,
+    Source,
     giant_program,
+    open_source,
     prompt_hashes,
 )
-from medagent.agents.giant._trajectory import RunLog, Status, StepRecord, Trajectory
+from medagent.agents.giant._trajectory import (
+    RunLog,
+    SliceInfo,
+    Status,
+    StepRecord,
+    Trajectory,
+    VolumeInfo,
+)
+from medagent.agents.giant._volume import SliceAt
 
 __all__ = [
     "AnswerAction",
@@ -44,13 +58,20 @@ __all__ = [
     "RandomAction",
     "RunContext",
     "RunLog",
+    "SliceAction",
+    "SliceAt",
+    "SliceInfo",
+    "Source",
     "Status",
     "StepRecord",
     "Trajectory",
     "Visit",
     "Visits",
+    "VolumeAction",
+    "VolumeInfo",
     "ZoomAction",
     "build_graph",
     "giant_program",
+    "open_source",
     "prompt_hashes",
 ]

@@ -2,13 +2,19 @@
 
 Bounds on every field keep the JSON schema finite, so constrained decoding terminates even with
 a weak model (free integers and strings would let it write digits until ``max_tokens``).
+
+A CT/MR volume adds one action, ``slice`` (go to a slice, optionally a region of it); slides
+keep exactly ``GiantAction``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+
+from medagent.imaging import Region, VolumeAxis, WindowPreset
 
 __all__ = [
     "AnswerAction",
@@ -16,8 +22,11 @@ __all__ = [
     "GiantAction",
     "LookAction",
     "RandomAction",
+    "SliceAction",
+    "VolumeAction",
     "ZoomAction",
     "decoding_schema",
+    "volume_schemas",
 ]
 
 COORD = 10_000_000
@@ -57,12 +66,49 @@ class LookAction(BaseModel):
     action: Literal["look"]
 
 
+class SliceAction(BaseModel):
+    """Go to slice ``index`` along ``axis`` of a CT/MR volume, through ``window`` (``None``:
+    keep the current one); with x, y, width, height (that slice's pixels), only that region."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reasoning: str = Field(max_length=REASONING)
+    action: Literal["slice"]
+    index: int = Field(ge=0, le=COORD)
+    axis: VolumeAxis = "axial"
+    window: WindowPreset | None = None
+    x: int | None = Field(None, ge=-COORD, le=COORD)
+    y: int | None = Field(None, ge=-COORD, le=COORD)
+    width: int | None = Field(None, ge=1, le=COORD)
+    height: int | None = Field(None, ge=1, le=COORD)
+
+    @model_validator(mode="after")
+    def _whole_region(self) -> SliceAction:
+        given = [v is not None for v in (self.x, self.y, self.width, self.height)]
+        if any(given) and not all(given):
+            raise ValueError("give x, y, width and height together, or none for the whole slice")
+        return self
+
+    @property
+    def region(self) -> Region | None:
+        """The region asked for, in the slice's pixels (``None``: the whole slice)."""
+        if self.x is None or self.y is None or self.width is None or self.height is None:
+            return None
+        return Region(x=self.x, y=self.y, width=self.width, height=self.height)
+
+
 class GiantAction(RootModel[Annotated[ZoomAction | AnswerAction, Field(discriminator="action")]]):
     """One turn of the navigator."""
 
 
 class RandomAction(RootModel[Annotated[LookAction | AnswerAction, Field(discriminator="action")]]):
     """One turn of the random-region baseline."""
+
+
+class VolumeAction(
+    RootModel[Annotated[ZoomAction | SliceAction | AnswerAction, Field(discriminator="action")]]
+):
+    """One turn of the navigator over a CT/MR volume."""
 
 
 class FinalAnswer(BaseModel):
@@ -95,3 +141,85 @@ def decoding_schema(slide_width: int, slide_height: int) -> type[BaseModel]:
 
     SlideAction.__name__ = "GiantAction"
     return SlideAction
+
+
+def volume_schemas(
+    counts: Mapping[VolumeAxis, int],
+    bound: int,
+    *,
+    hu: bool,
+    on: tuple[int, int] | None,
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``VolumeAction`` for one volume and turn: what replies are validated against, and what a
+    constrained decoder is sent.
+
+    Validation checks the index against the chosen axis (a JSON schema cannot tie one field's
+    bound to another's value), refuses HU presets for an MR and a zoom before any slice (``on``
+    is the current slice's width and height, ``None`` on the montage), so such replies go back
+    through the correction loop; regions stay loose (clamped later, as a slide's). The decoding
+    schema bounds every number: index by the longest axis, a slice's region by ``bound`` (the
+    longest side any view can have), a zoom by the current slice.
+    """
+
+    class CheckedSlice(SliceAction):
+        @model_validator(mode="after")
+        def _inside(self) -> CheckedSlice:
+            count = counts[self.axis]
+            if self.index >= count:
+                raise ValueError(
+                    f"slice {self.index} is outside the volume: {self.axis} slices are "
+                    f"0 to {count - 1}"
+                )
+            if self.window is not None and not hu:
+                raise ValueError(
+                    "an MR has no HU window presets; give window null (its own percentiles)"
+                )
+            return self
+
+    class CheckedZoom(ZoomAction):
+        @model_validator(mode="after")
+        def _on_a_slice(self) -> CheckedZoom:
+            if on is None:
+                raise ValueError(
+                    "zoom looks into the slice you are on, and you are on the montage: go to a "
+                    'slice first ("action": "slice")'
+                )
+            return self
+
+    class CheckedAction(
+        RootModel[
+            Annotated[CheckedZoom | CheckedSlice | AnswerAction, Field(discriminator="action")]
+        ]
+    ):
+        """One turn of the navigator, within this volume."""
+
+    on_w, on_h = on or (bound, bound)  # names of their own: a class body hides width, height
+
+    class BoundedZoom(ZoomAction):
+        x: int = Field(ge=0, le=max(0, on_w - 1))
+        y: int = Field(ge=0, le=max(0, on_h - 1))
+        width: int = Field(ge=1, le=max(1, on_w))
+        height: int = Field(ge=1, le=max(1, on_h))
+
+    class BoundedSlice(SliceAction):
+        index: int = Field(ge=0, le=max(counts.values()) - 1)
+        x: int | None = Field(None, ge=0, le=max(0, bound - 1))
+        y: int | None = Field(None, ge=0, le=max(0, bound - 1))
+        width: int | None = Field(None, ge=1, le=max(1, bound))
+        height: int | None = Field(None, ge=1, le=max(1, bound))
+
+    class BoundedAction(
+        RootModel[
+            Annotated[BoundedZoom | BoundedSlice | AnswerAction, Field(discriminator="action")]
+        ]
+    ):
+        """One turn of the navigator, within this volume."""
+
+    class MontageAction(
+        RootModel[Annotated[BoundedSlice | AnswerAction, Field(discriminator="action")]]
+    ):
+        """One turn of the navigator on the montage: go to a slice, or answer."""
+
+    decoding: type[BaseModel] = BoundedAction if on is not None else MontageAction
+    CheckedAction.__name__ = decoding.__name__ = "VolumeAction"
+    return CheckedAction, decoding

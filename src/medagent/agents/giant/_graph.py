@@ -4,6 +4,9 @@ State holds only control data (step, counts, visited regions, the pending action
 node dispatches on what the model asked for; the conversation and step records live in the run
 log (see ``_trajectory``), so checkpoints stay small while the graph can still resume after a
 kill. The nodes are module functions of the run's ``RunContext`` (bound with ``partial``).
+
+Over a CT/MR volume the same graph runs: the overview is a labelled montage, a ``slice`` action
+moves to a slice (the state's ``at``), and zooms look into the slice the model is on.
 """
 
 from __future__ import annotations
@@ -27,18 +30,37 @@ from medagent.agents.giant._actions import (
     GiantAction,
     LookAction,
     RandomAction,
+    SliceAction,
     ZoomAction,
     decoding_schema,
+    volume_schemas,
 )
 from medagent.agents.giant._asking import Asked, ask, unwrap
 from medagent.agents.giant._config import GiantConfig
 from medagent.agents.giant._prompts import options_text, system_prompt, view_scale
 from medagent.agents.giant._trajectory import RunLog, Status, StepRecord
-from medagent.errors import RegionError
-from medagent.imaging import Region, Slide, TissueMask, tissue_mask
+from medagent.agents.giant._volume import (
+    SliceAt,
+    counts,
+    montage_text,
+    slice_info,
+    view_bound,
+    volume_info,
+    volume_system_prompt,
+)
+from medagent.errors import MedagentError, RegionError
+from medagent.imaging import Region, Slide, TissueMask, Volume, VolumeView, tissue_mask
 from medagent.models import ChatModel, Message, prune_images, watch_budget
 from medagent.prompts import load_template
-from medagent.tools import ToolContext, ToolFailure, ZeroShotOutput, overview, zero_shot, zoom
+from medagent.tools import (
+    ToolContext,
+    ToolFailure,
+    ZeroShotOutput,
+    montage,
+    overview,
+    zero_shot,
+    zoom,
+)
 
 __all__ = [
     "GiantEvent",
@@ -105,7 +127,7 @@ class Pending(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    action: Annotated[ZoomAction | LookAction, Field(discriminator="action")]
+    action: Annotated[ZoomAction | LookAction | SliceAction, Field(discriminator="action")]
     step: int
 
     def asked(self, log: RunLog) -> Asked:
@@ -120,6 +142,7 @@ class GiantState(TypedDict, total=False):
     message_count: int  # conversation length in the run log
     visited: Annotated[Visits, add_visits]  # every region shown, in order
     pending: Pending | None  # a parsed look waiting to be carried out
+    at: SliceAt | None  # a volume: the slice the model is on (None: still on the montage)
     answer: str | None
     status: Status
     error: str | None
@@ -128,7 +151,7 @@ class GiantState(TypedDict, total=False):
 def checkpoint_serde() -> JsonPlusSerializer:
     """LangGraph's serializer, told that the state's own types may be revived from a
     checkpoint (else each is revived with a warning, and later versions would refuse it)."""
-    return JsonPlusSerializer(allowed_msgpack_modules=[Visits, Pending])
+    return JsonPlusSerializer(allowed_msgpack_modules=[Visits, Pending, SliceAt])
 
 
 class GiantEvent(BaseModel):
@@ -141,6 +164,7 @@ class GiantEvent(BaseModel):
     text: str = ""
     region: Region | None = None
     artifact_id: str | None = None
+    slice: str | None = None  # a volume: the slice a view shows, e.g. "axial slice 12 of 0-39"
 
 
 @dataclass
@@ -158,10 +182,32 @@ class RunContext:
     system_prompt: str | None = None  # as sent (else the template, filled for the slide)
     example_turns: list[Message] = dataclasses.field(default_factory=list)  # a program's demos
     _tissue: TissueMask | None = None
+    _view: tuple[SliceAt, VolumeView, ToolContext] | None = None
 
     @property
     def slide(self) -> Slide:
         return self.tools.require_slide()
+
+    @property
+    def volume(self) -> Volume | None:
+        """The CT/MR volume navigated (``None`` for a slide)."""
+        return self.tools.volume
+
+    def slice_view(self, at: SliceAt) -> tuple[VolumeView, ToolContext]:
+        """The slice ``at`` as a 2-D view, and tools whose image is that slice (kept for the
+        next turn: zooms look into the slice the model is on)."""
+        if self._view is None or self._view[0] != at:
+            volume = self.volume
+            assert volume is not None, "slices exist only in a volume"
+            view = volume.view(at.axis, at.index, at.window)
+            tools = dataclasses.replace(
+                self.tools,
+                slide=view.slide,
+                guides=self.tools.guides if self.config.guides_on_crops else None,
+                _renderer=None,
+            )
+            self._view = (at, view, tools)
+        return self._view[1], self._view[2]
 
     @property
     def long_side(self) -> int:
@@ -195,7 +241,8 @@ def _summary(log: RunLog) -> str:
     lines = []
     for record in log.steps:
         if record.region is not None:
-            lines.append(f"- step {record.step}: {record.region}: {record.reasoning[:200]}")
+            where = f"{record.slice.label()}, " if record.slice is not None else ""
+            lines.append(f"- step {record.step}: {where}{record.region}: {record.reasoning[:200]}")
     return "\n".join(lines) or "- only the overview"
 
 
@@ -207,25 +254,40 @@ async def start(run: RunContext, state: GiantState) -> GiantState:
     """The system prompt, any worked examples, then the question with the overview."""
     if state.get("message_count"):
         return {}
-    slide, config = run.slide, run.config
-    view = overview(run.tools, long_side=run.long_side)
-    system = run.system_prompt or system_prompt(slide, config, run.method)
+    config = run.config
+    if run.volume is not None:
+        volume = run.volume
+        grid = montage(run.tools)
+        system = run.system_prompt or volume_system_prompt(volume, config)
+        question = load_template("giant/question_volume").render(
+            question=run.question,
+            options=options_text(run.options),
+            volume=volume_info(volume).to_text(),
+            montage=montage_text(grid, volume.unit),
+            steps_left=config.max_steps,
+        )
+        artifact, text = grid.artifact, grid.to_text()
+    else:
+        slide = run.slide
+        view = overview(run.tools, long_side=run.long_side)
+        system = run.system_prompt or system_prompt(slide, config, run.method)
+        words = image_words(slide)
+        question = load_template("giant/question").render(
+            question=run.question,
+            options=options_text(run.options),
+            whole=words["whole"],
+            width=slide.dimensions.width,
+            height=slide.dimensions.height,
+            spacing=words["spacing"],
+            steps_left=config.max_steps,
+        )
+        artifact, text = view.artifact, view.to_text()
     run.log.add_message(Message.system(system))
     for turn in run.example_turns:
         run.log.add_message(turn)
-    words = image_words(slide)
-    question = load_template("giant/question").render(
-        question=run.question,
-        options=options_text(run.options),
-        whole=words["whole"],
-        width=slide.dimensions.width,
-        height=slide.dimensions.height,
-        spacing=words["spacing"],
-        steps_left=config.max_steps,
-    )
     hint = where_to_look(run)
     if isinstance(hint, ZeroShotOutput):
-        run.log.add_message(Message.user(question, view.artifact, hint.to_text(), hint.artifact))
+        run.log.add_message(Message.user(question, artifact, hint.to_text(), hint.artifact))
         run.log.set_meta(
             where_to_look={
                 "artifact": hint.artifact.model_dump(mode="json"),
@@ -234,9 +296,9 @@ async def start(run: RunContext, state: GiantState) -> GiantState:
             }
         )
     else:
-        run.log.add_message(Message.user(question, view.artifact))
-    run.log.set_meta(overview=view.artifact.model_dump(mode="json"))
-    run.emit(GiantEvent(kind="overview", step=0, artifact_id=view.artifact.id, text=view.to_text()))
+        run.log.add_message(Message.user(question, artifact))
+    run.log.set_meta(overview=artifact.model_dump(mode="json"))
+    run.emit(GiantEvent(kind="overview", step=0, artifact_id=artifact.id, text=text))
     if hint is not None:
         shown = hint.artifact.id if isinstance(hint, ZeroShotOutput) else None
         run.emit(GiantEvent(kind="where_to_look", step=0, artifact_id=shown, text=hint.to_text()))
@@ -260,12 +322,10 @@ def where_to_look(run: RunContext) -> ZeroShotOutput | ToolFailure | None:
 
 async def decide(run: RunContext, state: GiantState) -> GiantState:
     """One turn: ask for an action (a final answer on the last turn) and record it."""
-    config, dims = run.config, run.slide.dimensions
+    config = run.config
     step = state["step"] + 1
     final = step >= config.max_steps
-    schema: type[BaseModel] = (
-        FinalAnswer if final else (RandomAction if run.method == "random-region" else GiantAction)
-    )
+    schema, request_schema = _schemas(run, state, final)
     history = list(run.log.messages)
     if final:
         history.append(Message.user(load_template("giant/final").render(summary=_summary(run.log))))
@@ -278,10 +338,8 @@ async def decide(run: RunContext, state: GiantState) -> GiantState:
             step=step,
             config=config,
             artifacts=run.tools.artifacts,
-            # Constrained decoders get the slide's bounds; replies are validated loosely.
-            request_schema=(
-                decoding_schema(dims.width, dims.height) if schema is GiantAction else None
-            ),
+            # Constrained decoders get the image's bounds; replies are validated loosely.
+            request_schema=request_schema,
         )
     if refused:
         # Not a finished state: the checkpoint keeps the last step, so a rerun with a higher
@@ -307,9 +365,9 @@ async def decide(run: RunContext, state: GiantState) -> GiantState:
             )
         )
         return {"step": step, "message_count": len(run.log.messages), "pending": None}
-    action = unwrap(value)
+    action = _plain(unwrap(value))
     run.log.add_message(Message.assistant(asked.outputs[-1]))
-    if isinstance(action, ZoomAction | LookAction):
+    if isinstance(action, ZoomAction | LookAction | SliceAction):
         run.log.add_asked(step, asked.model_dump(mode="json"))
         pending = Pending(action=action, step=step)
         return {"step": step, "message_count": len(run.log.messages), "pending": pending}
@@ -327,6 +385,36 @@ async def decide(run: RunContext, state: GiantState) -> GiantState:
         "answer": action.answer,
         "status": "answered_at_limit" if final else "answered",
     }
+
+
+def _schemas(
+    run: RunContext, state: GiantState, final: bool
+) -> tuple[type[BaseModel], type[BaseModel] | None]:
+    """What this turn's reply is validated against, and what a constrained decoder is sent
+    (bounded by the image; ``None``: the same)."""
+    if final:
+        return FinalAnswer, None
+    volume = run.volume
+    if volume is not None:
+        at = state.get("at")
+        on = None
+        if at is not None:
+            dims = run.slice_view(at)[0].slide.dimensions
+            on = (dims.width, dims.height)
+        return volume_schemas(counts(volume), view_bound(volume), hu=volume.hu, on=on)
+    if run.method == "random-region":
+        return RandomAction, None
+    dims = run.slide.dimensions
+    return GiantAction, decoding_schema(dims.width, dims.height)
+
+
+def _plain(action: BaseModel) -> BaseModel:
+    """A volume's checked action as the plain model the state stores (the checked classes are
+    built per volume, so a checkpoint could not revive them)."""
+    for plain in (SliceAction, ZoomAction):
+        if isinstance(action, plain) and type(action) is not plain:
+            return plain.model_validate(action.model_dump())
+    return action
 
 
 def random_region(run: RunContext, step: int) -> Region:
@@ -364,7 +452,7 @@ def random_region(run: RunContext, step: int) -> Region:
 
 
 def _reject(
-    run: RunContext, pending: Pending, requested: Region, problem: str, message: str
+    run: RunContext, pending: Pending, requested: Region | None, problem: str, message: str
 ) -> GiantState:
     run.log.add_step(
         StepRecord(
@@ -379,35 +467,83 @@ def _reject(
     return {"message_count": len(run.log.messages), "pending": None}
 
 
-def _problem(config: GiantConfig, requested: Region, inside: Region | None, slide: Slide) -> str:
-    """Why a region cannot be shown ("" when it can)."""
+def _problem(
+    config: GiantConfig, requested: Region, inside: Region | None, slide: Slide, name: str
+) -> str:
+    """Why a region cannot be shown ("" when it can); ``name``: "slide", or "slice"."""
     dims = slide.dimensions
     if inside is None:
         return (
-            f"region {requested} lies entirely outside the slide "
+            f"region {requested} lies entirely outside the {name} "
             f"(0..{dims.width} x 0..{dims.height})"
         )
     if inside != requested and config.strict_regions:
         return (
-            f"region {requested} extends beyond the slide (0..{dims.width} x "
+            f"region {requested} extends beyond the {name} (0..{dims.width} x "
             f"0..{dims.height}); give a region inside it"
         )
     return ""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a look shows its region of: the slide, or a volume's slice (``at``, ``view``)."""
+
+    slide: Slide
+    tools: ToolContext
+    at: SliceAt | None = None
+    view: VolumeView | None = None
 
 
 async def look(run: RunContext, state: GiantState) -> GiantState:
     """Show the region the pending action asked for (or a random one), with its scale."""
     pending = state.get("pending")
     assert pending is not None, "look runs only after decide left an action"
-    config, slide = run.config, run.slide
-    dims, step, action = slide.dimensions, pending.step, pending.action
+    action = pending.action
+    if run.volume is not None:
+        return _look_in_volume(run, state, pending)
     if isinstance(action, ZoomAction):
         requested = Region(x=action.x, y=action.y, width=action.width, height=action.height)
     else:
-        requested = random_region(run, step)
+        requested = random_region(run, pending.step)
+    return _show(run, state, pending, requested, _Target(run.slide, run.crop_tools()))
+
+
+def _look_in_volume(run: RunContext, state: GiantState, pending: Pending) -> GiantState:
+    """A volume's look: go to the slice asked for (or stay on the current one for a zoom)."""
+    action, current = pending.action, state.get("at")
+    if isinstance(action, SliceAction):
+        # A window left out keeps the current one: scrolling stays in the window chosen.
+        window = action.window or (current.window if current is not None else None)
+        at: SliceAt | None = SliceAt(axis=action.axis, index=action.index, window=window)
+        region = action.region
+    else:
+        assert isinstance(action, ZoomAction), "a volume has no random looks"
+        at = current
+        region = Region(x=action.x, y=action.y, width=action.width, height=action.height)
+    spent = f"That turn is spent. {_turns_left(run.config, pending.step)}"
+    if at is None:  # decide refuses zooms on the montage; a resumed older state might not
+        problem = "you are on the montage, not on a slice: go to a slice first"
+        return _reject(run, pending, region, problem, f"{problem}. {spent}")
+    try:
+        view, tools = run.slice_view(at)
+    except MedagentError as exc:  # e.g. a reformat across missing slices
+        run.emit(GiantEvent(kind="rejected", step=pending.step, text=str(exc)))
+        return _reject(run, pending, region, str(exc), f"That slice cannot be shown: {exc} {spent}")
+    requested = region or Region.whole(view.slide.dimensions)
+    return _show(run, state, pending, requested, _Target(view.slide, tools, at, view))
+
+
+def _show(
+    run: RunContext, state: GiantState, pending: Pending, requested: Region, target: _Target
+) -> GiantState:
+    """Clamp ``requested`` to the target image, render it, tell the model what it sees."""
+    config, slide, at = run.config, target.slide, target.at
+    dims, step, action = slide.dimensions, pending.step, pending.action
+    name = "slide" if at is None else "slice"
     started = time.perf_counter()
     inside = requested.clamp(dims)
-    problem = _problem(config, requested, inside, slide)
+    problem = _problem(config, requested, inside, slide, name)
     if problem or inside is None:
         run.emit(GiantEvent(kind="rejected", step=step, text=problem, region=requested))
         spent = f"That turn is spent. {_turns_left(config, step)}"
@@ -415,7 +551,7 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
         return _reject(run, pending, requested, problem, message)
     try:
         view = zoom(
-            run.crop_tools(),
+            target.tools,
             x=inside.x,
             y=inside.y,
             width=inside.width,
@@ -426,8 +562,8 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
         return _reject(run, pending, requested, str(exc), f"That region could not be shown: {exc}")
     notes: list[str] = []
     if inside != requested:
-        notes.append(f" Your region {requested} was clamped to the slide.")
-    for earlier in state.get("visited", Visits()).visits():
+        notes.append(f" Your region {requested} was clamped to the {name}.")
+    for earlier in _comparable_visits(run, state, at):
         if _iou(inside, earlier.region) >= config.loop_overlap:
             seen = earlier.region
             nudge = load_template("giant/nudge").render(
@@ -435,22 +571,45 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
             )
             notes.append(" " + nudge.strip())
             break
-    text = load_template("giant/after_zoom").render(
-        x=inside.x,
-        y=inside.y,
-        w=inside.width,
-        h=inside.height,
-        whole=image_words(slide)["whole"],
-        slide_width=dims.width,
-        slide_height=dims.height,
-        scale=view_scale(slide, view.region.width, view.artifact.width, view.mpp),
-        notes="".join(notes),
-        steps_left=config.max_steps - step,
-    )
+    scale = view_scale(slide, view.region.width, view.artifact.width, view.mpp)
+    volume = run.volume
+    shown = slice_info(target.view, volume.unit) if target.view and volume else None
+    if shown is None:
+        text = load_template("giant/after_zoom").render(
+            x=inside.x,
+            y=inside.y,
+            w=inside.width,
+            h=inside.height,
+            whole=image_words(slide)["whole"],
+            slide_width=dims.width,
+            slide_height=dims.height,
+            scale=scale,
+            notes="".join(notes),
+            steps_left=config.max_steps - step,
+        )
+    else:
+        whole = Region.whole(dims)
+        text = load_template("giant/after_slice").render(
+            where=f"{shown.label()}, {shown.window}",
+            shown=(
+                f"the whole slice ({dims.width} x {dims.height} pixels)"
+                if inside == whole
+                else f"region x={inside.x}, y={inside.y}, width={inside.width}, "
+                f"height={inside.height} of its {dims.width} x {dims.height} pixels"
+            ),
+            scale=scale,
+            notes="".join(notes),
+            steps_left=config.max_steps - step,
+        )
     run.log.add_message(Message.user(view.artifact, text))
+    kind: Literal["look", "slice", "zoom"] = (
+        "look"
+        if isinstance(action, LookAction)
+        else ("slice" if isinstance(action, SliceAction) else "zoom")
+    )
     run.log.add_step(
         StepRecord(
-            kind="look" if isinstance(action, LookAction) else "zoom",
+            kind=kind,
             action=action.model_dump(),
             requested=requested,
             region=view.region,
@@ -458,6 +617,7 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
             level=view.level,
             mpp=view.mpp,
             artifact=view.artifact,
+            slice=shown,
             notes=[n.strip() for n in notes],
             tool_s=time.perf_counter() - started,
             **pending.asked(run.log).step_fields(),
@@ -470,13 +630,30 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
             region=view.region,
             artifact_id=view.artifact.id,
             text=action.reasoning,
+            slice=shown.label() if shown is not None else None,
         )
     )
-    return {
+    update: GiantState = {
         "message_count": len(run.log.messages),
         "pending": None,
         "visited": Visits.of(Visit(region=inside, step=step)),
     }
+    if at is not None:
+        update["at"] = at
+    return update
+
+
+def _comparable_visits(run: RunContext, state: GiantState, at: SliceAt | None) -> list[Visit]:
+    """Earlier visits a new one may repeat: all of a slide's; a volume's on the same slice."""
+    visits = state.get("visited", Visits()).visits()
+    if at is None:
+        return visits
+    same = {
+        r.step
+        for r in run.log.steps
+        if r.slice is not None and (r.slice.axis, r.slice.index) == (at.axis, at.index)
+    }
+    return [v for v in visits if v.step in same]
 
 
 def after_decide(state: GiantState) -> str:

@@ -3,7 +3,8 @@
 The page must open from a copied run folder, offline, years later: no external scripts, styles,
 fonts or images, and no JavaScript; every image is a ``data:`` URL read from the artifact store.
 Everything the model (or the question's author) wrote is untrusted and goes through
-``html.escape`` — a reasoning that contains ``<script>`` must show as text, not run.
+``html.escape`` — a reasoning that contains ``<script>`` must show as text, not run. A volume's
+page names the slice of every step (the overview is then the slice montage).
 """
 
 from __future__ import annotations
@@ -62,10 +63,37 @@ def _boxes(steps: Iterable[StepRecord]) -> list[tuple[int, Region]]:
     return [(s.step, s.region) for s in steps if s.region is not None]
 
 
+def _montage(trajectory: Trajectory, artifacts: ArtifactStore) -> str:
+    """A volume's overview: the montage, then which slice each step looked at."""
+    ref = trajectory.overview
+    image = image_tag(artifacts, ref, "slice montage") if ref is not None else ""
+    looked = [(s, s.slice) for s in trajectory.steps if s.slice is not None]
+    legend = "".join(
+        f'<li><a href="#step-{s.step}">step {s.step}</a>: {escape(at.label())}'
+        + (f", {escape(s.region)}" if s.region is not None else "")
+        + "</li>"
+        for s, at in looked
+    )
+    return (
+        f'<section class="overview"><h2>Overview</h2><figure style="margin:0">{image}'
+        '<figcaption class="muted">montage of axial slices, each tile labelled with its slice '
+        "number</figcaption></figure>"
+        + (
+            f"<details open><summary>{len(looked)} slices looked at</summary>"
+            f"<ul>{legend}</ul></details>"
+            if looked
+            else ""
+        )
+        + "</section>"
+    )
+
+
 def _overview(trajectory: Trajectory, artifacts: ArtifactStore) -> str:
     ref = trajectory.overview
     if ref is None:
         return '<p class="muted">No overview was recorded.</p>'
+    if trajectory.volume is not None:
+        return _montage(trajectory, artifacts)
     boxes = _boxes(trajectory.steps)
     if ref.region is None or not boxes:
         image = image_tag(artifacts, ref, "overview")
@@ -125,11 +153,15 @@ def _header(trajectory: Trajectory) -> str:
     rows += [
         ("method", escape(t.method)),
         ("model", escape(t.model)),
-        ("slide", escape(t.slide_path)),
+        ("slide" if t.volume is None else "volume", escape(t.slide_path)),
         (
-            "slide size",
-            f"{slide.width} × {slide.height} px, {slide.level_count} levels, {spacing}"
-            + (f", {slide.objective_power:g}×" if slide.objective_power else ""),
+            (
+                "slide size",
+                f"{slide.width} × {slide.height} px, {slide.level_count} levels, {spacing}"
+                + (f", {slide.objective_power:g}×" if slide.objective_power else ""),
+            )
+            if t.volume is None
+            else ("volume size", escape(t.volume.to_text()))
         ),
         ("steps", str(len(t.steps))),
         ("tokens", _tokens(t.prompt_tokens, t.completion_tokens, t.reasoning_tokens)),
@@ -186,12 +218,16 @@ def _errors(record: StepRecord) -> str:
 
 def _step(record: StepRecord, artifacts: ArtifactStore, kind: ModalityKind) -> str:
     badges = f'<span class="badge">{escape(record.kind)}</span>'
+    if record.slice is not None:
+        badges += f'<span class="badge">{escape(record.slice.axis)} {record.slice.index}</span>'
     if record.clamped:
         badges += '<span class="badge warn">clamped</span>'
     answer = (record.action or {}).get("answer")
     rows: list[tuple[str, str]] = []
     if answer is not None:
         rows.append(("answer", f'<span class="answer">{escape(answer)}</span>'))
+    if record.slice is not None:
+        rows.append(("slice", escape(f"{record.slice.label()}, {record.slice.window}")))
     if record.requested is not None and record.requested != record.region:
         rows.append(("requested", escape(record.requested)))
     if record.region is not None:

@@ -1,4 +1,5 @@
-"""``GiantNavigator``: ask a question about a slide; get an answer, a status and a trajectory.
+"""``GiantNavigator``: ask a question about a slide or a CT/MR volume; get an answer, a status
+and a trajectory.
 
 Each run gets a directory: ``artifacts/`` (every image shown), ``events.jsonl`` (the log as it
 happens), ``checkpoints.sqlite`` (LangGraph's, one thread per run, for resuming),
@@ -39,9 +40,23 @@ from medagent.agents.giant._graph import (
 )
 from medagent.agents.giant._prompts import system_prompt
 from medagent.agents.giant._trajectory import RunLog, Status, Trajectory, WhereToLook
+from medagent.agents.giant._volume import (
+    VOLUME_TEMPLATES,
+    check_volume_run,
+    volume_info,
+    volume_system_prompt,
+)
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import BudgetExhaustedError, ConfigError
-from medagent.imaging import RenderPolicy, Slide, open_image
+from medagent.imaging import (
+    RenderPolicy,
+    Slide,
+    Volume,
+    holds_volume,
+    is_dicomweb_ref,
+    open_image,
+    open_volume,
+)
 from medagent.models import ChatModel, Message, watch_budget
 from medagent.prompts import (
     CompiledProgram,
@@ -55,7 +70,18 @@ from medagent.prompts import (
 )
 from medagent.tools import Segmenter, TextImageScorer, ToolContext, slide_facts
 
-__all__ = ["TEMPLATES", "GiantNavigator", "GiantResult", "giant_program", "prompt_hashes"]
+__all__ = [
+    "TEMPLATES",
+    "GiantNavigator",
+    "GiantResult",
+    "Source",
+    "giant_program",
+    "open_source",
+    "prompt_hashes",
+]
+
+Source = Slide | Volume
+"""What GIANT navigates: a slide (or any 2-D image) or a CT/MR volume."""
 
 TEMPLATES = [
     "giant/thumbnail",
@@ -88,9 +114,23 @@ class GiantResult(BaseModel):
     html_path: Path | None = None
 
 
-def prompt_hashes() -> dict[str, str]:
-    """Content hashes of every prompt template GIANT and its baselines use."""
-    return {name: load_template(name).sha256 for name in TEMPLATES}
+def prompt_hashes(*, volume: bool = False) -> dict[str, str]:
+    """Content hashes of every prompt template GIANT and its baselines use (with ``volume``,
+    also those of a volume's navigation)."""
+    names = TEMPLATES + VOLUME_TEMPLATES if volume else TEMPLATES
+    return {name: load_template(name).sha256 for name in names}
+
+
+def open_source(source: Source | str | Path) -> Source:
+    """``source`` opened: a CT/MR series folder or enhanced file as a ``Volume``, anything else
+    (a slide, an image, a ``dicomweb+`` reference) through ``open_image``."""
+    if isinstance(source, Slide | Volume):
+        return source
+    if isinstance(source, str) and is_dicomweb_ref(source):
+        return open_image(source)
+    if holds_volume(Path(source)):
+        return open_volume(Path(source))
+    return open_image(source)
 
 
 def giant_program() -> Program:
@@ -178,7 +218,7 @@ class GiantNavigator:
 
     def run(
         self,
-        slide: Slide | str | Path,
+        slide: Source | str | Path,
         question: str,
         *,
         options: list[str] | None = None,
@@ -189,23 +229,29 @@ class GiantNavigator:
 
     async def arun(
         self,
-        slide: Slide | str | Path,
+        slide: Source | str | Path,
         question: str,
         *,
         options: list[str] | None = None,
         run_dir: str | Path | None = None,
     ) -> GiantResult:
-        """Answer ``question`` about ``slide``; resumes when ``run_dir`` holds an unfinished run."""
+        """Answer ``question`` about ``slide`` (a slide, an image or a CT/MR ``Volume``; a path
+        to a series folder opens as a volume); resumes when ``run_dir`` holds an unfinished run.
+        """
         if not question.strip():
             raise ConfigError("the question is empty")
-        opened = slide if isinstance(slide, Slide) else open_image(slide)
+        opened = open_source(slide)
+        if isinstance(opened, Volume):
+            check_volume_run(
+                self.method, prompts=self.prompts is not None, look_for=bool(self.config.look_for)
+            )
         directory = Path(run_dir) if run_dir else new_run_dir(self.runs_dir)
         if self.votes > 1:
             return await self._vote(opened, question, options, directory)
         return await self._run(opened, question, options, directory)
 
     async def _vote(
-        self, slide: Slide, question: str, options: list[str] | None, directory: Path
+        self, slide: Source, question: str, options: list[str] | None, directory: Path
     ) -> GiantResult:
         """GIANT xk: k independent runs (seeds seed, seed+1, ...), majority over predictions."""
         results = []
@@ -258,7 +304,11 @@ class GiantNavigator:
         directory = Path(run_dir)
         manifest = RunManifest.read(directory)
         inputs = manifest.inputs
-        slide = open_image(inputs["slide_path"], modality=inputs.get("modality"))
+        slide: Source = (
+            open_volume(Path(inputs["slide_path"]))
+            if inputs.get("volume")
+            else open_image(inputs["slide_path"], modality=inputs.get("modality"))
+        )
         return await self._run(slide, inputs["question"], inputs.get("options"), directory)
 
     # -- internals ----------------------------------------------------------------------------
@@ -268,29 +318,36 @@ class GiantNavigator:
         wanted = {"thumbnail": self.config.thumbnail_long_side, "patches": self.config.patch_px}
         return render_long_side(self.model, wanted.get(self.method, self.config.long_side))
 
-    def _system_prompt(self, slide: Slide) -> str | None:
+    def _system_prompt(self, slide: Source) -> str | None:
         """The system prompt as sent (navigating methods; the baselines have none)."""
         if self.method not in ("giant", "random-region"):
             return None
+        if isinstance(slide, Volume):
+            return volume_system_prompt(slide, self.config)
         navigate = self.prompts.predictor("navigate") if self.prompts is not None else None
         method: NavigationMethod = "random-region" if self.method == "random-region" else "giant"
         return system_prompt(slide, self.config, method, navigate)
 
     def _manifest(
-        self, slide: Slide, question: str, options: list[str] | None, system: str | None
+        self, slide: Source, question: str, options: list[str] | None, system: str | None
     ) -> RunManifest:
+        inputs: dict[str, Any] = {
+            "question": question,
+            "options": options,
+            "modality": slide.modality.kind,
+        }
+        if isinstance(slide, Volume):
+            info = volume_info(slide)
+            inputs.update(slide_path=info.path, volume=info.model_dump(mode="json"))
+        else:
+            inputs["slide_path"] = slide.source
         manifest = RunManifest.for_model(
             self.model,
             agent="giant",
             method=self.method,
-            inputs={
-                "question": question,
-                "options": options,
-                "slide_path": slide.source,
-                "modality": slide.modality.kind,
-            },
+            inputs=inputs,
             config=self.config.model_dump(mode="json"),
-            prompts=prompt_hashes(),
+            prompts=prompt_hashes(volume=isinstance(slide, Volume)),
             prompt_program=ProgramRef.of(self.prompts),
             image_long_side=self.long_side,
             seed=self.config.seed,
@@ -298,7 +355,7 @@ class GiantNavigator:
         return manifest.with_rendered(system=system) if system is not None else manifest
 
     async def _run(
-        self, slide: Slide, question: str, options: list[str] | None, directory: Path
+        self, slide: Source, question: str, options: list[str] | None, directory: Path
     ) -> GiantResult:
         system = self._system_prompt(slide)
         manifest = RunManifest.find(directory)  # none yet, or cut short by a crash: write anew
@@ -313,7 +370,8 @@ class GiantNavigator:
             manifest.write(directory)
         tools = ToolContext(
             artifacts=ArtifactStore(directory / "artifacts"),
-            slide=slide,
+            slide=slide if isinstance(slide, Slide) else None,
+            volume=slide if isinstance(slide, Volume) else None,
             policy=RenderPolicy(long_side=self.long_side),
             segmenter=self.segmenter,
             scorer=self.scorer,
@@ -411,7 +469,7 @@ class GiantNavigator:
 
     def _finish(
         self,
-        slide: Slide,
+        slide: Source,
         question: str,
         options: list[str] | None,
         manifest: RunManifest,
@@ -424,6 +482,8 @@ class GiantNavigator:
         answer = state.get("answer")
         overview = log.meta.get("overview")
         hint = log.meta.get("where_to_look")
+        # A volume's image facts are its first axial slice's (size, mm spacing, modality).
+        image = slide.slice("axial", 0) if isinstance(slide, Volume) else slide
         trajectory = Trajectory(
             run_id=manifest.run_id,
             method=self.method,
@@ -431,8 +491,9 @@ class GiantNavigator:
             options=options,
             slide_path=str(slide.path),
             slide=slide_facts(
-                ToolContext(artifacts=ArtifactStore(directory / "artifacts"), slide=slide)
+                ToolContext(artifacts=ArtifactStore(directory / "artifacts"), slide=image)
             ),
+            volume=volume_info(slide) if isinstance(slide, Volume) else None,
             model=self.model.name,
             config=self.config.model_dump(),
             overview=ArtifactRef.model_validate(overview) if overview else None,

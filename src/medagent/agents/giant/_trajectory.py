@@ -15,11 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.artifacts import ArtifactRef
-from medagent.imaging import Region
+from medagent.imaging import Region, VolumeAxis
 from medagent.models import Message
-from medagent.tools import SlideFacts
+from medagent.tools import SlideFacts, VolumeFacts
 
-__all__ = ["RunLog", "Status", "StepRecord", "Trajectory"]
+__all__ = ["RunLog", "SliceInfo", "Status", "StepRecord", "Trajectory", "VolumeInfo"]
 
 Status = Literal[
     "running",  # not finished (or killed; resume it)
@@ -32,13 +32,50 @@ Status = Literal[
 ]
 
 
+class SliceInfo(BaseModel):
+    """The slice of a CT/MR volume a step looked at."""
+
+    model_config = ConfigDict(frozen=True)
+
+    axis: VolumeAxis
+    index: int
+    count: int = Field(description="slices along this axis")
+    position_mm: float = Field(description="patient coordinate of the slice's centre, mm")
+    patient_axis: str = Field(description="the patient axis the position is along: x, y or z")
+    window: str = Field(description="the display window, in words")
+
+    def label(self) -> str:
+        """E.g. "axial slice 12 of 0-39 (z = -10.0 mm)"."""
+        return (
+            f"{self.axis} slice {self.index} of 0-{self.count - 1} "
+            f"({self.patient_axis} = {self.position_mm:+.1f} mm)"
+        )
+
+
+class VolumeInfo(VolumeFacts):
+    """The CT/MR volume a run navigated: where it was read from, its shape and spacing."""
+
+    path: str
+
+    def to_text(self) -> str:
+        slices, rows, cols = self.shape
+        d_slice, d_row, d_col = self.spacing_mm
+        return (
+            f"{self.modality.upper()} volume of {slices} slices of {cols} x {rows} px, voxels "
+            f"{d_col:.3g} x {d_row:.3g} x {d_slice:.3g} mm (column x row x slice), "
+            f"{self.plane} acquisition, values in {self.unit}"
+        )
+
+
 class StepRecord(BaseModel):
     """One turn: what was sent, what came back, what was done."""
 
     model_config = ConfigDict(frozen=True)
 
     step: int
-    kind: Literal["zoom", "look", "answer", "final", "invalid", "rejected", "patch", "thumbnail"]
+    kind: Literal[
+        "zoom", "look", "slice", "answer", "final", "invalid", "rejected", "patch", "thumbnail"
+    ]
     sent_messages: int = Field(description="how many conversation messages were sent")
     images_sent: list[str] = Field(default_factory=list, description="artifact ids sent")
     outputs: list[str] = Field(default_factory=list, description="raw model text per attempt")
@@ -54,6 +91,7 @@ class StepRecord(BaseModel):
     level: int | None = None
     mpp: float | None = None
     artifact: ArtifactRef | None = None
+    slice: SliceInfo | None = Field(None, description="a volume's slice this step looked at")
     notes: list[str] = Field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -82,7 +120,8 @@ class Trajectory(BaseModel):
     question: str
     options: list[str] | None = None
     slide_path: str
-    slide: SlideFacts
+    slide: SlideFacts = Field(description="the image; for a volume, its first axial slice")
+    volume: VolumeInfo | None = Field(None, description="the CT/MR volume navigated, if any")
     model: str
     config: dict[str, Any]
     overview: ArtifactRef | None = None
