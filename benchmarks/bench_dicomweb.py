@@ -23,6 +23,7 @@ import pydicom
 
 from medagent.agents.giant import GiantConfig, GiantNavigator
 from medagent.imaging import Region, Slide, open_image
+from medagent.imaging._render import choose_level
 from medagent.models import ScriptedModel
 from medagent.testing import OrthancServer, synthetic_tissue, write_dicom_wsi, write_pyramid_tiff
 
@@ -42,7 +43,7 @@ ZOOMS = [
 def covered_frames(slide: Slide, region: Region | None) -> int:
     """Tiles of the level a view of ``region`` (or the whole slide) reads, as GIANT renders."""
     area = region or Region(x=0, y=0, width=slide.dimensions.width, height=slide.dimensions.height)
-    level = slide.best_level_for_downsample(max(area.width, area.height) / LONG_SIDE)
+    level = choose_level(slide, area, LONG_SIDE)
     d = slide.level_downsamples[level]
     x0, y0 = int(area.x / d) // TILE, int(area.y / d) // TILE
     x1 = math.ceil((area.x + area.width) / d / TILE)
