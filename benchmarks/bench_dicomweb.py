@@ -22,8 +22,7 @@ from typing import Any
 import pydicom
 
 from medagent.agents.giant import GiantConfig, GiantNavigator
-from medagent.imaging import Region, Slide, open_image
-from medagent.imaging._render import choose_level
+from medagent.imaging import Region, Slide, choose_level, open_image
 from medagent.models import ScriptedModel
 from medagent.testing import OrthancServer, synthetic_tissue, write_dicom_wsi, write_pyramid_tiff
 
