@@ -21,6 +21,7 @@ from medagent.testing._tiny_vlm import (
     _train_tokenizer,
     _use_llava_hf_layout,
     build_tiny_vlm,
+    tiny_text_dims,
 )
 
 __all__ = ["TINY_FAMILIES", "build_tiny_family"]
@@ -172,19 +173,7 @@ def _build_idefics3(target: Path, seed: int) -> None:
 
     tokenizer = _train_tokenizer(seed)
     tokenizer.add_tokens(["<fake_token_around_image>", "<global-img>"], special_tokens=True)
-    text = LlamaConfig(
-        vocab_size=_padded_vocab(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    text = LlamaConfig(**tiny_text_dims(tokenizer, _padded_vocab(tokenizer)))
     vision = Idefics3VisionConfig(
         hidden_size=64,
         intermediate_size=128,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medagent.testing._tiny_vlm import _train_tokenizer, _use_llava_hf_layout
+from medagent.testing._tiny_vlm import _train_tokenizer, _use_llava_hf_layout, tiny_text_dims
 
 __all__ = ["BUILDERS"]
 
@@ -78,19 +78,7 @@ def _qwen2_text(tokenizer: Any) -> Any:
     # Imported here: ``_tiny_families`` will import this module's ``BUILDERS``.
     from medagent.testing._tiny_families import _padded_vocab
 
-    return Qwen2Config(
-        vocab_size=_padded_vocab(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    return Qwen2Config(**tiny_text_dims(tokenizer, _padded_vocab(tokenizer)))
 
 
 def _build_internvl3(target: Path, seed: int) -> None:

@@ -147,6 +147,23 @@ def _train_tokenizer(seed: int) -> Any:
     return tokenizer
 
 
+def tiny_text_dims(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
+    """The language model every tiny test VLM shares: 2 layers of width 128, one KV head."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 4096,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": False,
+    }
+
+
 def _use_llava_hf_layout(weights: Path) -> None:
     """Rename vision weights to ``vision_tower.vision_model.*``, as in the hub's checkpoints.
 
@@ -200,19 +217,7 @@ def build_tiny_vlm(path: str | Path, seed: int = 0) -> Path:
         patch_size=PATCH_SIZE,
         projection_dim=128,
     )
-    text = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    text = LlamaConfig(**tiny_text_dims(tokenizer, vocab_size))
     patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
     config = LlavaConfig(
         vision_config=vision,
