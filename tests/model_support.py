@@ -1,5 +1,6 @@
-"""Model-side test helpers: an OpenAI chat-completions response for mock transports, and a
-wrapper that 'kills the process' at a chosen request (to test resuming)."""
+"""Model-side test helpers: an OpenAI chat-completions response for mock transports, the
+images a request body carries, and a wrapper that 'kills the process' at a chosen request (to
+test resuming)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ def chat_completion(reply: dict[str, Any]) -> httpx.Response:
             "usage": {"prompt_tokens": 12, "completion_tokens": 3},
         },
     )
+
+
+def images_in(body: dict[str, Any]) -> list[str]:
+    """The image URLs of a chat-completions request body, in order."""
+    return [
+        part["image_url"]["url"]
+        for message in body["messages"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image_url"
+    ]
 
 
 class Killed(BaseException):

@@ -9,16 +9,7 @@ from typing import Any
 from medagent.agents.giant import GiantConfig, GiantNavigator
 from medagent.models import OpenAIBackend, ParameterMemory, RetryPolicy
 from medagent.testing import StubOpenAIServer
-
-
-def images_in(body: dict[str, Any]) -> list[str]:
-    return [
-        part["image_url"]["url"]
-        for message in body["messages"]
-        if isinstance(message["content"], list)
-        for part in message["content"]
-        if part["type"] == "image_url"
-    ]
+from model_support import images_in
 
 
 def test_giant_on_a_server_that_takes_one_image_per_request(

@@ -6,7 +6,6 @@ later request is sent in the shape the server takes."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -23,6 +22,7 @@ from medagent.models import (
 )
 from medagent.models._params import ParameterRules, learn_from_refusal
 from medagent.testing import StubOpenAIServer
+from model_support import images_in
 
 RED, GREEN, BLUE = (Image.new("RGB", (32, 32), c) for c in ("red", "green", "blue"))
 PARAMS = GenerateParams(max_tokens=8)
@@ -36,16 +36,6 @@ def backend(server: StubOpenAIServer, memory: ParameterMemory | None = None) -> 
         timeout_s=5.0,
         parameter_memory=memory or ParameterMemory(),
     )
-
-
-def images_in(body: dict[str, Any]) -> list[str]:
-    return [
-        part["image_url"]["url"]
-        for message in body["messages"]
-        if isinstance(message["content"], list)
-        for part in message["content"]
-        if part["type"] == "image_url"
-    ]
 
 
 @pytest.mark.parametrize(
