@@ -23,7 +23,12 @@ Each line of a ``.jsonl`` file (UTF-8) is one item::
 - ``metadata`` (object): anything else, carried through to the results.
 
 Relative paths in ``images`` and ``slide`` are resolved against the folder of the ``.jsonl``
-file. Blank lines are skipped. Any other field is an error (put extra data in ``metadata``),
+file. Either may instead name a series in a DICOMweb archive,
+``dicomweb+https://HOST/DICOMWEB-ROOT/studies/UID/series/UID``: it is read frame by frame when
+the item runs (credentials from ``MEDAGENT_DICOMWEB_TOKEN`` / ``_BASIC``), and an archive that
+refuses, lacks the series or is down fails that item only.
+
+Blank lines are skipped. Any other field is an error (put extra data in ``metadata``),
 as is a repeated id, a line that is not a JSON object, or an image file that does not exist
 (unless ``skip_missing``, which leaves the item out). Errors name the file and line number.
 """
@@ -52,6 +57,7 @@ from medagent.evals.datasets._base import (
     select,
     validation_message,
 )
+from medagent.imaging import is_dicomweb_ref, parse_dicomweb_ref
 
 __all__ = ["load_jsonl"]
 
@@ -68,6 +74,17 @@ def _reference(answer: str, options: list[str] | None, where: str) -> str:
         what = "is not one of the options" if options else "is empty"
         raise InputError(f"{where}: answer {answer!r} {what}")
     return reference
+
+
+def _source(value: str, base: Path, where: str) -> str:
+    """An image or slide of a row: a DICOMweb reference as written (checked now, so a typo
+    stops the load, not an item), or a path made absolute against the file's folder."""
+    if is_dicomweb_ref(value):
+        try:
+            return parse_dicomweb_ref(value).url
+        except InputError as error:
+            raise InputError(f"{where}: {error}") from None
+    return resolve_relative(value, base)
 
 
 def _parse_line(line: str, base: Path, where: str) -> EvalItem:
@@ -90,8 +107,8 @@ def _parse_line(line: str, base: Path, where: str) -> EvalItem:
     if not item.id.strip():
         raise InputError(f"{where}: id: must not be empty")
     update: dict[str, Any] = {
-        "images": [resolve_relative(image, base) for image in item.images],
-        "slide": None if item.slide is None else resolve_relative(item.slide, base),
+        "images": [_source(image, base, where) for image in item.images],
+        "slide": None if item.slide is None else _source(item.slide, base, where),
     }
     if item.answer is not None:
         update["answer"] = _reference(item.answer, item.options, where)
@@ -120,7 +137,8 @@ def _candidates(path: Path) -> list[tuple[EvalItem, list[MissingImage]]]:
         lost = [
             MissingImage(item_id=item.id, path=image, searched=[str(base)])
             for image in wanted
-            if not Path(image).exists()  # not is_file: a DICOM slide can be a folder
+            # not is_file: a DICOM slide can be a folder; an archive is asked when the item runs
+            if not is_dicomweb_ref(image) and not Path(image).exists()
         ]
         candidates.append((item, lost))
     return candidates
