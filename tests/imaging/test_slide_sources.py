@@ -96,7 +96,7 @@ def test_no_archive_allowed_refuses_every_reference(tmp_path: Path) -> None:
 def test_paths_still_go_through_the_roots(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"x")
     assert resolve_slide_source("a.png", [tmp_path], [ARCHIVE]) == tmp_path / "a.png"
-    with pytest.raises(PathRefusedError, match="'..'"):
+    with pytest.raises(PathRefusedError, match=r"'\.\.'"):
         resolve_slide_source("../a.png", [tmp_path], [ARCHIVE])
     # A path that merely contains the archive's text is a path, and not found.
     with pytest.raises(InputError, match="no file"):
