@@ -190,7 +190,7 @@ def ask(
     model's reasoning). Exits 0 when answered, 1 when not, 2 on a usage error, 3 when
     --budget-usd stopped it (rerun with a higher budget and the same --out to resume).
     """
-    from medagent.agents.giant import GiantNavigator
+    from medagent.agents.giant import GiantNavigator, check_volume_run
     from medagent.cli._optimize import load_prompts
     from medagent.imaging import (
         Slide,
@@ -249,12 +249,12 @@ def ask(
         except ValueError as exc:
             raise ConfigError(f"--modality: {exc}") from None
     _, spend = spend_for(settings, budget_usd, price_in, price_out)
-    # A series folder is a volume (the navigator refuses the baselines on it, in one line).
-    opened: Slide | Volume = (
-        open_volume(Path(slide))
-        if not is_dicomweb_ref(slide) and holds_volume(Path(slide))
-        else open_image(slide, modality=kind)
-    )
+    opened: Slide | Volume
+    if not is_dicomweb_ref(slide) and holds_volume(Path(slide)):  # a CT/MR series: a volume
+        check_volume_run(method, prompts=prompts is not None, look_for=bool(config.look_for))
+        opened = open_volume(Path(slide))
+    else:
+        opened = open_image(slide, modality=kind)
     chat_model = build_model(settings)
     if spend is not None:
         chat_model = SpendCap(chat_model, spend)

@@ -42,7 +42,7 @@ from medagent.agents.giant._trajectory import (
     Trajectory,
     VolumeInfo,
 )
-from medagent.agents.giant._volume import SliceAt
+from medagent.agents.giant._volume import SliceAt, check_volume_run
 
 __all__ = [
     "AnswerAction",
@@ -71,6 +71,7 @@ __all__ = [
     "VolumeInfo",
     "ZoomAction",
     "build_graph",
+    "check_volume_run",
     "giant_program",
     "open_source",
     "prompt_hashes",

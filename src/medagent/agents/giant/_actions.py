@@ -10,9 +10,9 @@ keep exactly ``GiantAction``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
 from medagent.imaging import Region, VolumeAxis, WindowPreset
 
@@ -29,6 +29,7 @@ __all__ = [
     "volume_schemas",
 ]
 
+_FROZEN = ConfigDict(frozen=True)
 COORD = 10_000_000
 REASONING = 800
 ANSWER = 300
@@ -157,8 +158,8 @@ def volume_schemas(
     bound to another's value), refuses HU presets for an MR and a zoom before any slice (``on``
     is the current slice's width and height, ``None`` on the montage), so such replies go back
     through the correction loop; regions stay loose (clamped later, as a slide's). The decoding
-    schema bounds every number: index by the longest axis, a slice's region by ``bound`` (the
-    longest side any view can have), a zoom by the current slice.
+    schema bounds every number: a slice's index by the axis it names (one variant per axis), its
+    region by ``bound`` (the longest side any view can have), a zoom by the current slice.
     """
 
     class CheckedSlice(SliceAction):
@@ -201,25 +202,28 @@ def volume_schemas(
         width: int = Field(ge=1, le=max(1, on_w))
         height: int = Field(ge=1, le=max(1, on_h))
 
-    class BoundedSlice(SliceAction):
-        index: int = Field(ge=0, le=max(counts.values()) - 1)
-        x: int | None = Field(None, ge=0, le=max(0, bound - 1))
-        y: int | None = Field(None, ge=0, le=max(0, bound - 1))
-        width: int | None = Field(None, ge=1, le=max(1, bound))
-        height: int | None = Field(None, ge=1, le=max(1, bound))
+    def bounded_slice(axis: VolumeAxis) -> type[BaseModel]:
+        """A slice action along ``axis`` only, its index bounded by that axis's count; one per
+        axis, so a decoder writes an index that fits the axis it chose."""
+        fields: dict[str, Any] = {
+            "reasoning": (str, Field(max_length=REASONING)),
+            "action": (Literal["slice"], ...),
+            "axis": (Literal[axis], ...),
+            "index": (int, Field(ge=0, le=counts[axis] - 1)),
+            "window": (WindowPreset | None if hu else None, None),
+        }
+        for name, low in (("x", 0), ("y", 0), ("width", 1), ("height", 1)):
+            top = bound - 1 if low == 0 else bound
+            fields[name] = (int | None, Field(None, ge=low, le=max(low, top)))
+        return create_model(f"{axis.capitalize()}Slice", __config__=_FROZEN, **fields)
 
-    class BoundedAction(
-        RootModel[
-            Annotated[BoundedZoom | BoundedSlice | AnswerAction, Field(discriminator="action")]
-        ]
-    ):
+    slices = tuple(bounded_slice(axis) for axis in counts)
+    # On the montage there is no slice to zoom into: the decoder is offered no zoom.
+    choices = (BoundedZoom, *slices, AnswerAction) if on is not None else (*slices, AnswerAction)
+    choice: Any = Union[choices]  # noqa: UP007 - a union built at run time
+
+    class BoundedAction(RootModel[choice]):
         """One turn of the navigator, within this volume."""
 
-    class MontageAction(
-        RootModel[Annotated[BoundedSlice | AnswerAction, Field(discriminator="action")]]
-    ):
-        """One turn of the navigator on the montage: go to a slice, or answer."""
-
-    decoding: type[BaseModel] = BoundedAction if on is not None else MontageAction
-    CheckedAction.__name__ = decoding.__name__ = "VolumeAction"
-    return CheckedAction, decoding
+    CheckedAction.__name__ = BoundedAction.__name__ = "VolumeAction"
+    return CheckedAction, BoundedAction
