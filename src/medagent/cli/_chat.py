@@ -288,13 +288,25 @@ def _searcher(index: Path | None) -> Any:
 @app.command("mcp")
 def mcp(
     slides: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
             "--slides",
             help="Folder of slides and images clients may open (repeatable). Paths from "
             "clients are relative to it; '..', outside paths and escaping symlinks are refused.",
+            show_default=False,
         ),
-    ],
+    ] = None,
+    dicomweb_archive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dicomweb-archive",
+            metavar="URL",
+            help="A DICOMweb root (https://HOST/PATH) whose series clients may name as "
+            "dicomweb+URL/studies/UID/series/UID (repeatable; adds to "
+            "MEDAGENT_DICOMWEB_ARCHIVES). Credentials: MEDAGENT_DICOMWEB_TOKEN or _BASIC.",
+            show_default=False,
+        ),
+    ] = None,
     transport: Annotated[
         str,
         typer.Option(help="stdio (a client starts this command) or http (streamable HTTP)."),
@@ -332,7 +344,8 @@ def mcp(
 
     Tools: list_slides, overview, zoom, tissue, segment, measure, search_similar with
     --index, and zero_shot with --zero-shot. Each takes 'slide', a path under --slides;
-    views come back as image content.
+    views come back as image content. With --dicomweb-archive URL, 'slide' may also name a
+    series there: dicomweb+URL/studies/UID/series/UID (no other archive is opened).
     For a client that starts servers itself (Claude Desktop, an IDE), register the command
     `medagent mcp --slides DIR`; for a shared server use --transport http (with --token off
     loopback) and connect to http://HOST:PORT/mcp.
@@ -346,20 +359,24 @@ def mcp(
         raise ConfigError(f"--transport {transport!r}: choose stdio or http")
     if transport == "http":
         check_binding(host, token)  # before anything is opened or bound
-    for folder in slides:
+    for folder in slides or []:
         if not folder.is_dir():
             raise ConfigError(f"--slides {folder}: not a folder")
     settings = build_settings()
+    archives = [*settings.dicomweb_archives, *(dicomweb_archive or [])]
+    if not slides and not archives:
+        raise ConfigError("give --slides DIR, or --dicomweb-archive URL, or both")
     max_pixels = int(max_image_mpx * 1e6)
     with tempfile.TemporaryDirectory(prefix="medagent-mcp-") as scratch:
         tools = SlideTools(
-            slides,
+            slides or [],
             ArtifactStore(artifacts or scratch, max_pixels=max_pixels),
             searcher=_searcher(index),
             long_side=long_side,
             segmenter=SamSegmenter.optional(settings.sam_model),
             scorer=build_scorer(zero_shot, zero_shot_model),
             max_pixels=max_pixels,
+            archives=archives,
         )
         if transport == "http":
             err_console.print(f"MCP server at http://{host}:{port}/mcp (Ctrl-C stops it)")

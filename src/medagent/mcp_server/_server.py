@@ -1,8 +1,9 @@
 """The tools over the Model Context Protocol, with the official ``mcp`` SDK (low-level server).
 
 Every tool is the one defined in ``medagent.tools``, listed with its own JSON schemas plus a
-``slide`` argument: a path under the slide folders, resolved by
-``medagent.imaging.resolve_under_roots`` (the web app uses the same rules). Views come back as
+``slide`` argument: a path under the slide folders, or a series in an allowed DICOMweb archive
+(``dicomweb+https://…``), resolved by ``medagent.imaging.resolve_slide_source`` (the web app
+uses the same rules). Views come back as
 MCP image content next to the tool's text, and the whole output as structured content.
 Failures — a bad argument, a refused path, an image too large to decode, and any exception at
 all — are one-line tool results with ``isError`` set, worded for the model that called and
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 
 from medagent._version import __version__
 from medagent.artifacts import ArtifactRef, ArtifactStore
-from medagent.errors import DependencyMissingError, MedagentError
+from medagent.errors import ConfigError, DependencyMissingError, InputError, MedagentError
 from medagent.imaging import (
     REMOTE_MAX_PIXELS,
     ImageSlide,
@@ -33,8 +34,9 @@ from medagent.imaging import (
     RenderPolicy,
     Slide,
     list_under_roots,
+    normalize_archive,
     open_image,
-    resolve_under_roots,
+    resolve_slide_source,
 )
 from medagent.mcp_server._http import check_binding, serve_http
 from medagent.tools import (
@@ -85,7 +87,9 @@ class SlideTools:
     keep decoded in memory. ``long_side`` is that of the views returned (``None``: the
     renderer's default, the one every agent uses). The tools are ``DEFAULT_TOOLS``, less
     ``search_similar`` without a ``searcher`` and ``zero_shot`` without a ``scorer`` (an
-    image-text model such as ``medagent.retrieval.make_embedder("plip")``).
+    image-text model such as ``medagent.retrieval.make_embedder("plip")``). ``archives`` are the
+    DICOMweb roots whose series a client may name (``resolve_slide_source``); the archive's
+    credentials come from the settings (``MEDAGENT_DICOMWEB_TOKEN`` / ``_BASIC``).
     """
 
     def __init__(
@@ -99,8 +103,10 @@ class SlideTools:
         scorer: TextImageScorer | None = None,
         max_pixels: int = MAX_PIXELS,
         cache_mb: int = 512,
+        archives: Sequence[str] = (),
     ) -> None:
         self.roots = [Path(root) for root in roots]
+        self.archives = _checked_archives(archives)
         self.artifacts = artifacts
         self.searcher = searcher
         self.policy = RenderPolicy() if long_side is None else RenderPolicy(long_side=long_side)
@@ -116,7 +122,7 @@ class SlideTools:
         self.tools: dict[str, Tool[Any, Any]] = {
             t.name: t for t in DEFAULT_TOOLS if not missing.get(t, False)
         }
-        self._open: OrderedDict[Path, tuple[ToolContext, int]] = OrderedDict()
+        self._open: OrderedDict[Path | str, tuple[ToolContext, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- listing ------------------------------------------------------------------------------
@@ -127,11 +133,7 @@ class SlideTools:
             entry = tool.to_mcp_tool()
             schema = dict(entry["inputSchema"])
             schema["properties"] = {
-                "slide": {
-                    "type": "string",
-                    "description": "the slide or image: a path relative to a slide folder "
-                    "(see list_slides)",
-                },
+                "slide": {"type": "string", "description": self._slide_help()},
                 **schema.get("properties", {}),
             }
             schema["required"] = ["slide", *schema.get("required", [])]
@@ -140,19 +142,30 @@ class SlideTools:
             entries.append(entry)
         return entries
 
+    def _slide_help(self) -> str:
+        text = "the slide or image: a path relative to a slide folder (see list_slides)"
+        if self.archives:
+            text += ", or a series in an allowed DICOMweb archive: " + ", ".join(
+                f"dicomweb+{archive}/studies/STUDY-UID/series/SERIES-UID"
+                for archive in self.archives
+            )
+        return text
+
     def list_slides(self, contains: str | None = None) -> list[str]:
         """Paths of images under the roots (relative to their root), sorted, at most 500."""
         return list_under_roots(self.roots, limit=_LIST_LIMIT, contains=contains)
 
     # -- calling ------------------------------------------------------------------------------
     def context(self, requested: str) -> ToolContext:
-        """The tool context for a client's slide path (resolved under the roots, cached)."""
-        path = resolve_under_roots(requested, self.roots)
+        """The tool context for a client's slide: a path resolved under the roots, or a series
+        in an allowed archive; cached."""
+        source = resolve_slide_source(requested, self.roots, self.archives)
+        key = source if isinstance(source, Path) else source.url
         with self._lock:
-            if path in self._open:
-                self._open.move_to_end(path)
-                return self._open[path][0]
-        slide = open_image(path, max_pixels=self.max_pixels)
+            if key in self._open:
+                self._open.move_to_end(key)
+                return self._open[key][0]
+        slide = open_image(key, max_pixels=self.max_pixels)
         ctx = ToolContext(
             artifacts=self.artifacts,
             slide=slide,
@@ -162,7 +175,7 @@ class SlideTools:
             scorer=self.scorer,
         )
         with self._lock:
-            self._open[path] = (ctx, _resident_bytes(slide))
+            self._open[key] = (ctx, _resident_bytes(slide))
             # Bounded by count and by decoded bytes; the slide just opened always stays.
             while len(self._open) > 1 and (
                 len(self._open) > _OPEN_SLIDES
@@ -248,6 +261,18 @@ class SlideTools:
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=text)], is_error=True
         )
+
+
+def _checked_archives(archives: Sequence[str]) -> list[str]:
+    """The allowed DICOMweb roots, each checked now: a bad one stops the server at start."""
+    checked: list[str] = []
+    for archive in archives:
+        try:
+            normalize_archive(archive)
+        except InputError as exc:
+            raise ConfigError(f"--dicomweb-archive: {exc}") from None
+        checked.append(archive.strip().rstrip("/"))
+    return list(dict.fromkeys(checked))
 
 
 def _shown_name(name: object) -> str:
