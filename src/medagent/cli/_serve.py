@@ -36,6 +36,17 @@ def serve(
             show_default=False,
         ),
     ],
+    dicomweb_archive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dicomweb-archive",
+            metavar="URL",
+            help="A DICOMweb root (https://HOST/PATH) whose whole-slide series are listed "
+            "beside the slide folders and may be opened (repeatable; adds to "
+            "MEDAGENT_DICOMWEB_ARCHIVES). Credentials: MEDAGENT_DICOMWEB_TOKEN or _BASIC.",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Interface to bind. Anything but loopback needs --token.")
     ] = "127.0.0.1",
@@ -153,8 +164,18 @@ def serve(
     for folder in slides:
         if not folder.is_dir():
             raise ConfigError(f"--slides {folder}: not a folder; give the folder of the slides")
+    settings = build_settings(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        script=script,
+        timeout_s=timeout,
+        max_retries=max_retries,
+        device=device,
+    )
     config = ServerConfig.build(
         slide_roots=tuple(slides),
+        dicomweb_archives=(*settings.dicomweb_archives, *(dicomweb_archive or [])),
         host=host,
         port=port,
         token=token,
@@ -175,15 +196,6 @@ def serve(
         client_sessions_per_minute=client_sessions_per_minute,
         client_session_burst=client_session_burst,
         allowed_origins=tuple(allowed_origin or ()),
-    )
-    settings = build_settings(
-        backend=backend,
-        model=model,
-        base_url=base_url,
-        script=script,
-        timeout_s=timeout,
-        max_retries=max_retries,
-        device=device,
     )
     first = build_model(settings)  # a bad backend setting fails here, before the port is taken
     kwargs: dict[str, Any] = (

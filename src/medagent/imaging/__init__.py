@@ -45,6 +45,7 @@ from medagent.imaging._render import (
 from medagent.imaging._roots import (
     SLIDE_SUFFIXES,
     PathHider,
+    list_archive_series,
     list_under_roots,
     normalize_archive,
     resolve_slide_source,
@@ -121,6 +122,7 @@ __all__ = [
     "image_header_size",
     "is_dicomweb_ref",
     "iter_tissue_tiles",
+    "list_archive_series",
     "list_under_roots",
     "modality",
     "normalize_archive",

@@ -19,14 +19,16 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from medagent.errors import InputError, PathRefusedError
+from medagent.errors import InputError, MedagentError, PathRefusedError
 from medagent.imaging._dicomweb import DicomWebRef, is_dicomweb_ref, parse_dicomweb_ref
 
 __all__ = [
     "SLIDE_SUFFIXES",
     "PathHider",
+    "list_archive_series",
     "list_under_roots",
     "normalize_archive",
     "resolve_slide_source",
@@ -224,3 +226,72 @@ def list_under_roots(
                 if len(found) >= limit:
                     return found
     return found
+
+
+#: DICOM JSON tags QIDO-RS answers carry: Study / Series Instance UID.
+_STUDY_UID, _SERIES_UID = "0020000D", "0020000E"
+
+
+def _uids(answer: Any, tag: str) -> list[str]:
+    """The UIDs under ``tag`` in a QIDO-RS answer (DICOM JSON); nothing from a malformed one."""
+    found: list[str] = []
+    for entry in answer if isinstance(answer, list) else []:
+        value = entry.get(tag, {}).get("Value") if isinstance(entry, dict) else None
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            found.append(value[0])
+    return found
+
+
+def list_archive_series(
+    archives: Sequence[str], *, limit: int = 200, timeout_s: float = 10.0
+) -> list[str]:
+    """The whole-slide series (Modality SM) in ``archives``, as ``dicomweb+`` references that
+    ``resolve_slide_source`` accepts, at most ``limit``: QIDO-RS ``/studies``, then each
+    study's ``/series?Modality=SM``.
+
+    Credentials come from the settings, as for reading. An archive that refuses, is down or
+    answers nonsense is left out and logged: a listing never fails.
+    """
+    from medagent.imaging._dicomweb import FrameCounter, _session
+    from medagent.settings import Settings
+
+    found: list[str] = []
+    if not archives or limit <= 0:
+        return found
+    settings = Settings()
+    try:
+        session = _session(
+            settings.dicomweb_token, settings.dicomweb_basic, timeout_s, FrameCounter()
+        )
+    except ImportError:
+        _LOG.warning("slide listing skips DICOMweb archives: requests is not installed")
+        return found
+    session.headers["Accept"] = "application/dicom+json"
+    for archive in archives:
+        root = archive.strip().rstrip("/")
+        try:
+            studies = _qido(session, f"{root}/studies", {"limit": str(limit)})
+            for study in _uids(studies, _STUDY_UID):
+                series = _qido(session, f"{root}/studies/{study}/series", {"Modality": "SM"})
+                for uid in _uids(series, _SERIES_UID):
+                    try:
+                        ref = DicomWebRef(base_url=root, study_uid=study, series_uid=uid)
+                    except ValueError:  # not a UID: an archive's data, not ours to serve
+                        continue
+                    found.append(ref.url)
+                    if len(found) >= limit:
+                        return found
+        except (OSError, ValueError, MedagentError) as exc:  # requests' errors are OSErrors
+            # The archive's address is the server's own business: logged, never replied.
+            _LOG.warning("slide listing skips DICOMweb archive %s: %s", root, exc)
+    return found
+
+
+def _qido(session: Any, url: str, params: dict[str, str]) -> Any:
+    """One QIDO-RS search: its DICOM JSON, ``[]`` for 204 (no matches)."""
+    response = session.get(url, params=params)
+    if response.status_code == 204:
+        return []
+    if response.status_code != 200:
+        raise InputError(f"QIDO-RS {url} answered HTTP {response.status_code}")
+    return response.json()

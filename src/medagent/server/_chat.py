@@ -23,10 +23,11 @@ from anyio import to_thread
 
 from medagent.artifacts import ArtifactStore
 from medagent.errors import MedagentError
-from medagent.imaging import Region, Slide, resolve_under_roots
+from medagent.imaging import Region, Slide, resolve_slide_source
 from medagent.server._config import ServerConfig
 from medagent.server._security import RateLimiter
 from medagent.server._state import SessionRecord, SessionStore
+from medagent.server._tiles import SlideKey
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -86,7 +87,7 @@ class AgentContext:
     """
 
     session_id: str
-    slide_path: Path
+    slide_path: SlideKey
     slide: Slide
     folder: Path
     artifacts: ArtifactStore
@@ -122,7 +123,7 @@ def chat_agent_factory(context: AgentContext) -> ChatSession:
 @dataclass(frozen=True)
 class OpenSession:
     record: SessionRecord
-    slide_path: Path
+    slide_path: SlideKey
     artifacts: ArtifactStore
     agent: ChatSession
 
@@ -137,11 +138,12 @@ class ChatService:
         store: SessionStore,
         checkpointer: BaseCheckpointSaver[Any],
         model_for: Callable[[str], ChatModel],
-        open_slide: Callable[[Path], Slide],
+        open_slide: Callable[[SlideKey], Slide],
         agent_factory: AgentFactory = chat_agent_factory,
     ) -> None:
         self._config = config
         self._roots = config.roots
+        self._archives = config.dicomweb_archives
         self._store = store
         self._checkpointer = checkpointer
         self._model_for = model_for
@@ -151,9 +153,11 @@ class ChatService:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._limiter = RateLimiter(config.messages_per_minute, config.message_burst)
 
-    def resolve(self, slide: str) -> Path:
-        """The slide file under a root (``PathRefusedError``/``InputError`` otherwise)."""
-        return resolve_under_roots(slide, self._roots)
+    def resolve(self, slide: str) -> SlideKey:
+        """The slide file under a root, or the series in an allowed archive
+        (``PathRefusedError``/``InputError`` otherwise)."""
+        source = resolve_slide_source(slide, self._roots, self._archives)
+        return source if isinstance(source, Path) else source.url
 
     async def create(self, slide: str) -> OpenSession:
         """A new session on ``slide``; one that cannot be opened leaves nothing behind."""

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medagent._hosts import is_loopback
-from medagent.errors import ConfigError
-from medagent.imaging import REMOTE_MAX_PIXELS
+from medagent.errors import ConfigError, InputError
+from medagent.imaging import REMOTE_MAX_PIXELS, normalize_archive
 
 __all__ = ["ServerConfig", "is_loopback", "origin_netloc"]
 
@@ -35,6 +35,11 @@ class ServerConfig(BaseModel):
 
     slide_roots: tuple[Path, ...] = Field(
         min_length=1, description="Folders whose slides may be opened; nothing outside them."
+    )
+    dicomweb_archives: tuple[str, ...] = Field(
+        (),
+        description="DICOMweb roots whose whole-slide series are listed beside the slide "
+        "folders and may be opened (an exact root match; credentials from the settings).",
     )
     host: str = Field("127.0.0.1", description="Interface to bind; loopback needs no token.")
     port: int = Field(8000, ge=0, le=65535)
@@ -110,6 +115,16 @@ class ServerConfig(BaseModel):
     upload_checks: int = Field(
         2, ge=1, description="Uploads checked (opened, decoded) at once; others wait their turn."
     )
+
+    @field_validator("dicomweb_archives")
+    @classmethod
+    def _check_archives(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for archive in value:
+            try:
+                normalize_archive(archive)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return tuple(dict.fromkeys(archive.strip().rstrip("/") for archive in value))
 
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:

@@ -26,7 +26,7 @@ from medagent.errors import (
     PHIRefusedError,
     SlideOpenError,
 )
-from medagent.imaging import PathHider, Region, list_under_roots
+from medagent.imaging import PathHider, Region, list_archive_series, list_under_roots
 from medagent.server._chat import (
     ChatService,
     OpenSession,
@@ -52,7 +52,11 @@ _TILE_NUMBER = re.compile(r"[0-9]{1,9}")
 class NewSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    slide: str = Field(max_length=1024, description="Path under a slide folder, as listed.")
+    slide: str = Field(
+        max_length=2048,
+        description="Path under a slide folder, or a series in an allowed DICOMweb archive "
+        "(dicomweb+https://…), as listed.",
+    )
 
 
 class NewMessage(BaseModel):
@@ -198,11 +202,17 @@ def api_router() -> APIRouter:
 
     @router.get("/api/slides")
     async def list_slides(request: Request) -> dict[str, Any]:
-        """Slides a session can be opened on."""
-        roots = _config(request).roots
+        """Slides a session can be opened on: files under the folders, then the whole-slide
+        series of the allowed DICOMweb archives (QIDO-RS; an archive that is down is left out)."""
+        config = _config(request)
         slides = await to_thread.run_sync(
-            functools.partial(list_under_roots, roots, limit=_LIST_LIMIT)
+            functools.partial(list_under_roots, config.roots, limit=_LIST_LIMIT)
         )
+        room = _LIST_LIMIT - len(slides)
+        if config.dicomweb_archives and room > 0:
+            slides += await to_thread.run_sync(
+                functools.partial(list_archive_series, config.dicomweb_archives, limit=room)
+            )
         return {"slides": slides, "truncated": len(slides) >= _LIST_LIMIT}
 
     @router.post("/api/sessions", status_code=201, response_model=None)

@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeAlias
 
 import openslide
 from openslide.deepzoom import DeepZoomGenerator
@@ -21,6 +22,9 @@ from PIL import Image
 from medagent.imaging import DEFAULT_MAX_PIXELS, ImageSlide, Region, Size, Slide, open_image
 
 __all__ = ["DeepZoomSlide", "SharedSlide", "TileNotFoundError", "TileService", "resident_bytes"]
+
+#: A slide file, or a ``dicomweb+`` reference to a series (already allowed by the caller).
+SlideKey: TypeAlias = Path | str
 
 #: What an OpenSlide handle may hold at most: its decoded-tile cache (medagent sets 128 MiB).
 _OPENSLIDE_BYTES = 128 * 1024 * 1024
@@ -149,17 +153,18 @@ class TileService:
         self._open_slides = open_slides
         self._open_slides_bytes = open_slides_bytes
         self._max_pixels = max_pixels
-        self._slides: OrderedDict[Path, tuple[DeepZoomSlide, int]] = OrderedDict()
+        self._slides: OrderedDict[SlideKey, tuple[DeepZoomSlide, int]] = OrderedDict()
         self._slides_size = 0
-        self._tiles: OrderedDict[tuple[Path, int, int, int], bytes] = OrderedDict()
+        self._tiles: OrderedDict[tuple[SlideKey, int, int, int], bytes] = OrderedDict()
         self._tiles_size = 0
         self._slides_lock = threading.Lock()
         self._tiles_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def slide(self, path: Path) -> DeepZoomSlide:
-        """The slide at ``path`` (already checked to be under a root), opened once."""
+    def slide(self, path: SlideKey) -> DeepZoomSlide:
+        """The slide at ``path`` (already checked to be under a root, or a reference to a
+        series in an allowed archive: its frames are fetched as tiles need them), opened once."""
         with self._slides_lock:
             found = self._slides.get(path)
             if found is not None:
@@ -188,16 +193,16 @@ class TileService:
         """What the open slides may hold now (``resident_bytes`` summed)."""
         return self._slides_size
 
-    def shared(self, path: Path) -> Slide:
+    def shared(self, path: SlideKey) -> Slide:
         """The slide at ``path`` for a session's agent: opened now (so errors show at once),
         then read through this cache on every use, so an agent never keeps a decoded image
         alive after the cache has let it go."""
         return SharedSlide(path, self.slide(path).slide, self)
 
-    def dzi(self, path: Path) -> str:
+    def dzi(self, path: SlideKey) -> str:
         return self.slide(path).dzi()
 
-    def tile(self, path: Path, level: int, col: int, row: int) -> bytes:
+    def tile(self, path: SlideKey, level: int, col: int, row: int) -> bytes:
         key = (path, level, col, row)
         with self._tiles_lock:
             data = self._tiles.get(key)
@@ -220,9 +225,10 @@ class TileService:
 class SharedSlide(Slide):
     """A ``Slide`` that holds no pixels: every call goes to the cache's current copy."""
 
-    def __init__(self, path: Path, opened: Slide, tiles: TileService) -> None:
+    def __init__(self, path: SlideKey, opened: Slide, tiles: TileService) -> None:
         self.path = opened.path
         self.format = opened.format
+        self.remote_source = opened.remote_source  # manifests name the series, not a path
         self._key = path
         self._tiles = tiles
 
