@@ -21,7 +21,7 @@ from medagent.agents.giant import GiantConfig, GiantNavigator, Trajectory
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError
 from medagent.imaging import Region, Volume, open_volume
-from medagent.models import Message, ScriptedModel
+from medagent.models import Message, ScriptedModel, parse_structured
 from medagent.testing import CT_PHANTOM, write_ct_phantom
 from medagent.tools import ToolContext, zoom
 
@@ -314,14 +314,23 @@ def test_cli_refuses_a_baseline_on_a_volume_in_one_line(ct_folder: Path, tmp_pat
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
-@pytest.mark.hf
-def test_tiny_vlm_navigates_a_volume_with_valid_actions(volume: Volume, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from medagent.models import TransformersBackend
     from medagent.testing import build_tiny_vlm
 
-    model = TransformersBackend(build_tiny_vlm(tmp_path / "tiny-vlm"))
-    navigator = GiantNavigator(model, GiantConfig(max_steps=3, max_tokens=1200), runs_dir=tmp_path)
+    # Seed 5 happens to go to slices with regions: the slice schema's every part decodes.
+    return TransformersBackend(build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"), seed=5))
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_tiny_vlm_navigates_a_volume_with_valid_actions(
+    tiny_vlm: Any, volume: Volume, tmp_path: Path
+) -> None:
+    navigator = GiantNavigator(
+        tiny_vlm, GiantConfig(max_steps=3, max_tokens=1200), runs_dir=tmp_path
+    )
     result = navigator.run(volume, QUESTION, options=OPTIONS)
     trajectory = Trajectory.model_validate_json(result.trajectory_path.read_text())
     # Constrained decoding with the volume's schema: every turn parsed on the first attempt.
@@ -331,3 +340,29 @@ def test_tiny_vlm_navigates_a_volume_with_valid_actions(volume: Volume, tmp_path
     for step in trajectory.steps:
         if step.kind in ("slice", "zoom"):
             assert step.slice is not None and step.artifact is not None
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_tiny_vlm_decodes_a_slice_within_the_axis(tiny_vlm: Any, volume: Volume) -> None:
+    """Whatever a seed prefers, the decoding schema's slice forms alone still decode to a
+    slice the checked schema accepts (index within the axis it names)."""
+    from typing import Union, get_args
+
+    from pydantic import RootModel
+
+    from medagent.agents.giant._actions import volume_schemas
+    from medagent.agents.giant._volume import counts as axis_counts
+
+    counts = axis_counts(volume)
+    checked, decoding = volume_schemas(counts, 160, hu=True, on=None)
+    forms = tuple(
+        f for f in get_args(decoding.model_fields["root"].annotation) if "Slice" in f.__name__
+    )
+    only_slices: Any = RootModel[Union[forms]]  # type: ignore[valid-type]  # noqa: UP007
+    prompt = [Message.user("Go to a slice of this CT volume. Reply with one JSON object.")]
+    reply = asyncio.run(tiny_vlm.generate(prompt, schema=only_slices))
+    value, error = parse_structured(reply.text, checked)  # as the navigator reads replies
+    assert value is not None, error
+    action = value.root  # type: ignore[attr-defined]
+    assert action.action == "slice" and 0 <= action.index < counts[action.axis]

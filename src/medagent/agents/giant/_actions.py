@@ -29,7 +29,7 @@ __all__ = [
     "volume_schemas",
 ]
 
-_FROZEN = ConfigDict(frozen=True)
+_STRICT = ConfigDict(frozen=True, extra="forbid")
 COORD = 10_000_000
 REASONING = 800
 ANSWER = 300
@@ -202,9 +202,10 @@ def volume_schemas(
         width: int = Field(ge=1, le=max(1, on_w))
         height: int = Field(ge=1, le=max(1, on_h))
 
-    def bounded_slice(axis: VolumeAxis) -> type[BaseModel]:
-        """A slice action along ``axis`` only, its index bounded by that axis's count; one per
-        axis, so a decoder writes an index that fits the axis it chose."""
+    def bounded_slice(axis: VolumeAxis, region: bool) -> type[BaseModel]:
+        """A slice action along ``axis`` only, its index bounded by that axis's count, with a
+        whole region or none: one per axis and form, so a decoder writes an index that fits
+        the axis it chose and never half a region."""
         fields: dict[str, Any] = {
             "reasoning": (str, Field(max_length=REASONING)),
             "action": (Literal["slice"], ...),
@@ -212,12 +213,13 @@ def volume_schemas(
             "index": (int, Field(ge=0, le=counts[axis] - 1)),
             "window": (WindowPreset | None if hu else None, None),
         }
-        for name, low in (("x", 0), ("y", 0), ("width", 1), ("height", 1)):
-            top = bound - 1 if low == 0 else bound
-            fields[name] = (int | None, Field(None, ge=low, le=max(low, top)))
-        return create_model(f"{axis.capitalize()}Slice", __config__=_FROZEN, **fields)
+        if region:
+            for name, low in (("x", 0), ("y", 0), ("width", 1), ("height", 1)):
+                fields[name] = (int, Field(ge=low, le=max(low, bound - 1 if low == 0 else bound)))
+        name = f"{axis.capitalize()}Slice{'Region' if region else ''}"
+        return create_model(name, __config__=_STRICT, **fields)
 
-    slices = tuple(bounded_slice(axis) for axis in counts)
+    slices = tuple(bounded_slice(axis, region) for axis in counts for region in (False, True))
     # On the montage there is no slice to zoom into: the decoder is offered no zoom.
     choices = (BoundedZoom, *slices, AnswerAction) if on is not None else (*slices, AnswerAction)
     choice: Any = Union[choices]  # noqa: UP007 - a union built at run time
