@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,29 @@ def test_trajectory_page_and_manifest_name_the_slices(
     # Resuming the finished run reopens the volume from the manifest and reports it again.
     again = asyncio.run(navigator.aresume(result.run_dir))
     assert again.status == "answered" and again.answer == result.answer
+
+
+def test_a_resumed_run_is_still_on_its_slice(
+    volume: Volume, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from model_support import KillAt, Killed
+
+    run_dir = tmp_path / "run"
+    first = ScriptedModel([reply(action="slice", index=26, window="lung")])
+    with pytest.raises(Killed):
+        GiantNavigator(KillAt(first, 2), runs_dir=tmp_path).run(  # type: ignore[arg-type]
+            volume, QUESTION, options=OPTIONS, run_dir=run_dir
+        )
+    resumed = ScriptedModel([reply(action="zoom", x=60, y=60, width=40, height=40), ANSWER])
+    with caplog.at_level(logging.WARNING):
+        result = GiantNavigator(resumed, runs_dir=tmp_path).run(
+            volume, QUESTION, options=OPTIONS, run_dir=run_dir
+        )
+    assert "unregistered type" not in caplog.text  # the state's slice revives typed
+    assert result.status == "answered"
+    zoomed = Trajectory.model_validate_json(result.trajectory_path.read_text()).steps[1]
+    assert zoomed.kind == "zoom" and zoomed.slice is not None
+    assert (zoomed.slice.index, zoomed.slice.window.split()[0]) == (26, "lung")
 
 
 def test_the_last_turn_summary_names_slices(volume: Volume, tmp_path: Path) -> None:
