@@ -10,6 +10,7 @@ in the middle of a run.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -137,22 +138,27 @@ def holds_volume(path: Path) -> bool:
     from medagent.imaging._dicom import dicom_sop_class
 
     try:
-        if path.is_dir():
-            files = [f for f in sorted(path.iterdir()) if f.is_file()][:_VOLUME_PROBE]
-        else:
-            files = [path]
-        for file in files:
-            with file.open("rb") as handle:
-                if not _is_dicom(handle.read(132)):
-                    continue
-            try:
-                sop = dicom_sop_class(file)
-            except SlideOpenError:
-                continue
-            if sop in (VOLUME_SOP_CLASSES if path.is_dir() else _ENHANCED):
-                return True
+        with captured_warnings():  # pydicom warns about damaged headers: not for stderr
+            return _holds_volume(path, dicom_sop_class)
     except OSError:
         return False
+
+
+def _holds_volume(path: Path, dicom_sop_class: Callable[[Path], str]) -> bool:
+    if path.is_dir():
+        files = [f for f in sorted(path.iterdir()) if f.is_file()][:_VOLUME_PROBE]
+    else:
+        files = [path]
+    for file in files:
+        with file.open("rb") as handle:
+            if not _is_dicom(handle.read(132)):
+                continue
+        try:
+            sop = dicom_sop_class(file)
+        except SlideOpenError:
+            continue
+        if sop in (VOLUME_SOP_CLASSES if path.is_dir() else _ENHANCED):
+            return True
     return False
 
 
