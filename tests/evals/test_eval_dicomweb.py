@@ -20,7 +20,7 @@ from medagent.testing import OrthancServer, free_port
 
 pytestmark = pytest.mark.slow
 
-YES = {"json": {"answer": "yes"}}
+YES: dict[str, object] = {"json": {"answer": "yes"}}
 CREDENTIALS = {"MEDAGENT_DICOMWEB_BASIC": f"{USER}:{PASSWORD}"}
 
 
