@@ -36,7 +36,8 @@ __all__ = [
 DICOMWEB_SCHEME = "dicomweb+"
 _UID = r"[0-9]+(?:\.[0-9]+)*"
 _REF = re.compile(
-    rf"^(?P<base>https?://.+?)/studies/(?P<study>{_UID})/series/(?P<series>{_UID})/?$"
+    rf"^(?P<base>https?://.+?)/studies/(?P<study>{_UID})/series/(?P<series>{_UID})/?$",
+    re.IGNORECASE,
 )
 _MAX_REF = 2048
 _RETRIES = 3
@@ -91,9 +92,10 @@ def parse_dicomweb_ref(text: str) -> DicomWebRef:
     found = _REF.match(url)
     if found is None:
         raise InputError(f"cannot read the DICOMweb reference; the form is {form}")
-    return DicomWebRef(
-        base_url=found["base"].rstrip("/"), study_uid=found["study"], series_uid=found["series"]
-    )
+    base = urlsplit(found["base"].rstrip("/"))
+    # Scheme and host are case-blind; the path is not.
+    root = f"{base.scheme.lower()}://{base.netloc.lower()}{base.path}"
+    return DicomWebRef(base_url=root, study_uid=found["study"], series_uid=found["series"])
 
 
 class FrameCounter:
@@ -162,6 +164,8 @@ def _open_error(ref: DicomWebRef, exc: BaseException) -> SlideOpenError:
         )
     elif status == 404:
         reason = "the archive has no such study or series (HTTP 404); check the UIDs"
+    elif type(exc).__name__ == "WsiDicomNotFoundError":
+        reason = "the archive has no whole-slide image in that study and series; check the UIDs"
     elif isinstance(exc, requests.ConnectionError | requests.Timeout):
         reason = (
             f"cannot reach the archive at {ref.base_url} ({type(exc).__name__}, after "
@@ -219,9 +223,12 @@ def open_dicomweb(
 
     try:
         client = _Client.create_client(parsed.base_url, auth=session)
+        # The session retries (urllib3, bounded); dicomweb-client's own retries on top would
+        # multiply the wait for an archive that is down (45 s per item, measured).
+        client._client.set_http_retry_params(retry=False)
         wsi = WsiDicom.open_web(client, parsed.study_uid, parsed.series_uid)
     except Exception as exc:  # requests, dicomweb-client and wsidicom raise many kinds
-        raise _open_error(parsed, exc) from exc
+        raise _open_error(parsed, exc) from None
     slide = DicomWsiSlide(wsi, parsed.name, format="dicomweb")
     slide.remote_source = parsed.url
     slide.frames = counter

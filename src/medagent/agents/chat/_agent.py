@@ -29,6 +29,7 @@ from medagent.agents.chat._graph import (
     accept_turn,
     build_graph,
     close_turn,
+    slide_key,
     unfinished_turn,
 )
 from medagent.agents.chat._prompts import system_prompt, template_hashes
@@ -92,7 +93,7 @@ class ChatAgent:
             self.runtime.chat_model(),
             agent="chat",
             method="chat",
-            inputs={"slide_path": str(self.slide.path)},
+            inputs={"slide_path": slide_key(self.slide)},
             config=self.config.model_dump(mode="json"),
             prompts=template_hashes(),
             image_long_side=self.runtime.long_side(),
@@ -137,9 +138,10 @@ class ChatAgent:
         async with lock:
             snapshot = await self._graph.aget_state(settings)
             values = snapshot.values or {}
-            if values.get("slide") not in (None, str(self.slide.path)):
+            mine = slide_key(self.slide)
+            if values.get("slide") not in (None, mine):
                 raise ConfigError(
-                    f"thread {thread_id!r} is about {values['slide']}, not {self.slide.path}; "
+                    f"thread {thread_id!r} is about {values['slide']}, not {mine}; "
                     "use a new thread id"
                 )
             if snapshot.next and not snapshot.interrupts:
@@ -160,7 +162,7 @@ class ChatAgent:
                         yield event
                 values = (await self._graph.aget_state(settings)).values or {}
             # Write-ahead: the message and its number are stored before the turn runs.
-            start, update = accept_turn(values, thread_id, user, slide=str(self.slide.path))
+            start, update = accept_turn(values, thread_id, user, slide=slide_key(self.slide))
             await self._graph.aupdate_state(settings, update, as_node="finish")
             yield start
             async for event in self._run(None, settings):

@@ -61,7 +61,15 @@ from medagent.tools import (
     zoom,
 )
 
-__all__ = ["ChatRuntime", "ChatState", "UserTurn", "accept_turn", "build_graph", "unfinished_turn"]
+__all__ = [
+    "ChatRuntime",
+    "ChatState",
+    "UserTurn",
+    "accept_turn",
+    "build_graph",
+    "slide_key",
+    "unfinished_turn",
+]
 
 T = TypeVar("T")
 
@@ -69,6 +77,12 @@ _TOOLS: dict[str, Tool[Any, Any]] = {t.name: t for t in DEFAULT_TOOLS}
 # Status codes with which servers refuse tool calling (vLLM without --enable-auto-tool-choice,
 # Ollama for models without tools): the JSON action schema still works there.
 _TOOLS_REFUSED = {400, 404, 422, 501}
+
+
+def slide_key(slide: Slide) -> str:
+    """How a thread names its slide: the path as given, or a remote slide's reference (which
+    ``open_image`` opens again)."""
+    return slide.remote_source or str(slide.path)
 
 
 class UserTurn(BaseModel):
@@ -142,7 +156,7 @@ class ChatRuntime:
 
     def context(self, slide_path: str | None) -> ToolContext:
         slide = self.slide
-        key = str(slide.path) if slide is not None else (slide_path or "")
+        key = slide_key(slide) if slide is not None else (slide_path or "")
         if key not in self._contexts:
             if slide is None:
                 if not slide_path:
