@@ -11,34 +11,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
 from cli_support import medagent
+from dicomweb_support import PASSWORD, USER, SlowProxy, make_series, series_ref
 from medagent.agents.giant import GiantConfig, GiantNavigator
 from medagent.errors import InputError, MedagentError, SlideOpenError
-from medagent.imaging import Region, is_dicomweb_ref, open_image, parse_dicomweb_ref
-from medagent.models import ScriptedModel
-from medagent.testing import (
-    OrthancServer,
-    synthetic_tissue,
-    write_dicom_wsi,
-    write_pyramid_tiff,
+from medagent.imaging import (
+    Region,
+    is_dicomweb_ref,
+    open_dicomweb,
+    open_image,
+    parse_dicomweb_ref,
 )
+from medagent.models import ScriptedModel
+from medagent.testing import OrthancServer
 
 pytestmark = pytest.mark.slow
 
-USER, PASSWORD = "reader", "s3cret-Pa55"
 TILE = 256
 
 
 @pytest.fixture(scope="module")
 def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("dicomweb")
-    source = write_pyramid_tiff(
-        folder / "source.tif", synthetic_tissue(4000, 3000, seed=5), mpp=0.25, levels=3
-    )
-    return write_dicom_wsi(source, folder / "series", tile=TILE, lossless=True)
+    return make_series(tmp_path_factory.mktemp("dicomweb"), tile=TILE)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +50,7 @@ def archive(series: Path) -> Iterator[OrthancServer]:
 
 @pytest.fixture(scope="module")
 def ref(archive: OrthancServer, series: Path) -> str:
-    header = pydicom.dcmread(series / "level-0.dcm", stop_before_pixels=True)
-    return (
-        f"dicomweb+{archive.dicomweb_url}/studies/{header.StudyInstanceUID}"
-        f"/series/{header.SeriesInstanceUID}"
-    )
+    return series_ref(archive, series)
 
 
 @pytest.fixture
@@ -145,13 +137,31 @@ def test_the_archive_going_away_mid_run_is_one_line_then_it_reads_again(
     with open_image(ref) as remote:
         archive.stop()
         try:
-            with pytest.raises(MedagentError) as caught:
+            with pytest.raises(SlideOpenError, match="did not deliver the frames") as caught:
                 remote.read(Region(x=3000, y=2000, width=600, height=600), 0)
             assert "\n" not in str(caught.value)
         finally:
             archive.start()
         image = remote.read(Region(x=3000, y=2000, width=600, height=600), 0)
         assert image.size == (600, 600)
+
+
+@pytest.mark.usefixtures("credentials")
+def test_a_slow_frame_times_out_in_one_line_and_bounded_time(
+    archive: OrthancServer, ref: str
+) -> None:
+    with SlowProxy(archive.port) as proxy:
+        slow_ref = ref.replace(f":{archive.port}/", f":{proxy.port}/")
+        remote = open_dicomweb(slow_ref, timeout_s=1.0)
+        proxy.delay_s = 3.0
+        started = time.perf_counter()
+        with pytest.raises(SlideOpenError, match="no answer in time") as caught:
+            remote.read(Region(x=2000, y=1500, width=700, height=700), 0)
+        elapsed = time.perf_counter() - started
+        assert "\n" not in str(caught.value) and elapsed < 30, elapsed
+        proxy.delay_s = 0.0
+        assert remote.read(Region(x=2000, y=1500, width=700, height=700), 0).size == (700, 700)
+        remote.close()
 
 
 @pytest.mark.usefixtures("credentials")

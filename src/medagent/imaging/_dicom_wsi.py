@@ -162,6 +162,10 @@ class DicomWsiSlide(Slide):
             try:
                 image = self._wsi.read_region((l_x, l_y), self._wsi_levels[level], (width, height))
             except Exception as exc:  # wsidicom's messages do not say which instance failed
+                if self.remote_source is not None:
+                    from medagent.imaging._dicomweb import archive_read_error
+
+                    raise archive_read_error(self.remote_source, region, exc) from None
                 if not self._level_files[level]:
                     raise
                 reason = failure_reason(exc)

@@ -28,6 +28,7 @@ __all__ = [
     "DICOMWEB_SCHEME",
     "DicomWebRef",
     "FrameCounter",
+    "archive_read_error",
     "is_dicomweb_ref",
     "open_dicomweb",
     "parse_dicomweb_ref",
@@ -124,7 +125,7 @@ def _session(
 
     class _Adapter(HTTPAdapter):
         def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-            kwargs["timeout"] = kwargs.get("timeout") or timeout_s
+            kwargs["timeout"] = timeout_s  # ours, not dicomweb-client's fixed 20 s
             response = super().send(request, **kwargs)
             url = str(request.url or "")
             if "/frames/" in url and response.status_code == 200:
@@ -177,6 +178,22 @@ def _open_error(ref: DicomWebRef, exc: BaseException) -> SlideOpenError:
         text = " ".join(str(exc).split())[:200]
         reason = f"cannot read the series ({type(exc).__name__}: {text})"
     return SlideOpenError(f"{where}: {reason}", path=where)
+
+
+def archive_read_error(source: str, region: object, exc: BaseException) -> SlideOpenError:
+    """One line for frames an archive did not deliver: down, slow or refusing, not a bad file."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    kind = f"HTTP {status}" if status else type(exc).__name__
+    reason = " ".join(str(exc).split())
+    if "timed out" in reason.lower() or "timeout" in kind.lower():
+        kind = "no answer in time"
+    elif "connection" in reason.lower():
+        kind = "connection failed"
+    return SlideOpenError(
+        f"{source}: the archive did not deliver the frames of {region} ({kind}, after "
+        f"{_RETRIES} retries); it may be down or slow: try again, or check the archive",
+        path=source,
+    )
 
 
 def open_dicomweb(
