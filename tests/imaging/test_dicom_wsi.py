@@ -21,7 +21,7 @@ from PIL import Image
 
 from cli_support import medagent
 from medagent.errors import DependencyMissingError, InputError, PHIRefusedError, SlideOpenError
-from medagent.imaging import Region, Slide, open_image
+from medagent.imaging import Region, Slide, list_under_roots, open_image, resolve_under_roots
 from medagent.imaging._dicom_wsi import DicomWsiSlide, open_dicom_wsi
 from medagent.testing import synthetic_tissue, write_pyramid_tiff
 from medagent.testing._dicom_wsi import write_dicom_wsi
@@ -261,3 +261,15 @@ def test_the_cmu_slide_as_jpeg_is_within_tolerance(cmu_slide: Path, tmp_path: Pa
         difference = np.abs(_pixels(dicom, region, 0) - _pixels(svs, region, 0))
         assert difference.mean() <= _JPEG_MEAN
         assert np.percentile(difference, 99) <= _JPEG_P99
+
+
+def test_a_series_folder_is_listed_as_one_slide_under_the_roots(
+    series: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "slides"
+    shutil.copytree(series, root / "case-1" / "wsi")
+    Image.new("RGB", (8, 8)).save(root / "case-1" / "photo.png")
+    listed = list_under_roots([root])
+    assert listed == ["case-1/photo.png", "case-1/wsi"]
+    with open_image(resolve_under_roots("case-1/wsi", [root])) as slide:
+        assert slide.level_count == 3

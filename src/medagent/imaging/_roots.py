@@ -197,8 +197,9 @@ def _log_walk_error(exc: OSError) -> None:
 def list_under_roots(
     roots: Sequence[Path], *, limit: int = 500, contains: str | None = None
 ) -> list[str]:
-    """Slide files under ``roots``, as names ``resolve_under_roots`` accepts, sorted per root,
-    at most ``limit``: what a client may open, and nothing it would be refused.
+    """Slide files under ``roots`` (and DICOM WSI series folders, one entry each), as names
+    ``resolve_under_roots`` accepts, sorted per root, at most ``limit``: what a client may
+    open, and nothing it would be refused.
 
     Hidden files and folders are skipped, linked folders are not entered, and a file linking
     out of the roots is left out. A name an earlier root shadows is given as its absolute path.
@@ -208,10 +209,14 @@ def list_under_roots(
         # Neither walk errors nor a bad entry may fail the whole listing: log and go on.
         for folder, dirs, files in os.walk(root, onerror=_log_walk_error):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if Path(name).suffix.lower() not in SLIDE_SUFFIXES or name.startswith("."):
+            names = sorted(files)
+            if Path(folder) != root and _is_dicom_wsi_series(Path(folder)):
+                # A DICOM WSI series is one slide: its folder, not each level's file.
+                dirs[:], names = [], [""]
+            for name in names:
+                if name and (Path(name).suffix.lower() not in SLIDE_SUFFIXES or name[0] == "."):
                     continue
-                path = Path(folder) / name
+                path = Path(folder) / name if name else Path(folder)
                 relative = path.relative_to(root).as_posix()
                 if contains and contains.lower() not in relative.lower():
                     continue
@@ -226,6 +231,12 @@ def list_under_roots(
                 if len(found) >= limit:
                     return found
     return found
+
+
+def _is_dicom_wsi_series(folder: Path) -> bool:
+    from medagent.imaging._dicom_wsi import dicom_wsi_files
+
+    return bool(dicom_wsi_files(folder))
 
 
 #: DICOM JSON tags QIDO-RS answers carry: Study / Series Instance UID.
