@@ -15,7 +15,7 @@ from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
@@ -26,7 +26,13 @@ from medagent.errors import (
     PHIRefusedError,
     SlideOpenError,
 )
-from medagent.imaging import PathHider, Region, list_archive_series, list_under_roots
+from medagent.imaging import (
+    PathHider,
+    Region,
+    is_dicomweb_ref,
+    list_archive_series,
+    list_under_roots,
+)
 from medagent.server._chat import (
     ChatService,
     OpenSession,
@@ -47,6 +53,7 @@ _TILE_CACHE = "private, max-age=86400"
 _MAX_PROBLEMS = 10
 _LOC_PART = 40
 _TILE_NUMBER = re.compile(r"[0-9]{1,9}")
+_MAX_PATH_CHARS = 1024
 
 
 class NewSession(BaseModel):
@@ -54,9 +61,17 @@ class NewSession(BaseModel):
 
     slide: str = Field(
         max_length=2048,
-        description="Path under a slide folder, or a series in an allowed DICOMweb archive "
-        "(dicomweb+https://…), as listed.",
+        description="Path under a slide folder (at most 1024 characters), or a series in an "
+        "allowed DICOMweb archive (dicomweb+https://…), as listed.",
     )
+
+    @field_validator("slide")
+    @classmethod
+    def _path_length(cls, slide: str) -> str:
+        # A reference carries two 64-character UIDs and a host; a path has no such excuse.
+        if not is_dicomweb_ref(slide) and len(slide) > _MAX_PATH_CHARS:
+            raise ValueError(f"a slide path is at most {_MAX_PATH_CHARS} characters")
+        return slide
 
 
 class NewMessage(BaseModel):
