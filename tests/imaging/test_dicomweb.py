@@ -187,3 +187,31 @@ def test_slide_info_reads_the_archive(ref: str) -> None:
     refused = medagent("slide", "info", ref, env={"MEDAGENT_DICOMWEB_BASIC": f"{USER}:nope"})
     assert refused.returncode == 2 and "refused the credentials" in refused.stderr
     assert "nope" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_ask_navigates_the_archive_from_the_command_line(ref: str, tmp_path: Path) -> None:
+    script = tmp_path / "replies.jsonl"
+    zoom = {"reasoning": "look", "action": "zoom", "x": 0, "y": 0, "width": 2000, "height": 1500}
+    answer = {"reasoning": "seen", "action": "answer", "answer": "1"}
+    script.write_text("\n".join(json.dumps({"json": r}) for r in (zoom, answer)) + "\n")
+    env = {"MEDAGENT_DICOMWEB_BASIC": f"{USER}:{PASSWORD}", "COLUMNS": "200"}
+    done = medagent(
+        "ask",
+        ref,
+        "Is there tissue?",
+        "--options",
+        "yes;no",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--long-side",
+        "512",
+        "--out",
+        str(tmp_path / "run"),
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "answered" in done.stdout
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["inputs"]["slide_path"] == ref
