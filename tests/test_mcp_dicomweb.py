@@ -8,7 +8,6 @@ import base64
 import io
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,9 @@ import pytest
 from PIL import Image
 
 from cli_support import medagent
-from dicomweb_support import PASSWORD, USER, make_series, series_ref
+from dicomweb_support import PASSWORD, USER
 from medagent.artifacts import ArtifactStore
-from medagent.errors import ConfigError, MedagentError
+from medagent.errors import ConfigError
 from medagent.testing import OrthancServer
 from medagent.tools import ToolFailure, ZoomOutput
 
@@ -30,62 +29,36 @@ from medagent.mcp_server import SlideTools  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_series(tmp_path_factory.mktemp("mcp-dicomweb"))
-
-
-@pytest.fixture(scope="module")
-def archive(series: Path) -> Iterator[OrthancServer]:
-    try:
-        server = OrthancServer(users={USER: PASSWORD})
-    except MedagentError as exc:
-        pytest.fail(f"the Orthanc archive cannot run here: {exc}")
-    with server:
-        server.upload(sorted(series.glob("*.dcm")))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ref(archive: OrthancServer, series: Path) -> str:
-    return series_ref(archive, series)
-
-
-@pytest.fixture
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEDAGENT_DICOMWEB_BASIC", f"{USER}:{PASSWORD}")
-
-
 def tools(tmp_path: Path, archives: list[str]) -> SlideTools:
     return SlideTools([tmp_path], ArtifactStore(tmp_path / "store"), archives=archives)
 
 
-@pytest.mark.usefixtures("credentials")
+@pytest.mark.usefixtures("dicomweb_credentials")
 def test_a_series_in_an_allowed_archive_is_zoomed_like_a_file(
-    archive: OrthancServer, ref: str, tmp_path: Path
+    dicomweb_archive: OrthancServer, dicomweb_ref: str, tmp_path: Path
 ) -> None:
-    slides = tools(tmp_path, [archive.dicomweb_url + "/"])
-    zoom = {"slide": ref, "x": 1000, "y": 800, "width": 1200, "height": 900}
+    slides = tools(tmp_path, [dicomweb_archive.dicomweb_url + "/"])
+    zoom = {"slide": dicomweb_ref, "x": 1000, "y": 800, "width": 1200, "height": 900}
     result, images = slides.call("zoom", zoom)
     assert isinstance(result, ZoomOutput), result
     assert result.mpp == pytest.approx(0.25 * 1200 / 1000) and len(images) == 1  # 1000 px view
     again, _ = slides.call("zoom", {**zoom, "x": 1100})  # the open series is reused
     assert isinstance(again, ZoomOutput) and len(slides._open) == 1
     help_text = slides.schemas()[1]["inputSchema"]["properties"]["slide"]["description"]
-    assert f"dicomweb+{archive.dicomweb_url}/studies/" in help_text
+    assert f"dicomweb+{dicomweb_archive.dicomweb_url}/studies/" in help_text
 
 
-@pytest.mark.usefixtures("credentials")
+@pytest.mark.usefixtures("dicomweb_credentials")
 def test_other_archives_and_no_archive_are_tool_errors(
-    archive: OrthancServer, ref: str, tmp_path: Path
+    dicomweb_archive: OrthancServer, dicomweb_ref: str, tmp_path: Path
 ) -> None:
-    other = ref.replace("/dicom-web/", "/dicom-web-2/")
-    host_spelling = ref.replace("127.0.0.1", "127.0.0.1.evil.example")
+    other = dicomweb_ref.replace("/dicom-web/", "/dicom-web-2/")
+    host_spelling = dicomweb_ref.replace("127.0.0.1", "127.0.0.1.evil.example")
     for slides, requested in [
-        (tools(tmp_path, [archive.dicomweb_url]), other),
-        (tools(tmp_path, [archive.dicomweb_url]), host_spelling),
-        (tools(tmp_path, []), ref),
-        (tools(tmp_path, ["http://127.0.0.1:1/dicom-web"]), ref),
+        (tools(tmp_path, [dicomweb_archive.dicomweb_url]), other),
+        (tools(tmp_path, [dicomweb_archive.dicomweb_url]), host_spelling),
+        (tools(tmp_path, []), dicomweb_ref),
+        (tools(tmp_path, ["http://127.0.0.1:1/dicom-web"]), dicomweb_ref),
     ]:
         result, images = slides.call("overview", {"slide": requested})
         assert isinstance(result, ToolFailure) and not images
@@ -109,18 +82,18 @@ async def calls(args: list[str], env: dict[str, str], *made: tuple[str, dict[str
 
 
 async def test_sdk_client_views_a_series_through_medagent_mcp(
-    archive: OrthancServer, ref: str
+    dicomweb_archive: OrthancServer, dicomweb_ref: str
 ) -> None:
     # No --slides: an archive alone is enough; the setting and the flag add up.
     args = ["--dicomweb-archive", "https://elsewhere.example/dicom-web"]
     env = {
         "MEDAGENT_DICOMWEB_BASIC": f"{USER}:{PASSWORD}",
-        "MEDAGENT_DICOMWEB_ARCHIVES": archive.dicomweb_url,
+        "MEDAGENT_DICOMWEB_ARCHIVES": dicomweb_archive.dicomweb_url,
     }
-    elsewhere = ref.replace(archive.base_url, "https://pacs.example")
+    elsewhere = dicomweb_ref.replace(dicomweb_archive.base_url, "https://pacs.example")
     overview, refused, wrong = await calls(
-        args, env, ("overview", {"slide": ref}), ("overview", {"slide": elsewhere}),
-        ("zoom", {"slide": ref, "x": 0, "y": 0, "width": 100}),
+        args, env, ("overview", {"slide": dicomweb_ref}), ("overview", {"slide": elsewhere}),
+        ("zoom", {"slide": dicomweb_ref, "x": 0, "y": 0, "width": 100}),
     )  # fmt: skip
     assert not overview.is_error, overview.content[0].text
     shown = [c for c in overview.content if c.type == "image"]

@@ -6,43 +6,21 @@ series or is down fails that item alone, with one line in its result; the run go
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from cli_support import medagent
-from dicomweb_support import PASSWORD, USER, make_series, series_ref
-from medagent.errors import InputError, MedagentError
+from dicomweb_support import PASSWORD, USER
+from medagent.errors import InputError
 from medagent.evals import load_jsonl, load_results
-from medagent.testing import OrthancServer, free_port
+from medagent.testing import free_port
 
 pytestmark = pytest.mark.slow
 
 YES: dict[str, object] = {"json": {"answer": "yes"}}
 CREDENTIALS = {"MEDAGENT_DICOMWEB_BASIC": f"{USER}:{PASSWORD}"}
-
-
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_series(tmp_path_factory.mktemp("eval-dicomweb"))
-
-
-@pytest.fixture(scope="module")
-def archive(series: Path) -> Iterator[OrthancServer]:
-    try:
-        server = OrthancServer(users={USER: PASSWORD})
-    except MedagentError as exc:
-        pytest.fail(f"the Orthanc archive cannot run here: {exc}")
-    with server:
-        server.upload(sorted(series.glob("*.dcm")))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ref(archive: OrthancServer, series: Path) -> str:
-    return series_ref(archive, series)
 
 
 def write_items(folder: Path, rows: list[dict[str, object]]) -> Path:
@@ -67,26 +45,28 @@ def run(data: Path, out: Path, replies: list[dict[str, object]], *extra: str, **
 
 
 def test_a_reference_in_a_row_is_kept_and_a_malformed_one_stops_the_load(tmp_path: Path) -> None:
-    ref = "dicomweb+https://pacs.example/dicom-web/studies/1.2/series/3.4/"
-    data = write_items(tmp_path, [{"id": "a", "images": [ref]}, {"id": "b", "slide": ref}])
+    dicomweb_ref = "dicomweb+https://pacs.example/dicom-web/studies/1.2/series/3.4/"
+    data = write_items(
+        tmp_path, [{"id": "a", "images": [dicomweb_ref]}, {"id": "b", "slide": dicomweb_ref}]
+    )
     dataset = load_jsonl(data)
-    assert dataset.items[0].images == [ref.rstrip("/")]
-    assert dataset.items[1].slide == ref.rstrip("/") and not dataset.missing
+    assert dataset.items[0].images == [dicomweb_ref.rstrip("/")]
+    assert dataset.items[1].slide == dicomweb_ref.rstrip("/") and not dataset.missing
     bad = write_items(tmp_path / "bad", [{"id": "a", "images": ["dicomweb+https://p/x/studies/1"]}])
     with pytest.raises(InputError, match=r"items\.jsonl line 1: cannot read the DICOMweb"):
         load_jsonl(bad)
 
 
 def test_vqa_reads_the_archive_and_each_archive_fault_fails_only_its_item(
-    ref: str, tmp_path: Path
+    dicomweb_ref: str, tmp_path: Path
 ) -> None:
-    missing = ref.rsplit("/series/", 1)[0] + "/series/1.2.3.4.5"
+    missing = dicomweb_ref.rsplit("/series/", 1)[0] + "/series/1.2.3.4.5"
     down = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web/studies/1.2/series/3.4"
     data = write_items(
         tmp_path / "data",
         [
             {"id": "local", "images": ["local.png"]},
-            {"id": "remote", "images": [ref]},
+            {"id": "remote", "images": [dicomweb_ref]},
             {"id": "missing", "images": [missing]},
             {"id": "down", "images": [down]},
         ],
@@ -106,10 +86,12 @@ def test_vqa_reads_the_archive_and_each_archive_fault_fails_only_its_item(
     assert PASSWORD not in written and PASSWORD not in output
 
 
-def test_a_refused_login_fails_the_archive_items_and_not_the_run(ref: str, tmp_path: Path) -> None:
+def test_a_refused_login_fails_the_archive_items_and_not_the_run(
+    dicomweb_ref: str, tmp_path: Path
+) -> None:
     data = write_items(
         tmp_path / "data",
-        [{"id": "remote", "images": [ref]}, {"id": "local", "images": ["local.png"]}],
+        [{"id": "remote", "images": [dicomweb_ref]}, {"id": "local", "images": ["local.png"]}],
     )
     out = tmp_path / "run"
     output = run(
@@ -122,9 +104,9 @@ def test_a_refused_login_fails_the_archive_items_and_not_the_run(ref: str, tmp_p
     assert "wrong-password" not in error and "\n" not in error
 
 
-def test_giant_navigates_a_slide_row_in_the_archive(ref: str, tmp_path: Path) -> None:
+def test_giant_navigates_a_slide_row_in_the_archive(dicomweb_ref: str, tmp_path: Path) -> None:
     data = write_items(
-        tmp_path / "data", [{"id": "remote", "slide": ref, "options": ["yes", "no"]}]
+        tmp_path / "data", [{"id": "remote", "slide": dicomweb_ref, "options": ["yes", "no"]}]
     )
     zoom = {"reasoning": "look", "action": "zoom", "x": 500, "y": 500, "width": 1000, "height": 800}
     answer = {"reasoning": "seen", "action": "answer", "answer": "1"}
@@ -134,4 +116,4 @@ def test_giant_navigates_a_slide_row_in_the_archive(ref: str, tmp_path: Path) ->
     assert result.status == "ok" and result.correct is True, output
     assert result.steps == 2
     manifest = json.loads((out / "items" / "remote" / "manifest.json").read_text())
-    assert manifest["inputs"]["slide_path"] == ref
+    assert manifest["inputs"]["slide_path"] == dicomweb_ref

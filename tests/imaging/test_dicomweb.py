@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cli_support import medagent
-from dicomweb_support import PASSWORD, USER, SlowProxy, make_series, series_ref
+from dicomweb_support import PASSWORD, USER, SlowProxy
 from medagent.agents.giant import GiantConfig, GiantNavigator
-from medagent.errors import InputError, MedagentError, SlideOpenError
+from medagent.errors import InputError, SlideOpenError
 from medagent.imaging import (
     Region,
     is_dicomweb_ref,
@@ -30,32 +29,6 @@ from medagent.testing import OrthancServer
 pytestmark = pytest.mark.slow
 
 TILE = 256
-
-
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_series(tmp_path_factory.mktemp("dicomweb"), tile=TILE)
-
-
-@pytest.fixture(scope="module")
-def archive(series: Path) -> Iterator[OrthancServer]:
-    try:
-        server = OrthancServer(users={USER: PASSWORD})
-    except MedagentError as exc:
-        pytest.fail(f"the Orthanc archive cannot run here: {exc}")
-    with server:
-        server.upload(sorted(series.glob("*.dcm")))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ref(archive: OrthancServer, series: Path) -> str:
-    return series_ref(archive, series)
-
-
-@pytest.fixture
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEDAGENT_DICOMWEB_BASIC", f"{USER}:{PASSWORD}")
 
 
 # -- references ------------------------------------------------------------------------------
@@ -90,15 +63,15 @@ def test_bad_references_are_one_line(text: str, words: str) -> None:
 # -- the archive ---------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("credentials")
+@pytest.mark.usefixtures("dicomweb_credentials")
 def test_the_series_reads_as_the_local_copy_fetching_only_the_frames_it_covers(
-    ref: str, series: Path
+    dicomweb_ref: str, dicomweb_series: Path
 ) -> None:
-    local = open_image(series)
-    with open_image(ref) as remote:
+    local = open_image(dicomweb_series)
+    with open_image(dicomweb_ref) as remote:
         assert remote.level_dimensions == local.level_dimensions
         assert remote.mpp_x == local.mpp_x == 0.25
-        assert remote.source == ref and remote.format == "dicomweb"
+        assert remote.source == dicomweb_ref and remote.format == "dicomweb"
         assert "label" in remote.associated_image_names
         frames = remote.frames  # type: ignore[attr-defined]
         before = frames.frames
@@ -111,18 +84,18 @@ def test_the_series_reads_as_the_local_copy_fetching_only_the_frames_it_covers(
 
 
 def test_wrong_credentials_are_one_line_and_never_shown(
-    ref: str, monkeypatch: pytest.MonkeyPatch
+    dicomweb_ref: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDAGENT_DICOMWEB_BASIC", f"{USER}:wrong-password")
     with pytest.raises(SlideOpenError, match="refused the credentials") as caught:
-        open_image(ref)
+        open_image(dicomweb_ref)
     message = str(caught.value)
-    assert "\n" not in message and "wrong-password" not in message and ref in message
+    assert "\n" not in message and "wrong-password" not in message and dicomweb_ref in message
 
 
-@pytest.mark.usefixtures("credentials")
-def test_a_missing_series_is_one_line(ref: str) -> None:
-    missing = ref.rsplit("/series/", 1)[0] + "/series/1.2.3.4.5"
+@pytest.mark.usefixtures("dicomweb_credentials")
+def test_a_missing_series_is_one_line(dicomweb_ref: str) -> None:
+    missing = dicomweb_ref.rsplit("/series/", 1)[0] + "/series/1.2.3.4.5"
     started = time.perf_counter()
     with pytest.raises(SlideOpenError, match="no whole-slide image in that study") as caught:
         open_image(missing)
@@ -130,28 +103,28 @@ def test_a_missing_series_is_one_line(ref: str) -> None:
     assert time.perf_counter() - started < 10
 
 
-@pytest.mark.usefixtures("credentials")
+@pytest.mark.usefixtures("dicomweb_credentials")
 def test_the_archive_going_away_mid_run_is_one_line_then_it_reads_again(
-    archive: OrthancServer, ref: str
+    dicomweb_archive: OrthancServer, dicomweb_ref: str
 ) -> None:
-    with open_image(ref) as remote:
-        archive.stop()
+    with open_image(dicomweb_ref) as remote:
+        dicomweb_archive.stop()
         try:
             with pytest.raises(SlideOpenError, match="did not deliver the frames") as caught:
                 remote.read(Region(x=3000, y=2000, width=600, height=600), 0)
             assert "\n" not in str(caught.value)
         finally:
-            archive.start()
+            dicomweb_archive.start()
         image = remote.read(Region(x=3000, y=2000, width=600, height=600), 0)
         assert image.size == (600, 600)
 
 
-@pytest.mark.usefixtures("credentials")
+@pytest.mark.usefixtures("dicomweb_credentials")
 def test_a_slow_frame_times_out_in_one_line_and_bounded_time(
-    archive: OrthancServer, ref: str
+    dicomweb_archive: OrthancServer, dicomweb_ref: str
 ) -> None:
-    with SlowProxy(archive.port) as proxy:
-        slow_ref = ref.replace(f":{archive.port}/", f":{proxy.port}/")
+    with SlowProxy(dicomweb_archive.port) as proxy:
+        slow_ref = dicomweb_ref.replace(f":{dicomweb_archive.port}/", f":{proxy.port}/")
         remote = open_dicomweb(slow_ref, timeout_s=1.0)
         proxy.delay_s = 3.0
         started = time.perf_counter()
@@ -164,32 +137,34 @@ def test_a_slow_frame_times_out_in_one_line_and_bounded_time(
         remote.close()
 
 
-@pytest.mark.usefixtures("credentials")
-def test_giant_navigates_a_slide_in_the_archive(ref: str, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("dicomweb_credentials")
+def test_giant_navigates_a_slide_in_the_archive(dicomweb_ref: str, tmp_path: Path) -> None:
     zoom = {"reasoning": "look", "action": "zoom", "x": 500, "y": 500, "width": 1000, "height": 800}
     answer = {"reasoning": "seen", "action": "answer", "answer": "1"}
     model = ScriptedModel([{"json": zoom}, {"json": answer}])
-    slide = open_image(ref)
+    slide = open_image(dicomweb_ref)
     navigator = GiantNavigator(model, GiantConfig(long_side=512), runs_dir=tmp_path)
     result = navigator.run(slide, "Is there tissue?", options=["yes", "no"])
     assert result.status == "answered"
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
-    assert manifest["inputs"]["slide_path"] == ref
+    assert manifest["inputs"]["slide_path"] == dicomweb_ref
     written = "".join(p.read_text(errors="ignore") for p in result.run_dir.rglob("*.json*"))
     assert PASSWORD not in written
 
 
-def test_slide_info_reads_the_archive(ref: str) -> None:
+def test_slide_info_reads_the_archive(dicomweb_ref: str) -> None:
     env = {"MEDAGENT_DICOMWEB_BASIC": f"{USER}:{PASSWORD}", "COLUMNS": "200"}
-    done = medagent("slide", "info", ref, env=env)
+    done = medagent("slide", "info", dicomweb_ref, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4000 x 3000" in done.stdout and "0.25 x 0.25" in done.stdout
-    refused = medagent("slide", "info", ref, env={"MEDAGENT_DICOMWEB_BASIC": f"{USER}:nope"})
+    refused = medagent(
+        "slide", "info", dicomweb_ref, env={"MEDAGENT_DICOMWEB_BASIC": f"{USER}:nope"}
+    )
     assert refused.returncode == 2 and "refused the credentials" in refused.stderr
     assert "nope" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
-def test_ask_navigates_the_archive_from_the_command_line(ref: str, tmp_path: Path) -> None:
+def test_ask_navigates_the_archive_from_the_command_line(dicomweb_ref: str, tmp_path: Path) -> None:
     script = tmp_path / "replies.jsonl"
     zoom = {"reasoning": "look", "action": "zoom", "x": 0, "y": 0, "width": 2000, "height": 1500}
     answer = {"reasoning": "seen", "action": "answer", "answer": "1"}
@@ -197,7 +172,7 @@ def test_ask_navigates_the_archive_from_the_command_line(ref: str, tmp_path: Pat
     env = {"MEDAGENT_DICOMWEB_BASIC": f"{USER}:{PASSWORD}", "COLUMNS": "200"}
     done = medagent(
         "ask",
-        ref,
+        dicomweb_ref,
         "Is there tissue?",
         "--options",
         "yes;no",
@@ -214,4 +189,4 @@ def test_ask_navigates_the_archive_from_the_command_line(ref: str, tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert "answered" in done.stdout
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["inputs"]["slide_path"] == ref
+    assert manifest["inputs"]["slide_path"] == dicomweb_ref

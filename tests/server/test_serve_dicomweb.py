@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from server_support import ANSWER, LOOPBACK
 
-from dicomweb_support import PASSWORD, USER, make_series, series_ref
-from medagent.errors import ConfigError, MedagentError
+from dicomweb_support import PASSWORD, USER
+from medagent.errors import ConfigError
 from medagent.imaging import Region, open_image
 from medagent.server import ServerConfig
 from medagent.testing import OrthancServer, free_port
@@ -26,52 +26,33 @@ from medagent.testing import OrthancServer, free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_series(tmp_path_factory.mktemp("serve-dicomweb"))
-
-
-@pytest.fixture(scope="module")
-def archive(series: Path) -> Iterator[OrthancServer]:
-    try:
-        server = OrthancServer(users={USER: PASSWORD})
-    except MedagentError as exc:
-        pytest.fail(f"the Orthanc archive cannot run here: {exc}")
-    with server:
-        server.upload(sorted(series.glob("*.dcm")))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ref(archive: OrthancServer, series: Path) -> str:
-    return series_ref(archive, series)
-
-
 @pytest.fixture
 def client(
-    make_app: Callable[..., Any], archive: OrthancServer, monkeypatch: pytest.MonkeyPatch
+    make_app: Callable[..., Any], dicomweb_archive: OrthancServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
     monkeypatch.setenv("MEDAGENT_DICOMWEB_BASIC", f"{USER}:{PASSWORD}")
     down = f"http://127.0.0.1:{free_port()}/dicom-web"  # listed after, and left out
-    app = make_app(dicomweb_archives=(archive.dicomweb_url + "/", down))
+    app = make_app(dicomweb_archives=(dicomweb_archive.dicomweb_url + "/", down))
     with TestClient(app, base_url=LOOPBACK) as test_client:
         yield test_client
 
 
-def test_the_archive_series_are_listed_beside_the_folders(client: TestClient, ref: str) -> None:
+def test_the_archive_series_are_listed_beside_the_folders(
+    client: TestClient, dicomweb_ref: str
+) -> None:
     slides = client.get("/api/slides").json()["slides"]
-    assert slides == ["cases/tissue.tif", ref]
+    assert slides == ["cases/tissue.tif", dicomweb_ref]
 
 
 def test_a_session_on_a_series_serves_its_tiles_from_the_frames(
-    client: TestClient, ref: str, series: Path, ask: Callable[..., Any]
+    client: TestClient, dicomweb_ref: str, dicomweb_series: Path, ask: Callable[..., Any]
 ) -> None:
-    created = client.post("/api/sessions", json={"slide": ref})
+    created = client.post("/api/sessions", json={"slide": dicomweb_ref})
     assert created.status_code == 201, created.text
     info = created.json()
     assert (info["width"], info["height"], info["mpp_x"]) == (4000, 3000, 0.25)
     assert 'Width="4000" Height="3000"' in client.get(info["dzi"]).text
-    frames = client.app.state.tiles.slide(ref).slide.frames  # type: ignore[attr-defined]
+    frames = client.app.state.tiles.slide(dicomweb_ref).slide.frames  # type: ignore[attr-defined]
     before = frames.frames
     # 4000 px wide: Deep Zoom levels 0..12, level 12 full resolution; tile (3, 2) covers
     # level-0 pixels 761..1016 x 507..762 (254 px tiles, 1 px overlap): 2 x 2 of the
@@ -79,7 +60,7 @@ def test_a_session_on_a_series_serves_its_tiles_from_the_frames(
     tile = client.get(f"/api/sessions/{info['id']}/slide_files/12/3_2.jpeg")
     assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
     served = np.asarray(Image.open(io.BytesIO(tile.content)).convert("RGB"), dtype=float)
-    with open_image(series) as local:
+    with open_image(dicomweb_series) as local:
         expected = np.asarray(
             local.read(Region(x=761, y=507, width=256, height=256), 0), dtype=float
         )
@@ -97,27 +78,27 @@ def test_a_session_on_a_series_serves_its_tiles_from_the_frames(
 @pytest.mark.parametrize(
     "change",
     [
-        lambda ref: ref.replace("/dicom-web/", "/dicom-web-2/"),
-        lambda ref: ref.replace("127.0.0.1", "127.0.0.1.evil.example"),
-        lambda ref: ref.replace("http://", "http://reader:x@"),
-        lambda ref: ref.replace("/dicom-web/", "/dicom-web/../dicom-web/"),
+        lambda dicomweb_ref: dicomweb_ref.replace("/dicom-web/", "/dicom-web-2/"),
+        lambda dicomweb_ref: dicomweb_ref.replace("127.0.0.1", "127.0.0.1.evil.example"),
+        lambda dicomweb_ref: dicomweb_ref.replace("http://", "http://reader:x@"),
+        lambda dicomweb_ref: dicomweb_ref.replace("/dicom-web/", "/dicom-web/../dicom-web/"),
     ],
 )
 def test_other_archives_are_refused_in_one_line(
-    client: TestClient, ref: str, change: Callable[[str], str]
+    client: TestClient, dicomweb_ref: str, change: Callable[[str], str]
 ) -> None:
-    reply = client.post("/api/sessions", json={"slide": change(ref)})
+    reply = client.post("/api/sessions", json={"slide": change(dicomweb_ref)})
     assert reply.status_code in (403, 404), reply.text
     detail = reply.json()["detail"]
     assert "\n" not in detail and PASSWORD not in detail
 
 
 def test_without_an_allowed_archive_a_reference_is_refused(
-    make_app: Callable[..., Any], ref: str
+    make_app: Callable[..., Any], dicomweb_ref: str
 ) -> None:
     with TestClient(make_app(), base_url=LOOPBACK) as plain:
         assert plain.get("/api/slides").json()["slides"] == ["cases/tissue.tif"]
-        reply = plain.post("/api/sessions", json={"slide": ref})
+        reply = plain.post("/api/sessions", json={"slide": dicomweb_ref})
         assert reply.status_code == 403 and "opens no DICOMweb archive" in reply.json()["detail"]
 
 
