@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, _train_tokenizer
+from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, _train_tokenizer, tiny_text_dims
 
 __all__ = ["BUILDERS", "QWEN_CHAT_TEMPLATE"]
 
@@ -61,20 +61,12 @@ def _vision_token_ids(tokenizer: Any) -> dict[str, Any]:
 
 
 def _text_kwargs(tokenizer: Any) -> dict[str, Any]:
+    """The shared tiny language model; Qwen keeps its own default for tied embeddings."""
     from medagent.testing._tiny_families import _padded_vocab  # late: it will import BUILDERS
 
-    return {
-        "vocab_size": _padded_vocab(tokenizer),
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "max_position_embeddings": 4096,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
+    dims = tiny_text_dims(tokenizer, _padded_vocab(tokenizer))
+    del dims["tie_word_embeddings"]
+    return dims
 
 
 def _save(
