@@ -190,3 +190,21 @@ def test_ask_navigates_the_archive_from_the_command_line(dicomweb_ref: str, tmp_
     assert "answered" in done.stdout
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["inputs"]["slide_path"] == dicomweb_ref
+
+
+def test_a_bearer_token_is_sent_as_a_header_and_never_shown(
+    dicomweb_ref: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orthanc 1.10 knows only basic auth, so the bearer path is checked at the session: the
+    header a token-guarded archive (Google Healthcare, IDC proxies) reads, and no leak."""
+    from pydantic import SecretStr
+
+    from medagent.imaging._dicomweb import FrameCounter, _session
+
+    session = _session(SecretStr("tok-123"), None, 5.0, FrameCounter())
+    assert session.headers["Authorization"] == "Bearer tok-123"
+    assert session.auth is None
+    monkeypatch.setenv("MEDAGENT_DICOMWEB_TOKEN", "tok-123")  # the archive wants basic: 401
+    with pytest.raises(SlideOpenError, match="refused the credentials") as caught:
+        open_image(dicomweb_ref)
+    assert "tok-123" not in str(caught.value)
