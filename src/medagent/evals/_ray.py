@@ -1,38 +1,88 @@
-"""``--executor ray``: items as Ray tasks, each running the runner's own per-item code.
+"""``--executor ray``: items as Ray tasks, each running the same per-item code as local runs.
 
-Workers build their model from the runner's factory (so pass a picklable one, e.g. a
-``functools.partial(build_model, settings)``) and return the result; the driver writes every
-result line, so ``results.jsonl`` has one writer whatever the executor.
+Workers get an ``ItemTask`` (the model factory, the method, the item's time limit, prices and
+scorer), never the runner: the runner holds the driver's results writer and progress callback,
+which neither pickle nor belong on a worker. So pass a picklable model factory, e.g. a
+``functools.partial(build_model, settings)``. Each task returns its result and the id of the
+node it ran on; the driver writes every result line (``results.jsonl`` has one writer whatever
+the executor) and, per item, the node in ``RUN_DIR/ray_nodes.jsonl``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from medagent.errors import ConfigError, DependencyMissingError
+from medagent.errors import ConfigError, DependencyMissingError, MedagentError
 from medagent.evals._records import EvalItem, ItemResult
 
 if TYPE_CHECKING:
-    from medagent.evals._runner import EvalRunner
+    from medagent.evals._runner import EvalRunner, ItemTask
 
-__all__ = ["run_on_ray"]
+__all__ = ["NODES_FILE", "run_on_ray"]
+
+NODES_FILE = "ray_nodes.jsonl"
 
 
-def _run_one(runner: EvalRunner, item_json: str) -> str:
-    """Executed in a Ray worker: the same per-item code as the local executor."""
+def _run_one(task: ItemTask, item_json: str) -> str:
+    """Executed in a Ray worker: the item's result and the node it ran on, as JSON."""
+    import ray
+
     item = EvalItem.model_validate_json(item_json)
 
     async def go() -> ItemResult:
-        model = runner.make_model()
+        model = task.make_model()
         try:
-            return await runner.run_item(item, model)
+            return await task.run_item(item, model)
         finally:
             await model.aclose()
 
-    return asyncio.run(go()).model_dump_json()
+    result = asyncio.run(go())
+    node = ray.get_runtime_context().get_node_id()
+    return json.dumps({"result": result.model_dump(mode="json"), "node": node})
+
+
+def _connect(address: str | None, concurrency: int) -> bool:
+    """Join the cluster at ``address`` (or start a local instance); True when this call did."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "ignore_reinit_error": True,
+    }
+    if address:
+        _check_reachable(address)  # ray.init retries an unreachable address for ever
+        options["address"] = address
+    else:
+        options["num_cpus"] = max(1, concurrency)
+    try:
+        ray.init(**options)
+    except Exception as exc:  # Ray says it with a ConnectionError, RuntimeError, ValueError…
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0][:300] if lines else type(exc).__name__
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise MedagentError(f"cannot reach {where}: {reason}") from None
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    """One line, soon, when nothing listens at a ``host:port`` address (other forms, such as
+    ``auto`` or ``ray://``, are left to Ray)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise MedagentError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 async def run_on_ray(
@@ -52,39 +102,57 @@ async def run_on_ray(
             "--executor ray needs a model factory (workers build their own model); pass "
             "functools.partial(build_model, settings) as the runner's model"
         )
-    if not ray.is_initialized():
-        options: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "ignore_reinit_error": True,
-        }
-        if runner.ray_address:
-            options["address"] = runner.ray_address
-        else:
-            options["num_cpus"] = max(1, runner.concurrency)
-        ray.init(**options)
+    task = runner.task()
+    connected = await asyncio.to_thread(_connect, runner.ray_address, runner.concurrency)
+    try:
+        try:
+            task_ref = ray.put(task)
+        except TypeError as exc:  # something in the method or the factory does not pickle
+            first = str(exc).strip().splitlines()[:1] or [type(exc).__name__]
+            raise ConfigError(f"--executor ray: {first[0][:300]}") from None
+        await _submit_all(runner, task_ref, items, record)
+    finally:
+        if connected:
+            ray.shutdown()
+
+
+async def _submit_all(
+    runner: EvalRunner,
+    task_ref: Any,
+    items: Sequence[EvalItem],
+    record: Callable[[ItemResult], Awaitable[None]],
+) -> None:
+    import ray
+
     remote = ray.remote(_run_one)
-    # The runner goes to the workers without its lock-holding results writer.
-    shipped = runner.__class__.__new__(runner.__class__)
-    shipped.__dict__.update({k: v for k, v in runner.__dict__.items() if k != "results"})
-    runner_ref = ray.put(shipped)
+    nodes_path = runner.run_dir / NODES_FILE
     queue = list(items)
     in_flight: list[Any] = []
     submitted: dict[Any, EvalItem] = {}
     while queue or in_flight:
         while queue and len(in_flight) < runner.concurrency:
             item = queue.pop(0)
-            ref = remote.remote(runner_ref, item.model_dump_json())
+            ref = remote.remote(task_ref, item.model_dump_json())
             submitted[ref] = item
             in_flight.append(ref)
         done, in_flight = await asyncio.to_thread(ray.wait, in_flight, num_returns=1)
         for ref in done:
             item = submitted.pop(ref)
+            node: str | None = None
             try:
                 text = await asyncio.to_thread(ray.get, ref)
             except Exception as exc:  # a worker that died is that item's failure, not the run's
                 first = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
                 result = runner.failed_result(item, f"the Ray task failed: {first[0][:300]}")
             else:
-                result = ItemResult.model_validate(json.loads(text))
+                shipped = json.loads(text)
+                result = ItemResult.model_validate(shipped["result"])
+                node = shipped["node"]
             await record(result)
+            line = json.dumps({"id": item.id, "node": node, "status": result.status})
+            await asyncio.to_thread(_append, nodes_path, line)
+
+
+def _append(path: Any, line: str) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")

@@ -28,6 +28,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +43,7 @@ from medagent.evals._methods import ItemMethod
 from medagent.evals._records import EvalItem, ItemResult
 from medagent.models import ChatModel, Prices, Spend, watch_budget
 
-__all__ = ["EvalRunner", "RunConfig", "RunOutcome", "load_results", "read_manifest"]
+__all__ = ["EvalRunner", "ItemTask", "RunConfig", "RunOutcome", "load_results", "read_manifest"]
 
 
 class RunConfig(BaseModel):
@@ -201,6 +202,109 @@ class ResultsFile:
         write_atomic(self.path, "".join(r.model_dump_json() + "\n" for r in latest.values()))
 
 
+Score = Callable[[EvalItem, str | None], tuple[bool | None, float | None]]
+
+
+@dataclass(frozen=True)
+class ItemTask:
+    """One item's work, as either executor runs it: the model (or its factory), the method,
+    where the item's files go, its time limit, prices and scorer. Picklable when the model is a
+    factory: this, not the runner, is what Ray workers get."""
+
+    model: ChatModel | Callable[[], ChatModel]
+    method: ItemMethod
+    config_hash: str
+    run_dir: Path
+    item_timeout_s: float
+    prices: Prices | None
+    score: Score
+
+    def make_model(self) -> ChatModel:
+        """The model instance (a factory is called: Ray workers build their own)."""
+        if isinstance(self.model, ChatModel):
+            return self.model
+        return self.model()
+
+    def _base(self, item: EvalItem) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"metric": item.metric}
+        if item.metric == "closed":
+            # Kept with the result: a report rescores closed answers without the dataset.
+            metadata["choices"] = closed_choices(item.question, item.metadata)
+        return {
+            "id": item.id,
+            "task": item.task,
+            "config_hash": self.config_hash,
+            "reference": item.answer,
+            "metadata": metadata,
+        }
+
+    def failed_result(self, item: EvalItem, error: str, latency_s: float = 0.0) -> ItemResult:
+        """``item`` as a failed result saying ``error`` (one line)."""
+        return ItemResult(
+            **self._base(item),
+            status="failed",
+            error=error,
+            latency_s=latency_s,
+            finished_at=datetime.now(UTC).isoformat(),
+        )
+
+    async def run_item(self, item: EvalItem, model: ChatModel) -> ItemResult:
+        """One item, start to finish; any failure of its own is a result, never an exception.
+
+        A ``MedagentError`` (a missing image, a model that cannot be reached) is reported as
+        it says; any other exception is a bug or a library's surprise: its one-line name goes
+        in the result and its traceback in ``items/<id>/error.txt``.
+        """
+        item_dir = self.run_dir / "items" / _safe_name(item.id)
+        started = time.perf_counter()
+        hits_before = getattr(model, "hits", 0)
+        try:
+            output = await asyncio.wait_for(
+                self.method(item, model, item_dir), timeout=self.item_timeout_s
+            )
+            correct, score = self.score(item, output.prediction) if output.ok else (False, None)
+            trajectory = (
+                str(output.trajectory.relative_to(self.run_dir)) if output.trajectory else None
+            )
+        except TimeoutError:
+            return ItemResult(
+                **self._base(item),
+                status="timeout",
+                latency_s=time.perf_counter() - started,
+                error=f"no answer within {self.item_timeout_s:g} s",
+                finished_at=datetime.now(UTC).isoformat(),
+            )
+        except MedagentError as exc:
+            return self.failed_result(item, _item_error(exc), time.perf_counter() - started)
+        except Exception as exc:  # one item's surprise must not end the batch
+            error = _item_error(exc)
+            if _keep_traceback(item_dir, exc):
+                error += f" (traceback in items/{item_dir.name}/error.txt)"
+            return self.failed_result(item, error, time.perf_counter() - started)
+        return ItemResult(
+            **self._base(item),
+            status="ok" if output.ok else "failed",
+            answer=output.answer,
+            prediction=output.prediction,
+            correct=correct,
+            score=score,
+            agent_status=output.agent_status,
+            error=output.error,
+            steps=output.steps,
+            prompt_tokens=output.prompt_tokens,
+            completion_tokens=output.completion_tokens,
+            latency_s=time.perf_counter() - started,
+            cost_usd=(
+                self.prices.cost(output.prompt_tokens, output.completion_tokens)
+                if self.prices
+                else None
+            ),
+            cached_calls=getattr(model, "hits", 0) - hits_before,
+            trajectory=trajectory,
+            finished_at=datetime.now(UTC).isoformat(),
+        )
+
+
 Progress = Callable[[ItemResult, int, int], None]
 
 
@@ -311,91 +415,30 @@ class EvalRunner:
             return [i for i in items if i.id in done and done[i.id].status != "ok"]
         return [i for i in items if i.id not in done]
 
+    def task(self) -> ItemTask:
+        """What one item needs, and nothing else (no results writer, no progress callback):
+        small and picklable, so ``--executor ray`` ships it to every worker."""
+        return ItemTask(
+            model=self.model,
+            method=self.method,
+            config_hash=self.config.hash(),
+            run_dir=self.run_dir,
+            item_timeout_s=self.item_timeout_s,
+            prices=self.prices,
+            score=self.score,
+        )
+
     def make_model(self) -> ChatModel:
         """The model instance (a factory is called: Ray workers build their own)."""
-        if isinstance(self.model, ChatModel):
-            return self.model
-        return self.model()
-
-    # -- running -------------------------------------------------------------------------------
-    def _base(self, item: EvalItem) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"metric": item.metric}
-        if item.metric == "closed":
-            # Kept with the result: a report rescores closed answers without the dataset.
-            metadata["choices"] = closed_choices(item.question, item.metadata)
-        return {
-            "id": item.id,
-            "task": item.task,
-            "config_hash": self.config.hash(),
-            "reference": item.answer,
-            "metadata": metadata,
-        }
+        return self.task().make_model()
 
     def failed_result(self, item: EvalItem, error: str, latency_s: float = 0.0) -> ItemResult:
         """``item`` as a failed result saying ``error`` (one line)."""
-        return ItemResult(
-            **self._base(item),
-            status="failed",
-            error=error,
-            latency_s=latency_s,
-            finished_at=datetime.now(UTC).isoformat(),
-        )
+        return self.task().failed_result(item, error, latency_s)
 
     async def run_item(self, item: EvalItem, model: ChatModel) -> ItemResult:
-        """One item, start to finish; any failure of its own is a result, never an exception.
-
-        A ``MedagentError`` (a missing image, a model that cannot be reached) is reported as
-        it says; any other exception is a bug or a library's surprise: its one-line name goes
-        in the result and its traceback in ``items/<id>/error.txt``.
-        """
-        item_dir = self.run_dir / "items" / _safe_name(item.id)
-        started = time.perf_counter()
-        hits_before = getattr(model, "hits", 0)
-        try:
-            output = await asyncio.wait_for(
-                self.method(item, model, item_dir), timeout=self.item_timeout_s
-            )
-            correct, score = self.score(item, output.prediction) if output.ok else (False, None)
-            trajectory = (
-                str(output.trajectory.relative_to(self.run_dir)) if output.trajectory else None
-            )
-        except TimeoutError:
-            return ItemResult(
-                **self._base(item),
-                status="timeout",
-                latency_s=time.perf_counter() - started,
-                error=f"no answer within {self.item_timeout_s:g} s",
-                finished_at=datetime.now(UTC).isoformat(),
-            )
-        except MedagentError as exc:
-            return self.failed_result(item, _item_error(exc), time.perf_counter() - started)
-        except Exception as exc:  # one item's surprise must not end the batch
-            error = _item_error(exc)
-            if _keep_traceback(item_dir, exc):
-                error += f" (traceback in items/{item_dir.name}/error.txt)"
-            return self.failed_result(item, error, time.perf_counter() - started)
-        return ItemResult(
-            **self._base(item),
-            status="ok" if output.ok else "failed",
-            answer=output.answer,
-            prediction=output.prediction,
-            correct=correct,
-            score=score,
-            agent_status=output.agent_status,
-            error=output.error,
-            steps=output.steps,
-            prompt_tokens=output.prompt_tokens,
-            completion_tokens=output.completion_tokens,
-            latency_s=time.perf_counter() - started,
-            cost_usd=(
-                self.prices.cost(output.prompt_tokens, output.completion_tokens)
-                if self.prices
-                else None
-            ),
-            cached_calls=getattr(model, "hits", 0) - hits_before,
-            trajectory=trajectory,
-            finished_at=datetime.now(UTC).isoformat(),
-        )
+        """One item, start to finish (``ItemTask.run_item``)."""
+        return await self.task().run_item(item, model)
 
     async def run_within_budget(self, item: EvalItem, model: ChatModel) -> ItemResult | None:
         """``run_item``, or ``None`` when the budget refused one of the item's model calls:
