@@ -42,11 +42,14 @@ def namespaces_refused() -> str | None:
     return None
 
 
-def run_in_cluster(command: Sequence[str], *, timeout_s: float = 600.0) -> tuple[int, str]:
+def run_in_cluster(
+    command: Sequence[str], *, timeout_s: float = 600.0, start: bool = True
+) -> tuple[int, str]:
     """Start a head (``node_a``) and a second node (``node_b``), one CPU each, with token auth;
     run ``command`` (``RAY_ADDRESS`` set to the head); stop the cluster whatever happened.
 
-    Returns ``command``'s exit status and everything the script printed."""
+    ``start=False`` runs ``command`` in the same namespaces with no cluster at all. Returns
+    ``command``'s exit status and everything the script printed."""
     ray = str(Path(sys.executable).with_name("ray"))
     # A short folder: Ray's socket paths must stay under the 107-character limit.
     home = Path(tempfile.mkdtemp(prefix="rayc", dir="/tmp"))
@@ -65,10 +68,10 @@ export RAY_USAGE_STATS_ENABLED=0
 export RAY_AUTH_TOKEN="$({ray} get-auth-token)"
 cleanup() {{ {ray} stop --force >/dev/null 2>&1; }}
 trap cleanup EXIT
-{ray} start --head --port {CLUSTER_PORT} --include-dashboard false \
+{"" if start else ": "}{ray} start --head --port {CLUSTER_PORT} --include-dashboard false \
   --resources '{{"node_a": 1}}' {common} >"$HOME/head.log" 2>&1 \
   || {{ echo "head did not start:"; tail -20 "$HOME/head.log"; exit 91; }}
-{ray} start --address {address} --resources '{{"node_b": 1}}' {common} \
+{"" if start else ": "}{ray} start --address {address} --resources '{{"node_b": 1}}' {common} \
   >"$HOME/worker.log" 2>&1 \
   || {{ echo "second node did not start:"; tail -20 "$HOME/worker.log"; exit 92; }}
 {shlex.join(command)}
