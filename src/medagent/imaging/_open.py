@@ -10,7 +10,6 @@ in the middle of a run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -135,16 +134,16 @@ _VOLUME_PROBE = 8
 def holds_volume(path: Path) -> bool:
     """Whether ``path`` is a CT/MR series (a folder) or an enhanced multi-frame CT/MR file:
     what ``open_volume`` opens, not ``open_image``."""
-    from medagent.imaging._dicom import dicom_sop_class
-
     try:
         with captured_warnings():  # pydicom warns about damaged headers: not for stderr
-            return _holds_volume(path, dicom_sop_class)
+            return _holds_volume(path)
     except OSError:
         return False
 
 
-def _holds_volume(path: Path, dicom_sop_class: Callable[[Path], str]) -> bool:
+def _holds_volume(path: Path) -> bool:
+    from medagent.imaging._dicom import dicom_sop_class
+
     if path.is_dir():
         files = [f for f in sorted(path.iterdir()) if f.is_file()][:_VOLUME_PROBE]
     else:
