@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from medagent.errors import ConfigError, DependencyMissingError, MedagentError
+from medagent._ray import connect_ray
+from medagent.errors import ConfigError, DependencyMissingError
 from medagent.evals._records import EvalItem, ItemResult
 
 if TYPE_CHECKING:
@@ -45,46 +45,6 @@ def _run_one(task: ItemTask, item_json: str) -> str:
     return json.dumps({"result": result.model_dump(mode="json"), "node": node})
 
 
-def _connect(address: str | None, concurrency: int) -> bool:
-    """Join the cluster at ``address`` (or start a local instance); True when this call did."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    options: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "ignore_reinit_error": True,
-    }
-    if address:
-        _check_reachable(address)  # ray.init retries an unreachable address for ever
-        options["address"] = address
-    else:
-        options["num_cpus"] = max(1, concurrency)
-    try:
-        ray.init(**options)
-    except Exception as exc:  # Ray says it with a ConnectionError, RuntimeError, ValueError…
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[0][:300] if lines else type(exc).__name__
-        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise MedagentError(f"cannot reach {where}: {reason}") from None
-    return True
-
-
-def _check_reachable(address: str) -> None:
-    """One line, soon, when nothing listens at a ``host:port`` address (other forms, such as
-    ``auto`` or ``ray://``, are left to Ray)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "/" in host or not host:
-        return
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise MedagentError(f"cannot reach the Ray cluster at {address}: {reason}") from None
-
-
 async def run_on_ray(
     runner: EvalRunner,
     items: Sequence[EvalItem],
@@ -103,7 +63,7 @@ async def run_on_ray(
             "functools.partial(build_model, settings) as the runner's model"
         )
     task = runner.task()
-    connected = await asyncio.to_thread(_connect, runner.ray_address, runner.concurrency)
+    connected = await asyncio.to_thread(connect_ray, runner.ray_address, runner.concurrency)
     try:
         try:
             task_ref = ray.put(task)
