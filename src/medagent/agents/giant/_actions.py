@@ -121,12 +121,15 @@ class FinalAnswer(BaseModel):
     answer: str = Field(min_length=1, max_length=ANSWER)
 
 
-def decoding_schema(slide_width: int, slide_height: int) -> type[BaseModel]:
+def decoding_schema(
+    slide_width: int, slide_height: int, *, zoom_only: bool = False
+) -> type[BaseModel]:
     """``GiantAction`` with coordinates bounded by the slide, for constrained decoding only.
 
     Sent to the model so a constrained decoder can only write regions that start inside the
     slide; replies are still validated against the looser ``GiantAction``, so a server that
     ignores the schema can send a partly-outside region, which is clamped with a note.
+    ``zoom_only``: the bounded zoom alone (``GiantConfig.fixed_steps``).
     """
 
     class SlideZoom(ZoomAction):
@@ -134,6 +137,10 @@ def decoding_schema(slide_width: int, slide_height: int) -> type[BaseModel]:
         y: int = Field(ge=0, le=max(0, slide_height - 1))
         width: int = Field(ge=1, le=max(1, slide_width))
         height: int = Field(ge=1, le=max(1, slide_height))
+
+    if zoom_only:
+        SlideZoom.__name__ = "ZoomAction"
+        return SlideZoom
 
     class SlideAction(
         RootModel[Annotated[SlideZoom | AnswerAction, Field(discriminator="action")]]

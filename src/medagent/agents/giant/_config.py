@@ -28,6 +28,11 @@ class GiantConfig(BaseModel):
     max_images_in_context: int | None = Field(
         None, ge=1, description="images kept: the latest, and from 2 on the overview and latest N-1"
     )
+    fixed_steps: bool = Field(
+        False,
+        description="benchmarks only: every turn before the last must zoom (a slide) or look "
+        "(random-region), so each question makes exactly max_steps requests whatever the model",
+    )
     max_corrections: int = Field(3, ge=0, le=10, description="re-asks per turn on invalid output")
     strict_regions: bool = Field(False, description="reject partly-outside regions, don't clamp")
     loop_overlap: float = Field(0.8, gt=0, le=1, description="IoU that counts as the same region")

@@ -402,9 +402,12 @@ def _schemas(
             dims = run.slice_view(at)[0].slide.dimensions
             on = (dims.width, dims.height)
         return volume_schemas(counts(volume), view_bound(volume), hu=volume.hu, on=on)
+    fixed = run.config.fixed_steps
     if run.method == "random-region":
-        return RandomAction, None
+        return (LookAction if fixed else RandomAction), None
     dims = run.slide.dimensions
+    if fixed:
+        return ZoomAction, decoding_schema(dims.width, dims.height, zoom_only=True)
     return GiantAction, decoding_schema(dims.width, dims.height)
 
 

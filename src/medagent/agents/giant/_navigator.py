@@ -243,7 +243,10 @@ class GiantNavigator:
         opened = open_source(slide)
         if isinstance(opened, Volume):
             check_volume_run(
-                self.method, prompts=self.prompts is not None, look_for=bool(self.config.look_for)
+                self.method,
+                prompts=self.prompts is not None,
+                look_for=bool(self.config.look_for),
+                fixed_steps=self.config.fixed_steps,
             )
         directory = Path(run_dir) if run_dir else new_run_dir(self.runs_dir)
         if self.votes > 1:

@@ -49,7 +49,9 @@ class SliceAt(BaseModel):
     window: WindowPreset | None = None
 
 
-def check_volume_run(method: str, *, prompts: bool, look_for: bool) -> None:
+def check_volume_run(
+    method: str, *, prompts: bool, look_for: bool, fixed_steps: bool = False
+) -> None:
     """Refuse, in one line, what only a slide supports."""
     if method != "giant":
         raise ConfigError(
@@ -62,6 +64,8 @@ def check_volume_run(method: str, *, prompts: bool, look_for: bool) -> None:
         )
     if look_for:
         raise ConfigError("look_for maps tissue on a slide; run a volume without it")
+    if fixed_steps:
+        raise ConfigError("fixed_steps benchmarks slide navigation; run a volume without it")
 
 
 def counts(volume: Volume) -> dict[VolumeAxis, int]:
