@@ -34,6 +34,7 @@ from medagent.models._endpoints import (
     EndpointPool,
     Retryable,
     RetryPolicy,
+    affinity_key,
     parse_retry_after,
 )
 from medagent.models._messages import Message, ToolSpec
@@ -347,7 +348,9 @@ class OpenAIBackend:
         )
         hide_tool_blocks = bool(tools)
         answered: _Answered | None = None
-        attempts = self._attempts(lambda endpoint: self._stream(endpoint, body, hide_tool_blocks))
+        attempts = self._attempts(
+            lambda endpoint: self._stream(endpoint, body, hide_tool_blocks), body
+        )
         async with contextlib.aclosing(attempts) as items:
             async for item in items:
                 if isinstance(item, str):
@@ -379,7 +382,7 @@ class OpenAIBackend:
             tool_mode=tool_mode,
         )
         answered: _Answered | None = None
-        async for item in self._attempts(lambda endpoint: self._post(endpoint, body)):
+        async for item in self._attempts(lambda endpoint: self._post(endpoint, body), body):
             if isinstance(item, _Answered):
                 answered = item
         assert answered is not None
@@ -391,35 +394,41 @@ class OpenAIBackend:
         self.usage_totals.add(reply.usage)
         return reply
 
-    async def _attempts(self, attempt: _Attempt) -> AsyncGenerator[str | _Answered, None]:
+    async def _attempts(
+        self, attempt: _Attempt, body: dict[str, Any]
+    ) -> AsyncGenerator[str | _Answered, None]:
         """The retry loop of every request: ``attempt`` on one endpoint after another.
 
         Yields the text pieces an attempt yields as they come, then one ``_Answered``. An
-        attempt raising ``Retryable`` (only before any piece) is tried again after a backoff;
-        any other ``ModelError`` ends the request at once, and so does the last retry's failure.
+        attempt raising ``Retryable`` (only before any piece) is tried again after a backoff,
+        on another endpoint where there is one; any other ``ModelError`` ends the request at
+        once, and so does the last retry's failure. ``body``'s opening keeps a conversation on
+        one endpoint, where its prefix is cached.
         """
         started = time.perf_counter()
+        key = affinity_key(body["messages"])
         last: Retryable | None = None
+        failed: Endpoint | None = None
         for number in range(1, self.retry.max_retries + 2):
             if last is not None:
                 await asyncio.sleep(self.retry.delay(number - 1, last.retry_after, self._rng))
-            endpoint = self.pool.pick()
             completion: _Completion | None = None
-            try:
-                # Closed at once if our caller stops early: it holds a connection and a slot.
-                async with contextlib.aclosing(attempt(endpoint)) as items:
-                    async for item in items:
-                        if isinstance(item, str):
-                            yield item
-                        else:
-                            completion = item
-            except Retryable as failure:
-                self.pool.record_failure(endpoint)
-                last = failure
-                continue
-            except ModelError:
-                self.usage_totals.failures += 1
-                raise
+            with self.pool.lease(key, avoid=failed) as endpoint:
+                try:
+                    # Closed at once if our caller stops early: it holds a connection, a slot.
+                    async with contextlib.aclosing(attempt(endpoint)) as items:
+                        async for item in items:
+                            if isinstance(item, str):
+                                yield item
+                            else:
+                                completion = item
+                except Retryable as failure:
+                    self.pool.record_failure(endpoint)
+                    last, failed = failure, endpoint
+                    continue
+                except ModelError:
+                    self.usage_totals.failures += 1
+                    raise
             assert completion is not None
             self.pool.record_success(endpoint)
             yield _Answered(completion, endpoint, number, time.perf_counter() - started)
