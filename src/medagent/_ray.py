@@ -4,16 +4,23 @@ Shared by the eval runner and the index builder, so both say the same one line w
 cluster cannot be reached. A local instance is bound to loopback: left to itself Ray picks
 the machine's outward interface as the node address (it asks the routing table for the way
 to a public address), which a laptop on a hospital network should not open ports on.
+
+Workers ship their files back as tar archives; ``unpack_tar`` is the one guard every driver
+unpacks them through, since an archive from another machine is input, not trusted.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tarfile
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medagent.errors import DependencyMissingError, MedagentError
+from medagent.errors import DependencyMissingError, InputError, MedagentError
 
-__all__ = ["LOOPBACK", "check_reachable", "connect_ray"]
+__all__ = ["LOOPBACK", "check_reachable", "connect_ray", "unpack_tar"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -36,6 +43,8 @@ def connect_ray(address: str | None, num_cpus: int, *, what: str = "--executor r
         check_reachable(address)  # ray.init retries an unreachable address for ever
         options["address"] = address
     else:
+        # "local", not None: ray.init(None) would join whatever RAY_ADDRESS names.
+        options["address"] = "local"
         options["num_cpus"] = max(1, num_cpus)
         options["_node_ip_address"] = LOOPBACK
     try:
@@ -60,3 +69,58 @@ def check_reachable(address: str) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise MedagentError(f"cannot reach the Ray cluster at {address}: {reason}") from None
+
+
+_COPY_BYTES = 1 << 20
+
+
+def unpack_tar(archive: Path, dest: Path, *, max_bytes: int) -> int:
+    """Unpack ``archive`` into ``dest`` (created here; it must not exist); the bytes written.
+
+    Only regular files and folders, at relative paths that stay inside ``dest``, at most
+    ``max_bytes`` in all (counted as written, not as the headers claim). Anything else (an
+    absolute path, ``..``, a link, a device) refuses the whole archive with one
+    ``InputError``, and ``dest`` is removed: nothing half-unpacked is left behind.
+    """
+    dest.mkdir()
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            return _unpack_members(tar, dest, max_bytes, archive)
+    except tarfile.TarError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise InputError(f"{archive.name} is not a readable tar archive: {exc}") from None
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _unpack_members(tar: tarfile.TarFile, dest: Path, max_bytes: int, archive: Path) -> int:
+    written = 0
+    for member in tar:
+        name = member.name
+        parts = PurePosixPath(name).parts
+        if name.startswith(("/", "\\")) or ".." in parts or "\\" in name or "\0" in name:
+            raise InputError(f"{archive.name}: refused {name!r}: a path outside the folder")
+        if not (member.isreg() or member.isdir()):
+            raise InputError(f"{archive.name}: refused {name!r}: not a file or folder")
+        target = dest.joinpath(*parts)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if not parts:
+            raise InputError(f"{archive.name}: refused a file with no name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        if source is None:
+            raise InputError(f"{archive.name}: refused {name!r}: no content")
+        # O_NOFOLLOW: no link was unpacked, but a file must never be written through one.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        with source, os.fdopen(os.open(target, flags, 0o666), "wb") as out:
+            while block := source.read(_COPY_BYTES):
+                written += len(block)
+                if written > max_bytes:
+                    raise InputError(
+                        f"{archive.name}: refused: over {max_bytes / 2**20:g} MiB unpacked"
+                    )
+                out.write(block)
+    return written

@@ -225,6 +225,10 @@ class ItemTask:
             return self.model
         return self.model()
 
+    def item_dir(self, item_id: str) -> Path:
+        """Where the item's files go: ``RUN_DIR/items/<safe id>``."""
+        return self.run_dir / "items" / _safe_name(item_id)
+
     def _base(self, item: EvalItem) -> dict[str, Any]:
         metadata: dict[str, Any] = {"metric": item.metric}
         if item.metric == "closed":
@@ -255,7 +259,7 @@ class ItemTask:
         it says; any other exception is a bug or a library's surprise: its one-line name goes
         in the result and its traceback in ``items/<id>/error.txt``.
         """
-        item_dir = self.run_dir / "items" / _safe_name(item.id)
+        item_dir = self.item_dir(item.id)
         started = time.perf_counter()
         hits_before = getattr(model, "hits", 0)
         try:
@@ -326,11 +330,14 @@ class EvalRunner:
         spend: Spend | None = None,
         executor: Literal["local", "ray"] = "local",
         ray_address: str | None = None,
+        ray_item_max_bytes: int = 512 * 2**20,
         on_result: Progress | None = None,
         score: Callable[[EvalItem, str | None], tuple[bool | None, float | None]] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        if ray_item_max_bytes < 1:
+            raise ConfigError(f"the item folder cap must be positive, not {ray_item_max_bytes}")
         if spend is not None and spend.budget_usd is not None and executor == "ray":
             raise ConfigError(
                 "--budget-usd needs --executor local: Ray workers cannot share one budget"
@@ -347,6 +354,8 @@ class EvalRunner:
         self.prices = prices if prices is not None or spend is None else spend.prices
         self.executor = executor
         self.ray_address = ray_address
+        # A Ray worker ships each item folder back packed; a bigger one is not shipped.
+        self.ray_item_max_bytes = ray_item_max_bytes
         self.on_result = on_result or (lambda result, done, total: None)
         if score is None:
             from medagent.evals._summary import score_item
