@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,6 +24,9 @@ from medagent.cli._app import (
     console,
 )
 from medagent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medagent.retrieval import IndexConfig
 
 __all__ = ["index_app", "rag_app"]
 
@@ -74,17 +77,42 @@ def index_build(
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="vqa-rad")] = None,
     data: Annotated[Path | None, typer.Option(help="The dataset folder (with --dataset).")] = None,
-    slide: Annotated[Path | None, typer.Option(help="Index a slide's tissue tiles.")] = None,
+    slide: Annotated[
+        list[Path] | None,
+        typer.Option(help="Index a slide's tissue tiles; repeat for many slides."),
+    ] = None,
     tile_px: Annotated[int, typer.Option(help="--slide: tile size in pixels.")] = 256,
     embedder: EmbedderOpt = "default",
     embed_model: EmbedModelOpt = None,
     kind: Annotated[str, typer.Option(help="auto, flat, ivf, hnsw or ivfpq.")] = "auto",
+    batch_size: Annotated[
+        int, typer.Option(help="Images embedded together (with --executor ray: per Ray task).")
+    ] = 64,
+    checkpoint_s: Annotated[
+        float,
+        typer.Option(help="Seconds between saves of an unfinished build (what a rerun keeps)."),
+    ] = 60.0,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local, or ray (--slide only): tiles embedded as Ray tasks; every node must "
+            "read the slides at the same path."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address HOST:PORT (default: a local instance)."),
+    ] = None,
 ) -> None:
     """Embed images into a FAISS index with their metadata.
 
     medagent index build --images cases/ --labels cases.csv --out idx/cases
     medagent index build --dataset vqa-rad --data vqa-rad/ --out idx/vqa-rad
-    medagent index build --slide slide.svs --out idx/slide
+    medagent index build --slide a.svs --slide b.svs --out idx/slides
+    medagent index build --slide /shared/a.svs --slide /shared/b.svs --out idx/slides \\
+        --executor ray --ray-address 10.0.0.1:6379
+
+    Rerunning the same command after an interruption embeds only what is missing.
     """
     from medagent.retrieval import (
         IndexConfig,
@@ -94,18 +122,44 @@ def index_build(
         images_from_slide,
         make_embedder,
     )
+    from medagent.retrieval._search import check_slide_names
 
-    chosen = [x for x in (images, dataset, slide) if x is not None]
+    slides = slide or []
+    chosen = [x for x in (images, dataset, slides or None) if x is not None]
     if len(chosen) != 1:
         raise ConfigError("give exactly one of --images DIR, --dataset vqa-rad, --slide PATH")
     if kind not in ("auto", "flat", "ivf", "hnsw", "ivfpq"):
         raise ConfigError(f"--kind {kind!r}: choose auto, flat, ivf, hnsw or ivfpq")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor {executor!r}: choose local or ray")
+    if batch_size < 1 or checkpoint_s < 0:
+        raise ConfigError("--batch-size must be at least 1 and --checkpoint-s at least 0")
+    config = IndexConfig.model_validate({"kind": kind})
+    if slides:
+        check_slide_names(slides)
+    if executor == "ray":
+        if not slides:
+            raise ConfigError("--executor ray builds from --slide files; drop it for the others")
+        _build_on_ray(
+            out,
+            slides,
+            tile_px,
+            embedder,
+            embed_model,
+            config,
+            batch_size,
+            checkpoint_s,
+            ray_address,
+        )
+        return
+    if ray_address is not None:
+        raise ConfigError("--ray-address goes with --executor ray")
     model = make_embedder(embedder, embed_model)
     sources: Any
     if images is not None:
         sources = list(images_from_folder(images, labels))
-    elif slide is not None:
-        sources = list(images_from_slide(slide, tile_px=tile_px))
+    elif slides:
+        sources = [s for path in slides for s in images_from_slide(path, tile_px=tile_px)]
     else:
         if dataset != "vqa-rad" or data is None:
             raise ConfigError("--dataset supports vqa-rad, with --data FOLDER")
@@ -118,12 +172,48 @@ def index_build(
             out,
             sources,
             model,
-            config=IndexConfig.model_validate({"kind": kind}),
+            config=config,
+            batch_size=batch_size,
+            save_interval_s=checkpoint_s,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
             total=len(sources),
         )
     info = index.info()
     console.print(f"{info.count} images in {out} ({info.kind}, {info.embedder}, dim {info.dim})")
+
+
+def _build_on_ray(
+    out: Path,
+    slides: list[Path],
+    tile_px: int,
+    embedder: str,
+    embed_model: str | None,
+    config: IndexConfig,
+    batch_size: int,
+    checkpoint_s: float,
+    ray_address: str | None,
+) -> None:
+    from medagent.retrieval import EmbedderSpec, build_index_on_ray
+
+    with _progress() as progress:
+        task = progress.add_task("embedding on Ray", total=None)
+        built = build_index_on_ray(
+            out,
+            slides,
+            EmbedderSpec(name=embedder, model=embed_model),
+            address=ray_address,
+            tile_px=tile_px,
+            config=config,
+            batch_size=batch_size,
+            save_interval_s=checkpoint_s,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    info = built.index.info()
+    console.print(f"{info.count} images in {out} ({info.kind}, {info.embedder}, dim {info.dim})")
+    console.print(
+        f"{built.tiles} tiles from {len(slides)} slides: {built.embedded} embedded on "
+        f"{built.nodes} Ray nodes, {built.already} already in the index"
+    )
 
 
 @index_app.command("search")

@@ -15,6 +15,7 @@ from medagent.retrieval._embedders import (
 from medagent.retrieval._hf_embedder import HFEmbedder
 from medagent.retrieval._index import ImageIndex, IndexConfig, IndexInfo, IndexKind, Where
 from medagent.retrieval._presets import PRESETS, EmbedderPreset
+from medagent.retrieval._ray_build import EmbedderSpec, RayBuild, build_index_on_ray
 from medagent.retrieval._router import DomainRouter, KNNDomainRouter, VLMDomainRouter
 from medagent.retrieval._search import (
     IndexSearcher,
@@ -35,6 +36,7 @@ __all__ = [
     "EmbedderFactory",
     "EmbedderName",
     "EmbedderPreset",
+    "EmbedderSpec",
     "HFEmbedder",
     "ImageIndex",
     "IndexConfig",
@@ -45,10 +47,12 @@ __all__ = [
     "KNNDomainRouter",
     "Neighbour",
     "PRESETS",
+    "RayBuild",
     "VLMDomainRouter",
     "Vectors",
     "Where",
     "build_index",
+    "build_index_on_ray",
     "embedder_names",
     "images_from_dataset",
     "images_from_folder",

@@ -10,26 +10,37 @@ from __future__ import annotations
 import csv
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from medagent.errors import InputError, MedagentError
-from medagent.imaging import Region, Renderer, iter_tissue_tiles, open_image, tissue_mask
+from medagent.errors import ConfigError, InputError, MedagentError
+from medagent.imaging import (
+    Region,
+    Renderer,
+    Slide,
+    iter_tissue_tiles,
+    open_image,
+    tissue_mask,
+)
 from medagent.retrieval._embedders import make_embedder
 from medagent.retrieval._index import ImageIndex, IndexConfig
 from medagent.retrieval._router import DOMAINS
-from medagent.retrieval.base import Embedder, IndexRecord
+from medagent.retrieval.base import Embedder, IndexRecord, Vectors
 from medagent.tools import SimilarImage
 
 __all__ = [
     "IndexSearcher",
+    "IndexWriter",
     "build_index",
+    "check_slide_names",
     "images_from_dataset",
     "images_from_folder",
     "images_from_slide",
     "open_index",
+    "render_tiles",
+    "slide_tiles",
 ]
 
 Progress = Callable[[int, int], None]
@@ -180,17 +191,104 @@ def images_from_slide(
     """The tissue tiles of a slide, each with its level-0 region."""
     slide = open_image(path)
     renderer = Renderer(slide)
+    for record in _tiles(slide, renderer, path, tile_px, level, min_tissue, label):
+        assert record.region is not None
+        yield record, functools.partial(_render, renderer, record.region, tile_px)
+
+
+def slide_tiles(
+    path: str | Path,
+    *,
+    tile_px: int = 256,
+    level: int = 0,
+    min_tissue: float = 0.5,
+    label: str | None = None,
+) -> list[IndexRecord]:
+    """The records ``images_from_slide`` yields, without pixels: what a parallel build plans."""
+    with open_image(path) as slide:
+        return list(_tiles(slide, Renderer(slide), path, tile_px, level, min_tissue, label))
+
+
+def render_tiles(path: str | Path, regions: Sequence[Region], tile_px: int) -> list[Image.Image]:
+    """The pixels ``images_from_slide`` gives for ``regions``, the slide opened once."""
+    with open_image(path) as slide:
+        renderer = Renderer(slide)
+        return [_render(renderer, region, tile_px) for region in regions]
+
+
+def check_slide_names(slides: Sequence[str | Path]) -> None:
+    """Tile ids start with the slide's file name, so two slides must not share one."""
+    seen: dict[str, Path] = {}
+    for slide in map(Path, slides):
+        if slide.name in seen:
+            raise ConfigError(
+                f"{seen[slide.name]} and {slide} share the file name {slide.name!r}, which "
+                "starts every tile id; index each once, under distinct names"
+            )
+        seen[slide.name] = slide
+
+
+def _tiles(
+    slide: Slide,
+    renderer: Renderer,
+    path: str | Path,
+    tile_px: int,
+    level: int,
+    min_tissue: float,
+    label: str | None,
+) -> Iterator[IndexRecord]:
     mask = tissue_mask(renderer)
     for tile in iter_tissue_tiles(slide, mask, tile_px=tile_px, level=level, min_tissue=min_tissue):
         region: Region = tile.region
-        record = IndexRecord(
+        yield IndexRecord(
             id=f"{Path(path).name}@{region.x},{region.y},{region.width},{region.height}",
             source=str(path),
             region=region,
             label=label,
             domain="pathology",
         )
-        yield record, functools.partial(_render, renderer, region, tile_px)
+
+
+class IndexWriter:
+    """The one writer of an index folder during a build: adds only ids it lacks (a batch that
+    arrives twice is harmless) and checkpoints every ``save_every`` batches, at most once per
+    ``save_interval_s``, so an interrupted build resumes where it stopped."""
+
+    def __init__(
+        self, out: Path, index: ImageIndex, *, save_every: int = 20, save_interval_s: float = 60.0
+    ) -> None:
+        self.out, self.index = out, index
+        self._save_every, self._interval = max(1, save_every), save_interval_s
+        self._batches = 0
+        self._unsaved = False
+        self._last_save = time.monotonic()
+
+    def add(self, vectors: Vectors, records: Sequence[IndexRecord]) -> int:
+        """Add the records the index lacks; how many were new."""
+        keep = [n for n, record in enumerate(records) if not self.index.contains(record.id)]
+        if keep:
+            self.index.add(vectors[keep], [records[n] for n in keep])
+            self._unsaved = True
+        self._batches += 1
+        # A save rewrites the whole folder: checkpoint every few batches, but not too often
+        # for big indexes.
+        if (
+            self._batches % self._save_every == 0
+            and time.monotonic() - self._last_save >= self._interval
+        ):
+            self.save()
+        return len(keep)
+
+    def save(self) -> ImageIndex:
+        """Write the index now (also when nothing changed, so a new build leaves a folder)."""
+        self.index.save(self.out)
+        self._unsaved = False
+        self._last_save = time.monotonic()
+        return self.index
+
+    @property
+    def unsaved(self) -> bool:
+        return self._unsaved
 
 
 def build_index(
@@ -216,23 +314,16 @@ def build_index(
         if (out / "manifest.json").exists()
         else ImageIndex.for_embedder(embedder, config)
     )
+    writer = IndexWriter(out, index, save_every=save_every, save_interval_s=save_interval_s)
     batch: list[tuple[IndexRecord, ImageSource]] = []
-    done = batches = 0
-    last_save = time.monotonic()
+    done = 0
 
     def flush() -> None:
-        nonlocal batches, last_save
         if not batch:
             return
         images = [load() for _, load in batch]
-        index.add(embedder.embed_images(images), [record for record, _ in batch])
+        writer.add(embedder.embed_images(images), [record for record, _ in batch])
         batch.clear()
-        batches += 1
-        # A save rewrites the whole folder: checkpoint every few batches, but not too often
-        # for big indexes.
-        if batches % save_every == 0 and time.monotonic() - last_save >= save_interval_s:
-            index.save(out)
-            last_save = time.monotonic()
 
     for record, load in sources:
         done += 1
@@ -246,5 +337,4 @@ def build_index(
     flush()
     if progress:
         progress(done, total or done)
-    index.save(out)
-    return index
+    return writer.save()
