@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["BackendName", "ReasoningEffort", "Settings"]
@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     )
     base_url: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [DEFAULT_OPENAI_BASE_URL],
-        description="OpenAI-compatible endpoints; several are used round-robin. "
-        "The env var takes a comma-separated list.",
+        description="OpenAI-compatible endpoints; with several, each request goes to the one "
+        "with the fewest in flight, and a conversation stays on one. The env var takes a "
+        "comma-separated list.",
     )
     api_key: str | None = Field(
         None, description="Bearer token for the server; falls back to OPENAI_API_KEY."
@@ -45,7 +46,15 @@ class Settings(BaseSettings):
     script: str | None = Field(None, description="JSONL file of replies for the scripted backend.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries on connect errors, timeouts, 429, 5xx.")
-    concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
+    requests_per_endpoint: int = Field(
+        8,
+        ge=1,
+        # The field's name still works as a keyword (populate_by_name).
+        validation_alias=AliasChoices("MEDAGENT_REQUESTS_PER_ENDPOINT", "MEDAGENT_CONCURRENCY"),
+        description="Requests in flight on each model server (env: "
+        "MEDAGENT_REQUESTS_PER_ENDPOINT, or MEDAGENT_CONCURRENCY); items in flight are the "
+        "commands' own --concurrency.",
+    )
     tool_mode: Literal["auto", "native", "schema"] = Field(
         "auto",
         description="Forced tool calls: native tool calling, JSON-schema decoding, or native "

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 from rich.console import Console
 
 from medagent._version import __version__
@@ -27,6 +27,7 @@ __all__ = [
     "ModelOpt",
     "PresetOpt",
     "ReasoningEffortOpt",
+    "RequestsPerEndpointOpt",
     "ZeroShotModelOpt",
     "ZeroShotOpt",
     "RetriesOpt",
@@ -126,6 +127,17 @@ BaseUrlOpt = Annotated[
         show_default=False,
     ),
 ]
+RequestsPerEndpointOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--requests-per-endpoint",
+        min=1,
+        help="Requests in flight on each model server (each --base-url); --concurrency is "
+        "items in flight. A request holds its place only while it is open, so 64 items can "
+        "share a server that takes 32. [env: MEDAGENT_REQUESTS_PER_ENDPOINT; default: 8]",
+        show_default=False,
+    ),
+]
 ScriptOpt = Annotated[
     Path | None,
     typer.Option(
@@ -191,6 +203,21 @@ MaxImageMpxOpt = Annotated[
 _SETTING_FLAGS = {"timeout_s": "--timeout", "max_retries": "--max-retries"}
 
 
+def _env_source(field: str) -> tuple[str, str]:
+    """A setting's name and the environment variable(s) it is read from, as an error names
+    them; ``field`` is the name or, for a setting read from several variables, the first."""
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = (
+            [c for c in alias.choices if isinstance(c, str)]
+            if isinstance(alias, AliasChoices)
+            else []
+        )
+        if field == name or field in choices:
+            return name, " or ".join(choices) if choices else f"MEDAGENT_{name.upper()}"
+    return field, f"MEDAGENT_{field.upper()}"
+
+
 def _given(value: Any) -> str:
     """A rejected value as an error message quotes it: short, whatever the user typed."""
     text = repr(value)
@@ -232,15 +259,14 @@ def build_settings(**flags: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
         field = str(first["loc"][0]) if first["loc"] else ""
         if field in given:
             flag = _SETTING_FLAGS.get(field, f"--{field.replace('_', '-')}")
             got = _given(given[field])
             raise ConfigError(f"invalid {flag}: {first['msg']} (got {got})") from None
-        raise ConfigError(
-            f"invalid setting {where} (from MEDAGENT_{field.upper()}): {first['msg']}"
-        ) from None
+        name, env = _env_source(field)
+        where = ".".join([name, *(str(x) for x in first["loc"][1:])])
+        raise ConfigError(f"invalid setting {where} (from {env}): {first['msg']}") from None
 
 
 ZeroShotOpt = Annotated[

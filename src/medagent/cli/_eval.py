@@ -18,6 +18,7 @@ from medagent.cli._app import (
     ModelOpt,
     PresetOpt,
     ReasoningEffortOpt,
+    RequestsPerEndpointOpt,
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
@@ -147,7 +148,10 @@ def eval_run(
     skip_missing: Annotated[
         bool, typer.Option(help="Leave out items whose slide or image is missing.")
     ] = False,
-    concurrency: Annotated[int, typer.Option(help="Items in flight at once.")] = 4,
+    concurrency: Annotated[
+        int,
+        typer.Option(help="Items in flight at once; --requests-per-endpoint caps each server."),
+    ] = 4,
     item_timeout: Annotated[float, typer.Option(help="Seconds per item.", min=1.0)] = 900.0,
     steps: Annotated[int, typer.Option(help="giant: turns per item.", min=1)] = 20,
     votes: Annotated[int, typer.Option(help="giant: majority over k runs.")] = 1,
@@ -169,6 +173,7 @@ def eval_run(
     backend: BackendOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
+    requests_per_endpoint: RequestsPerEndpointOpt = None,
     script: ScriptOpt = None,
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
@@ -199,6 +204,7 @@ def eval_run(
         backend=backend,
         model=model,
         base_url=base_url,
+        requests_per_endpoint=requests_per_endpoint,
         script=script,
         timeout_s=timeout,
         max_retries=max_retries,

@@ -52,7 +52,7 @@ def build_model(settings: Settings) -> ChatModel:
             api_key=settings.api_key,
             timeout_s=settings.timeout_s,
             retry=RetryPolicy(max_retries=settings.max_retries),
-            concurrency=settings.concurrency,
+            concurrency=settings.requests_per_endpoint,
             image_long_side=cap,
             tool_mode=settings.tool_mode,
             seed=settings.seed,
