@@ -101,6 +101,10 @@ _Attempt = Callable[[Endpoint], AsyncGenerator[str | _Completion, None]]
 class OpenAIBackend:
     """Chat completions over HTTP with retries, several endpoints and per-endpoint limits.
 
+    ``concurrency`` is the requests in flight on each endpoint, held only while a request is
+    open; with several endpoints a request goes to the least-loaded one and a conversation
+    stays on one (``EndpointPool``).
+
     Retries (with exponential backoff and jitter) cover connection errors, timeouts, 429 (its
     ``Retry-After`` honoured), 5xx and unreadable bodies. Other 4xx answers are the caller's
     mistake and are reported at once with the server's message. ``generate_stream`` retries the
