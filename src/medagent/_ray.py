@@ -3,7 +3,8 @@
 Shared by the eval runner and the index builder, so both say the same one line when a
 cluster cannot be reached. A local instance is bound to loopback: left to itself Ray picks
 the machine's outward interface as the node address (it asks the routing table for the way
-to a public address), which a laptop on a hospital network should not open ports on.
+to a public address, and even replaces an explicit 127.0.0.1 with it) and its servers listen
+on every interface, which a laptop on a hospital network should not open ports on.
 
 Workers ship their files back as tar archives; ``unpack_tar`` is the one guard every driver
 unpacks them through, since an archive from another machine is input, not trusted.
@@ -11,10 +12,13 @@ unpacks them through, since an archive from another machine is input, not truste
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -23,6 +27,8 @@ from medagent.errors import DependencyMissingError, InputError, MedagentError
 __all__ = ["LOOPBACK", "check_reachable", "connect_ray", "unpack_tar"]
 
 LOOPBACK = "127.0.0.1"
+_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's own switch (off on Windows and macOS) for an instance that is one machine's only."""
 
 
 def connect_ray(address: str | None, num_cpus: int, *, what: str = "--executor ray") -> bool:
@@ -48,13 +54,37 @@ def connect_ray(address: str | None, num_cpus: int, *, what: str = "--executor r
         options["num_cpus"] = max(1, num_cpus)
         options["_node_ip_address"] = LOOPBACK
     try:
-        ray.init(**options)
+        if address:
+            ray.init(**options)
+        else:
+            with _loopback_only():
+                ray.init(**options)
     except Exception as exc:  # Ray says it with a ConnectionError, RuntimeError, ValueError…
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = lines[0][:300] if lines else type(exc).__name__
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise MedagentError(f"cannot reach {where}: {reason}") from None
     return True
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local instance starts, Ray's single-machine switch is on: the driver keeps
+    127.0.0.1 as the node address, and every process the instance starts (each inherits the
+    variable) listens on loopback only. Restored afterwards, so a later ``ray.init`` in the
+    same process joins a cluster as usual."""
+    constants: Any = importlib.import_module("ray._private.ray_constants")
+    saved_env, saved = os.environ.get(_SINGLE_MACHINE), constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_MACHINE] = "0"
+    constants.ENABLE_RAY_CLUSTER = False  # read at import; the driver has imported Ray by now
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_SINGLE_MACHINE, None)
+        else:
+            os.environ[_SINGLE_MACHINE] = saved_env
 
 
 def check_reachable(address: str) -> None:

@@ -1,0 +1,76 @@
+"""``--executor ray`` without ``--ray-address`` starts a local Ray instance on loopback only.
+
+In a network namespace of the test's own, with an "outward" interface added beside loopback (a
+veth pair whose both ends stay in the namespace, and a default route through it: what Ray looks
+for to pick a node address; nothing can leave), every node still reports 127.0.0.1, Ray never
+asks the routing table for the way out, and ``RAY_ADDRESS`` (naming a cluster that is not
+there) is not joined."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval_support import vqa_items
+from ray_support import namespaces_refused, run_in_cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _namespaces() -> None:
+    refused = namespaces_refused()
+    if refused is not None:
+        pytest.skip(f"no network/PID namespace for a private Ray cluster: {refused}")
+
+
+def test_a_local_instance_binds_to_loopback_only(tmp_path: Path) -> None:
+    data = vqa_items(tmp_path / "data", 3)
+    script = tmp_path / "replies.jsonl"
+    script.write_text((json.dumps({"json": {"answer": "yes"}}) + "\n") * 3)
+    run_dir = tmp_path / "run"
+    eval_run = [
+        sys.executable,
+        "-m",
+        "medagent",
+        "eval",
+        "run",
+        "--dataset",
+        "jsonl",
+        "--data",
+        str(data),
+        "--method",
+        "vqa",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--executor",
+        "ray",
+        "--concurrency",
+        "2",
+        "--out",
+        str(run_dir),
+    ]
+    outward = (
+        "ip link add mo0 type veth peer name mo1 && ip link set mo1 up && "
+        "ip addr add 192.0.2.77/24 dev mo0 && ip link set mo0 up && "
+        "ip route add default via 192.0.2.1 dev mo0 || exit 93"
+    )
+    # run_in_cluster exports RAY_ADDRESS (no cluster is started): a local run must not join it.
+    shell = f"{outward}; {shlex.join(eval_run)}"
+    code, output = run_in_cluster(["sh", "-c", shell], timeout_s=600, start=False)
+    if code == 93:
+        pytest.skip(f"no veth pair in a private network namespace: {output[-300:]}")
+    assert code == 0, output
+    assert "external connectivity" not in output, output  # Ray looked for the way out
+    assert "Traceback" not in output, output
+    assert "3 items run (3 ok, 0 failed)" in output, output
+    nodes = [json.loads(line) for line in (run_dir / "ray_nodes.jsonl").read_text().splitlines()]
+    assert sorted(n["id"] for n in nodes) == ["q0", "q1", "q2"]
+    assert {n["ip"] for n in nodes} == {"127.0.0.1"}, nodes
+    assert all((run_dir / "items" / f"q{i}" / "trajectory.json").is_file() for i in range(3))
