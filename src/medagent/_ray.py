@@ -24,7 +24,7 @@ from typing import Any
 
 from medagent.errors import DependencyMissingError, InputError, MedagentError
 
-__all__ = ["LOOPBACK", "check_reachable", "connect_ray", "unpack_tar"]
+__all__ = ["LOOPBACK", "check_reachable", "connect_ray", "size_text", "unpack_tar"]
 
 LOOPBACK = "127.0.0.1"
 _SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -104,6 +104,17 @@ def check_reachable(address: str) -> None:
 _COPY_BYTES = 1 << 20
 
 
+def size_text(size: int) -> str:
+    """``size`` bytes as a person reads it: ``512 bytes``, ``3.5 KiB``, ``512.0 MiB``."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 2**20:
+        return f"{size / 1024:.1f} KiB"
+    if size < 2**30:
+        return f"{size / 2**20:.1f} MiB"
+    return f"{size / 2**30:.1f} GiB"
+
+
 def unpack_tar(archive: Path, dest: Path, *, max_bytes: int) -> int:
     """Unpack ``archive`` into ``dest`` (created here; it must not exist); the bytes written.
 
@@ -150,7 +161,7 @@ def _unpack_members(tar: tarfile.TarFile, dest: Path, max_bytes: int, archive: P
                 written += len(block)
                 if written > max_bytes:
                     raise InputError(
-                        f"{archive.name}: refused: over {max_bytes / 2**20:g} MiB unpacked"
+                        f"{archive.name}: refused: over {size_text(max_bytes)} unpacked"
                     )
                 out.write(block)
     return written

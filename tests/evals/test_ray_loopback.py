@@ -8,6 +8,8 @@ there) is not joined."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import shlex
 import sys
@@ -16,7 +18,11 @@ from pathlib import Path
 import pytest
 
 from eval_support import vqa_items
+from medagent.evals import EvalRunner, RunConfig, load_dataset, load_results, make_method
+from medagent.models import ScriptedModel
 from ray_support import namespaces_refused, run_in_cluster
+
+TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +80,44 @@ def test_a_local_instance_binds_to_loopback_only(tmp_path: Path) -> None:
     assert sorted(n["id"] for n in nodes) == ["q0", "q1", "q2"]
     assert {n["ip"] for n in nodes} == {"127.0.0.1"}, nodes
     assert all((run_dir / "items" / f"q{i}" / "trajectory.json").is_file() for i in range(3))
+
+
+def run_with_a_tiny_cap(data: Path, run_dir: Path) -> None:
+    """A local-instance run whose item folders are all over a 100-byte cap."""
+    items = load_dataset("jsonl", data).items
+    config = RunConfig(
+        dataset="jsonl",
+        data_path=str(data),
+        dataset_sha256="0",
+        method="vqa",
+        backend="scripted",
+        model="s",
+    )
+    factory = functools.partial(ScriptedModel, [{"json": {"answer": "yes"}}])
+    runner = EvalRunner(
+        factory, make_method("vqa"), config, run_dir, executor="ray", ray_item_max_bytes=100
+    )
+    asyncio.run(runner.run(items))
+
+
+def test_an_item_folder_over_the_cap_is_not_shipped_and_its_result_says_so(
+    tmp_path: Path,
+) -> None:
+    data = vqa_items(tmp_path / "data", 2)
+    run_dir = tmp_path / "run"
+    command = ["env", f"PYTHONPATH={TESTS}", sys.executable, __file__, str(data), str(run_dir)]
+    code, output = run_in_cluster(command, timeout_s=600, start=False)
+    assert code == 0, output
+    results = load_results(run_dir / "results.jsonl")
+    assert sorted(results) == ["q0", "q1"], output
+    for result in results.values():
+        assert result.status == "ok" and result.correct, result  # the answer is kept
+        assert result.trajectory is None, result
+        assert result.error is not None and result.error.endswith(
+            "is over the 100 bytes cap on an item folder shipped from a Ray worker; not kept"
+        ), result.error
+    assert not (run_dir / "items").exists() or not list((run_dir / "items").iterdir())
+
+
+if __name__ == "__main__":
+    run_with_a_tiny_cap(Path(sys.argv[1]), Path(sys.argv[2]))

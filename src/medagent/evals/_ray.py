@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from medagent._ray import connect_ray, unpack_tar
+from medagent._ray import connect_ray, size_text, unpack_tar
 from medagent.errors import ConfigError, DependencyMissingError, InputError
 from medagent.evals._records import EvalItem, ItemResult
 
@@ -48,10 +48,6 @@ CHUNK_BYTES = 8 * 2**20
 """One streamed piece of an item folder's archive."""
 MAX_RETRIES = 3
 """Ray reruns an item this many times when its worker dies (not when the item fails)."""
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
 
 
 def _run_one(task: ItemTask, item_json: str, max_bytes: int) -> Iterator[Any]:
@@ -114,15 +110,17 @@ def _pack(folder: Path, archive: Path, max_bytes: int) -> tuple[int | None, str 
                 continue  # only regular files travel: the driver refuses anything else
             total += path.stat().st_size
             entries.append(path)
-    over = f"over the {_mib(max_bytes)} cap on an item folder shipped from a Ray worker; not kept"
+    over = (
+        f"over the {size_text(max_bytes)} cap on an item folder shipped from a Ray worker; not kept"
+    )
     if total > max_bytes:
-        return None, f"its folder ({_mib(total)}) is {over}"
+        return None, f"its folder ({size_text(total)}) is {over}"
     with tarfile.open(archive, "w") as tar:
         for path in entries:
             tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
     size = archive.stat().st_size
     if size > max_bytes:
-        return None, f"its folder's archive ({_mib(size)}) is {over}"
+        return None, f"its folder's archive ({size_text(size)}) is {over}"
     return size, None
 
 
