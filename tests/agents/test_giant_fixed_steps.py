@@ -53,3 +53,26 @@ def test_a_volume_refuses_it_in_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="fixed_steps benchmarks slide navigation"):
         navigator.run(series, QUESTION, run_dir=tmp_path / "run")
+
+
+def test_views_render_off_the_event_loop(
+    nav_slide: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading and encoding a view is most of the agent's CPU per step: in a worker thread,
+    questions in flight render on several cores instead of taking turns on the loop's."""
+    import threading
+
+    from medagent.imaging import Renderer
+
+    threads: list[bool] = []
+    render = Renderer.render
+
+    def recording(self: Renderer, *args: object, **kwargs: object) -> object:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return render(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Renderer, "render", recording)
+    model = ScriptedModel([zoom(2000, 1500, 4000, 3000), final()])
+    result, _ = run(model, nav_slide, tmp_path, max_steps=2, fixed_steps=True)
+    assert result.status == "answered_at_limit"
+    assert threads and not any(threads), threads  # overview and zoom, both off the main thread

@@ -8,6 +8,7 @@ read would exceed ``max_read_pixels`` fails before any pixel is read.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 from PIL import Image
@@ -92,12 +93,17 @@ def _output_size(region: Region, long_side: int) -> Size:
 
 
 class Renderer:
-    """Renders regions of one slide, with a small cache of recent views."""
+    """Renders regions of one slide, with a small cache of recent views.
+
+    Safe to share between threads (agents render off the event loop): the cache is locked,
+    the read and resize are not, so two threads render at once.
+    """
 
     def __init__(self, slide: Slide, policy: RenderPolicy | None = None) -> None:
         self.slide = slide
         self.policy = policy or RenderPolicy()
         self._cache: OrderedDict[tuple[Region, int], Rendered] = OrderedDict()
+        self._lock = threading.Lock()
 
     def effective_region(self, region: Region) -> Region:
         """``region`` clamped to the slide; a ``RegionError`` when nothing of it is left."""
@@ -120,9 +126,11 @@ class Renderer:
         if target < 1:
             raise RegionError(f"the output long side must be at least 1 pixel, not {target}")
         key = (region, target)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
         effective = self.effective_region(region)
         level = choose_level(self.slide, effective, target)
         read_size = self.slide.level_size_of(effective, level)
@@ -155,9 +163,10 @@ class Renderer:
             mpp=mpp,
         )
         if self.policy.cache_entries:
-            self._cache[key] = rendered
-            while len(self._cache) > self.policy.cache_entries:
-                self._cache.popitem(last=False)
+            with self._lock:
+                self._cache[key] = rendered
+                while len(self._cache) > self.policy.cache_entries:
+                    self._cache.popitem(last=False)
         return rendered
 
     def overview(self, long_side: int | None = None) -> Rendered:

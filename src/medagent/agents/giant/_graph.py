@@ -11,6 +11,7 @@ moves to a slice (the state's ``at``), and zooms look into the slice the model i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import time
@@ -269,7 +270,7 @@ async def start(run: RunContext, state: GiantState) -> GiantState:
         artifact, text = grid.artifact, grid.to_text()
     else:
         slide = run.slide
-        view = overview(run.tools, long_side=run.long_side)
+        view = await asyncio.to_thread(overview, run.tools, long_side=run.long_side)
         system = run.system_prompt or system_prompt(slide, config, run.method)
         words = image_words(slide)
         question = load_template("giant/question").render(
@@ -504,15 +505,15 @@ async def look(run: RunContext, state: GiantState) -> GiantState:
     assert pending is not None, "look runs only after decide left an action"
     action = pending.action
     if run.volume is not None:
-        return _look_in_volume(run, state, pending)
+        return await _look_in_volume(run, state, pending)
     if isinstance(action, ZoomAction):
         requested = Region(x=action.x, y=action.y, width=action.width, height=action.height)
     else:
         requested = random_region(run, pending.step)
-    return _show(run, state, pending, requested, _Target(run.slide, run.crop_tools()))
+    return await _show(run, state, pending, requested, _Target(run.slide, run.crop_tools()))
 
 
-def _look_in_volume(run: RunContext, state: GiantState, pending: Pending) -> GiantState:
+async def _look_in_volume(run: RunContext, state: GiantState, pending: Pending) -> GiantState:
     """A volume's look: go to the slice asked for (or stay on the current one for a zoom)."""
     action, current = pending.action, state.get("at")
     if isinstance(action, SliceAction):
@@ -534,13 +535,18 @@ def _look_in_volume(run: RunContext, state: GiantState, pending: Pending) -> Gia
         run.emit(GiantEvent(kind="rejected", step=pending.step, text=str(exc)))
         return _reject(run, pending, region, str(exc), f"That slice cannot be shown: {exc} {spent}")
     requested = region or Region.whole(view.slide.dimensions)
-    return _show(run, state, pending, requested, _Target(view.slide, tools, at, view))
+    return await _show(run, state, pending, requested, _Target(view.slide, tools, at, view))
 
 
-def _show(
+async def _show(
     run: RunContext, state: GiantState, pending: Pending, requested: Region, target: _Target
 ) -> GiantState:
-    """Clamp ``requested`` to the target image, render it, tell the model what it sees."""
+    """Clamp ``requested`` to the target image, render it, tell the model what it sees.
+
+    The render runs in a worker thread: reading and encoding a region is most of the agent's
+    CPU per step and releases the GIL, so many questions in flight render on many cores
+    instead of taking turns on the event loop's.
+    """
     config, slide, at = run.config, target.slide, target.at
     dims, step, action = slide.dimensions, pending.step, pending.action
     name = "slide" if at is None else "slice"
@@ -553,7 +559,8 @@ def _show(
         message = f"That region was rejected: {problem}. {spent}"
         return _reject(run, pending, requested, problem, message)
     try:
-        view = zoom(
+        view = await asyncio.to_thread(
+            zoom,
             target.tools,
             x=inside.x,
             y=inside.y,
