@@ -110,6 +110,8 @@ class VLLMServer:
     Started with what the tests need: xgrammar structured outputs without free whitespace
     (random weights would pad with spaces), several images per prompt, and tool calling with
     the Hermes parser (the tiny model's chat template writes Hermes ``<tool_call>`` blocks).
+    ``cpus`` (a ``taskset`` list such as ``"1"``) pins the server and its compute threads, so
+    a benchmark's client on the other CPUs measures itself, not a fight over cores.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class VLLMServer:
         max_images: int = 4,
         startup_timeout_s: float = 600.0,
         log_path: Path | None = None,
+        cpus: str | None = None,
     ) -> None:
         self.model = str(model)
         self.served_name = served_name
@@ -132,6 +135,7 @@ class VLLMServer:
         self.max_images = max_images
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path or cache_root() / "logs" / f"vllm-{self.port}.log"
+        self.cpus = cpus
         self._process: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
 
@@ -140,7 +144,9 @@ class VLLMServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self, python: Path) -> list[str]:
+        pinned = ["taskset", "-c", self.cpus] if self.cpus else []
         return [
+            *pinned,
             str(python),
             "-m",
             "vllm.entrypoints.openai.api_server",
@@ -171,6 +177,8 @@ class VLLMServer:
             "VLLM_CPU_KVCACHE_SPACE": "1",
             "VLLM_CACHE_ROOT": str(cache_root() / "vllm-cache"),
         }
+        if self.cpus:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpus
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         started = time.perf_counter()
