@@ -21,7 +21,7 @@ from medagent.retrieval import (
     Vectors,
     build_index,
     build_index_on_ray,
-    images_from_slide,
+    images_from_slides,
 )
 from medagent.retrieval._search import IndexWriter, slide_tiles
 from medagent.retrieval.base import Embedder
@@ -40,8 +40,7 @@ def two_slides(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def _local(slides: Sequence[Path], out: Path) -> ImageIndex:
-    sources = [s for path in slides for s in images_from_slide(path, tile_px=TILE_PX)]
-    return build_index(out, sources, DefaultEmbedder())
+    return build_index(out, images_from_slides(slides, tile_px=TILE_PX), DefaultEmbedder())
 
 
 def test_a_batch_that_arrives_twice_is_stored_once(tmp_path: Path, two_slides: list[Path]) -> None:

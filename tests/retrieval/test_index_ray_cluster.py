@@ -17,7 +17,7 @@ from medagent.retrieval import (
     DefaultEmbedder,
     ImageIndex,
     build_index,
-    images_from_slide,
+    images_from_slides,
 )
 from medagent.retrieval._search import render_tiles
 from medagent.testing import free_port, synthetic_tissue, write_pyramid_tiff
@@ -54,8 +54,7 @@ def _build(slides: list[Path], out: Path, *extra: str) -> list[str]:
 
 
 def _local(slides: list[Path], out: Path) -> ImageIndex:
-    sources = [s for path in slides for s in images_from_slide(path, tile_px=TILE_PX)]
-    return build_index(out, sources, DefaultEmbedder())
+    return build_index(out, images_from_slides(slides, tile_px=TILE_PX), DefaultEmbedder())
 
 
 def test_both_nodes_build_the_same_index_as_a_local_build(

@@ -79,7 +79,9 @@ def index_build(
     data: Annotated[Path | None, typer.Option(help="The dataset folder (with --dataset).")] = None,
     slide: Annotated[
         list[Path] | None,
-        typer.Option(help="Index a slide's tissue tiles; repeat for many slides."),
+        typer.Option(
+            help="Index a slide's tissue tiles; repeat for many slides.", metavar="<path>"
+        ),
     ] = None,
     tile_px: Annotated[int, typer.Option(help="--slide: tile size in pixels.")] = 256,
     embedder: EmbedderOpt = "default",
@@ -106,6 +108,7 @@ def index_build(
 ) -> None:
     """Embed images into a FAISS index with their metadata.
 
+    \b
     medagent index build --images cases/ --labels cases.csv --out idx/cases
     medagent index build --dataset vqa-rad --data vqa-rad/ --out idx/vqa-rad
     medagent index build --slide a.svs --slide b.svs --out idx/slides
@@ -119,10 +122,9 @@ def index_build(
         build_index,
         images_from_dataset,
         images_from_folder,
-        images_from_slide,
+        images_from_slides,
         make_embedder,
     )
-    from medagent.retrieval._search import check_slide_names
 
     slides = slide or []
     chosen = [x for x in (images, dataset, slides or None) if x is not None]
@@ -135,8 +137,6 @@ def index_build(
     if batch_size < 1 or checkpoint_s < 0:
         raise ConfigError("--batch-size must be at least 1 and --checkpoint-s at least 0")
     config = IndexConfig.model_validate({"kind": kind})
-    if slides:
-        check_slide_names(slides)
     if executor == "ray":
         if not slides:
             raise ConfigError("--executor ray builds from --slide files; drop it for the others")
@@ -159,7 +159,7 @@ def index_build(
     if images is not None:
         sources = list(images_from_folder(images, labels))
     elif slides:
-        sources = [s for path in slides for s in images_from_slide(path, tile_px=tile_px)]
+        sources = list(images_from_slides(slides, tile_px=tile_px))
     else:
         if dataset != "vqa-rad" or data is None:
             raise ConfigError("--dataset supports vqa-rad, with --data FOLDER")

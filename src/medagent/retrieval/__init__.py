@@ -23,6 +23,7 @@ from medagent.retrieval._search import (
     images_from_dataset,
     images_from_folder,
     images_from_slide,
+    images_from_slides,
     open_index,
 )
 from medagent.retrieval.base import Domain, Embedder, IndexRecord, Neighbour, Vectors
@@ -57,6 +58,7 @@ __all__ = [
     "images_from_dataset",
     "images_from_folder",
     "images_from_slide",
+    "images_from_slides",
     "make_embedder",
     "open_index",
     "register_embedder",

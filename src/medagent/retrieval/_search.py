@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "images_from_dataset",
     "images_from_folder",
     "images_from_slide",
+    "images_from_slides",
     "open_index",
     "render_tiles",
     "slide_tiles",
@@ -194,6 +196,23 @@ def images_from_slide(
     for record in _tiles(slide, renderer, path, tile_px, level, min_tissue, label):
         assert record.region is not None
         yield record, functools.partial(_render, renderer, record.region, tile_px)
+
+
+def images_from_slides(
+    paths: Sequence[str | Path],
+    *,
+    tile_px: int = 256,
+    level: int = 0,
+    min_tissue: float = 0.5,
+    label: str | None = None,
+) -> Iterator[tuple[IndexRecord, ImageSource]]:
+    """The tissue tiles of several slides, one after another; refused at once when two
+    slides share a file name (it starts every tile id)."""
+    check_slide_names(paths)
+    return itertools.chain.from_iterable(
+        images_from_slide(p, tile_px=tile_px, level=level, min_tissue=min_tissue, label=label)
+        for p in paths
+    )
 
 
 def slide_tiles(
