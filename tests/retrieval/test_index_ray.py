@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cli_support import medagent
-from medagent.errors import ConfigError
+from medagent.errors import ConfigError, InputError
 from medagent.retrieval import (
     DefaultEmbedder,
     EmbedderSpec,
@@ -146,3 +146,13 @@ def test_a_task_whose_worker_died_is_retried_and_stored_once(
     ids = ImageIndex.load(tmp_path / "ray").ids()
     assert sorted(ids) == sorted(local.ids()) and len(set(ids)) == len(ids) == built.tiles
     assert built.embedded == built.tiles and built.already == 0
+
+
+@pytest.mark.slow
+def test_a_slide_a_worker_cannot_read_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    missing = tmp_path / "missing.svs"
+    with pytest.raises(InputError) as raised:
+        build_index_on_ray(tmp_path / "idx", [missing], EmbedderSpec())
+    assert str(raised.value).count("missing.svs") == 1 and "\n" not in str(raised.value)
+    assert not (tmp_path / "idx").exists()

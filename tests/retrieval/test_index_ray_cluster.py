@@ -61,8 +61,10 @@ def test_both_nodes_build_the_same_index_as_a_local_build(
     tmp_path: Path, slides: list[Path]
 ) -> None:
     out = tmp_path / "ray"
-    command = _build(slides, out, "--ray-address", ADDRESS, "--batch-size", "8")
-    code, output = run_in_cluster(command, timeout_s=600)
+    # Slides named relative to the driver's folder, which is not the workers'.
+    relative = [Path(slide.name) for slide in slides]
+    build = shlex.join(_build(relative, out, "--ray-address", ADDRESS, "--batch-size", "8"))
+    code, output = run_in_cluster(["sh", "-c", f"cd {slides[0].parent} && {build}"], timeout_s=600)
     assert code == 0, output
     assert "Traceback" not in output, output
     local = _local(slides, tmp_path / "local")

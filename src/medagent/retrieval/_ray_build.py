@@ -146,7 +146,13 @@ def build_index_on_ray(
     connected = connect_ray(address, os.cpu_count() or 1, what="index build --executor ray")
     try:
         return _Build(out, existing, embedder, config, save_interval_s, progress).run(
-            [str(s) for s in slides], tile_px, level, min_tissue, batch_size, max_in_flight
+            # Absolute: a worker's working folder is not the driver's.
+            [str(Path(s).absolute()) for s in slides],
+            tile_px,
+            level,
+            min_tissue,
+            batch_size,
+            max_in_flight,
         )
     finally:
         if connected:
@@ -231,7 +237,7 @@ class _Build:
         self, path: str, result: Any, batch_size: int, chunks: deque[list[IndexRecord]]
     ) -> None:
         if isinstance(result, _Failed):
-            raise InputError(f"{path}: {result.message}", path=path)
+            raise InputError(result.message, path=path)  # it names the slide
         records: list[IndexRecord] = result
         index = self.writer.index if self.writer is not None else self.existing
         missing = [r for r in records if index is None or not index.contains(r.id)]
@@ -243,7 +249,7 @@ class _Build:
 
     def _embedded(self, chunk: list[IndexRecord], result: Any) -> None:
         if isinstance(result, _Failed):
-            raise MedagentError(f"{chunk[0].source}: {result.message}")
+            raise MedagentError(result.message)
         shipped: _Embedded = result
         writer = self._writer_for(shipped.embedder, shipped.dim)
         self.embedded += writer.add(shipped.vectors, chunk)
@@ -268,8 +274,8 @@ class _Build:
 
 
 def _result(ref: Any, what: str) -> Any:
-    """A task's return value; a task that failed past its retries is one line, and a rerun
-    resumes from the driver's last save."""
+    """A task's return value. A task that raised, or whose worker died past Ray's retries, is
+    one line; a rerun resumes from the save the driver makes on its way out."""
     import ray
 
     try:
@@ -278,6 +284,6 @@ def _result(ref: Any, what: str) -> Any:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = lines[-1][:300] if lines else type(exc).__name__
         raise MedagentError(
-            f"a Ray task for {what} failed after {_RETRIES} retries: {reason}; rerun the same "
-            "command to resume"
+            f"a Ray task for {what} failed: {reason}; what was embedded is saved, rerun the "
+            "same command to resume"
         ) from None
