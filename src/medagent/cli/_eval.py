@@ -166,6 +166,14 @@ def eval_run(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: a local instance).")
     ] = None,
+    ray_item_max_mib: Annotated[
+        int,
+        typer.Option(
+            help="--executor ray: the largest item folder a worker ships back (MiB); a bigger "
+            "one is not kept and the item's result says so.",
+            min=1,
+        ),
+    ] = 512,
     budget_usd: BudgetOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
@@ -303,6 +311,7 @@ def eval_run(
             spend=spend,
             executor="ray" if executor == "ray" else "local",
             ray_address=ray_address,
+            ray_item_max_bytes=ray_item_max_mib * 2**20,
             on_result=on_result,
         )
         try:
