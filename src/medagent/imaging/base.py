@@ -243,7 +243,7 @@ def flatten_rgba(image: Image.Image, background: Any = (255, 255, 255)) -> Image
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")  # no copy to check
         if rgba.getchannel("A").getextrema() == (255, 255):
             return rgba.convert("RGB")  # fully scanned: no compositing needed (4x faster)
         out = Image.new("RGB", rgba.size, background)

@@ -44,6 +44,7 @@ from medagent.models._sse import StreamAssembly, read_chunk, sse_data
 from medagent.models._structured import parse_structured
 from medagent.models._wire import (
     forced_tool_call_schema,
+    json_schema_of,
     parse_tool_calls,
     response_format,
     sampling_fields,
@@ -223,7 +224,7 @@ class OpenAIBackend:
             body["tool_choice"] = "none"
             self._constrain(body, "tool_call", forced)
         elif schema is not None:
-            self._constrain(body, schema.__name__, schema.model_json_schema())
+            self._constrain(body, schema.__name__, json_schema_of(schema))
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

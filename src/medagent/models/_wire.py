@@ -6,6 +6,7 @@ How large an image goes out is decided once, by ``sent_long_side``, for every ba
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
+from pydantic import BaseModel
 
 from medagent.artifacts import ArtifactStore, data_url, fit_long_side, to_jpeg
 from medagent.errors import ConfigError
@@ -23,6 +25,7 @@ __all__ = [
     "RAW_IMAGE_LONG_SIDE",
     "forced_tool_call_schema",
     "image_data_url",
+    "json_schema_of",
     "load_image",
     "parse_text_tool_calls",
     "parse_tool_calls",
@@ -148,6 +151,13 @@ def to_openai_tool_choice(choice: ToolChoice, tools: Sequence[ToolSpec]) -> Any:
             f"({', '.join(t.name for t in tools) or 'none'})"
         )
     return {"type": "function", "function": {"name": choice}}
+
+
+@functools.lru_cache(maxsize=512)
+def json_schema_of(schema: type[BaseModel]) -> dict[str, Any]:
+    """``schema``'s JSON schema, built once per class: agents ask with the same few classes on
+    every turn, and building one costs milliseconds. Shared: callers must not change it."""
+    return schema.model_json_schema()
 
 
 def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:

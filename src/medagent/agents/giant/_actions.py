@@ -9,6 +9,7 @@ keep exactly ``GiantAction``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
@@ -121,6 +122,7 @@ class FinalAnswer(BaseModel):
     answer: str = Field(min_length=1, max_length=ANSWER)
 
 
+@functools.lru_cache(maxsize=256)
 def decoding_schema(
     slide_width: int, slide_height: int, *, zoom_only: bool = False
 ) -> type[BaseModel]:
@@ -129,7 +131,8 @@ def decoding_schema(
     Sent to the model so a constrained decoder can only write regions that start inside the
     slide; replies are still validated against the looser ``GiantAction``, so a server that
     ignores the schema can send a partly-outside region, which is clamped with a note.
-    ``zoom_only``: the bounded zoom alone (``GiantConfig.fixed_steps``).
+    ``zoom_only``: the bounded zoom alone (``GiantConfig.fixed_steps``). Cached per size: a new
+    class every turn would cost its JSON schema again on every request.
     """
 
     class SlideZoom(ZoomAction):
