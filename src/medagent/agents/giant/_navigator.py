@@ -240,7 +240,7 @@ class GiantNavigator:
         """
         if not question.strip():
             raise ConfigError("the question is empty")
-        opened = open_source(slide)
+        opened = await asyncio.to_thread(open_source, slide)  # opening reads; keep the loop free
         if isinstance(opened, Volume):
             check_volume_run(
                 self.method,
@@ -401,7 +401,7 @@ class GiantNavigator:
                 )
             if refused and state.get("status") == "model_error":
                 state.update(status="budget_exhausted", error=str(refused[-1]))
-        return self._finish(
+        return await self._finish(
             slide, question, options, manifest, log, state, directory, time.perf_counter() - started
         )
 
@@ -470,7 +470,7 @@ class GiantNavigator:
             return []
         return demo_turns(self.prompts.predictor("navigate"), artifacts)
 
-    def _finish(
+    async def _finish(
         self,
         slide: Source,
         question: str,
@@ -513,8 +513,10 @@ class GiantNavigator:
             elapsed_s=elapsed,
         )
         trajectory_path = directory / "trajectory.json"
-        trajectory_path.write_text(trajectory.model_dump_json(indent=2))
-        html_path = self._write_html(trajectory, directory)
+        # Writing the page decodes and re-encodes every view: off the event loop, where other
+        # questions in flight are waiting to send their requests.
+        await asyncio.to_thread(trajectory_path.write_text, trajectory.model_dump_json(indent=2))
+        html_path = await asyncio.to_thread(self._write_html, trajectory, directory)
         self.on_event(GiantEvent(kind="done", step=len(log.steps), text=status))
         return GiantResult(
             run_id=trajectory.run_id,
