@@ -6,11 +6,13 @@ checkpoints. Compared with the raw cost of the same views (OpenSlide best-level 
 JPEG encode). Also reports peak RSS and checkpoint bytes per step.
 
     python benchmarks/bench_giant.py [--workdir DIR]   # reuses bench_slide_read's pyramid
+    python benchmarks/bench_giant.py --questions 16    # steps/s with 16 questions in flight
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import itertools
 import json
@@ -80,13 +82,56 @@ def raw_view_ms(slide_path: Path, region: Region, level: int | None = None) -> f
     return elapsed
 
 
+def in_flight(slide_path: Path, questions: int, steps: int = 6) -> dict[str, float]:
+    """Steps/s the agent side sustains with ``questions`` in flight and a model that answers
+    at once: how fast it could feed a server, with every core the machine gives it."""
+
+    def script(seed: int) -> list[dict[str, Any]]:
+        rng = random.Random(seed)
+        lines: list[dict[str, Any]] = []
+        for _ in range(steps - 1):
+            w = rng.choice([2000, 4000, 8000])
+            x, y = rng.randrange(0, 90_000), rng.randrange(0, 70_000)
+            zoom = {"action": "zoom", "x": x, "y": y, "width": w, "height": w * 3 // 4}
+            lines.append({"json": {"reasoning": "closer", **zoom}})
+        return [*lines, {"json": {"reasoning": "final", "answer": "1"}}]
+
+    async def run_all(runs: str) -> list[Any]:
+        config = GiantConfig(max_steps=steps, fixed_steps=True)
+        navigators = [
+            GiantNavigator(ScriptedModel(script(i)), config, runs_dir=runs)
+            for i in range(questions)
+        ]
+        return await asyncio.gather(
+            *(n.arun(slide_path, f"Which organ? ({i})") for i, n in enumerate(navigators))
+        )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started, cpu = time.perf_counter(), time.process_time()
+        results = asyncio.run(run_all(tmp))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert all(r.status == "answered_at_limit" for r in results), [r.status for r in results]
+    return {
+        "questions_in_flight": questions,
+        "steps_per_s": round(questions * steps / wall, 1),
+        "cpu_ms_per_step": round(cpu * 1000 / (questions * steps), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(".medagent/bench"))
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--questions", type=int, help="instead: steps/s with this many questions in flight"
+    )
     args = parser.parse_args()
     slide_path = args.workdir / "pyramid-100k.tif"
     build_pyramid(DEFAULT_SOURCE, slide_path)
+    if args.questions:
+        for key, value in in_flight(slide_path, args.questions).items():
+            print(f"{key:>26}: {value}")
+        return
 
     regions = plan(100_000, 80_000)
     script: list[dict[str, Any]] = [
