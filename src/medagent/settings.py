@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["BackendName", "ReasoningEffort", "Settings"]
@@ -97,6 +97,21 @@ class Settings(BaseSettings):
     sam_model: str | None = Field(
         None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."
     )
+    gdc_url: str = Field(
+        "https://api.gdc.cancer.gov",
+        description="`data pull`: the GDC API root TCGA slides come from ({gdc}/data/ID and "
+        "{gdc}/files/ID); a mirror or institutional cache may replace it.",
+    )
+    gtex_url: str = Field(
+        "https://brd.nci.nih.gov/brd/imagedownload/{slide_id}",
+        description="`data pull`: where a GTEx slide is fetched, {slide_id} filled in.",
+    )
+    panda_url: str = Field(
+        "https://www.kaggle.com/api/v1/competitions/data/download/"
+        "prostate-cancer-grade-assessment/train_images/{name}",
+        description="`data pull`: where a PANDA slide is fetched (Kaggle's API, with the "
+        "user's Kaggle credentials), {name} filled in.",
+    )
 
     @field_validator("base_url", "dicomweb_archives", mode="before")
     @classmethod
@@ -112,6 +127,16 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"base URL {url!r} must start with http:// or https://")
         return [url.rstrip("/") for url in value]
+
+    @field_validator("gdc_url", "gtex_url", "panda_url")
+    @classmethod
+    def _check_source_urls(cls, value: str, info: ValidationInfo) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        needs = {"gtex_url": "{slide_id}", "panda_url": "{name}"}.get(info.field_name or "")
+        if needs is not None and needs not in value:
+            raise ValueError(f"{value!r} must hold {needs}, where the file's id goes")
+        return value.rstrip("/")
 
     @field_validator("dicomweb_archives")
     @classmethod

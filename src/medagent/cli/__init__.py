@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from medagent.cli import (  # noqa: F401 - register
     _ask,
     _chat,
+    _data,
     _eval,
     _insight,
     _model,
