@@ -27,7 +27,7 @@ from medagent.cli._app import (
     console,
     err_console,
 )
-from medagent.errors import ConfigError
+from medagent.errors import ConfigError, InputError
 from medagent.settings import Settings
 
 __all__ = ["BudgetOpt", "PriceInOpt", "PriceOutOpt", "eval_app", "spend_for"]
@@ -338,18 +338,40 @@ def eval_run(
 
 @eval_app.command("report")
 def eval_report(
-    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders; the first is the baseline each later one is paired with."
+        ),
+    ],
     out: Annotated[
-        Path | None, typer.Option(help="Also write a self-contained HTML report here.")
+        Path | None,
+        typer.Option(
+            help="Also write the report here: a self-contained HTML page, or markdown when the "
+            "name ends in .md."
+        ),
     ] = None,
-    replicates: Annotated[int, typer.Option(help="Bootstrap replicates.", min=1)] = 1000,
+    replicates: Annotated[
+        int, typer.Option(help="Bootstrap replicates (scores and paired differences).", min=1)
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """Scores per task (mean ± std over bootstrap replicates), steps, tokens, latency, cost.
 
-      medagent eval report runs/giant runs/thumbnail --out report.html
+      medagent eval report runs/giant --out report.html
 
-    Several runs are shown side by side. Failed items count as wrong answers.
+      medagent eval report runs/thumbnail runs/giant --out report.md
+
+    Several runs are shown side by side, then in the paper's layout (runs as rows, tasks as
+    columns) above GIANT's published numbers, which are marked "published" and enter no mean.
+    Each task also gets tokens, dollars (when prices were recorded) and seconds per correct
+    answer.
+
+    Is B better than A? With two or more runs, each later run is paired with the first on
+    the items both have: per task, the difference in the main metric (later − first, in
+    points) with a paired bootstrap 95% CI (both runs scored on the same resamples), and for
+    accuracy-type tasks the exact McNemar p over the items only one run got right. Items
+    only one run has are listed, never silently dropped. Failed items count as wrong answers.
     """
     from medagent.evals import load_run, render_html, render_markdown
 
@@ -357,8 +379,14 @@ def eval_report(
     for report in reports:
         for note in report.notes:
             err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-    console.print(render_markdown(reports), markup=False, highlight=False)
+    markdown = render_markdown(reports)
+    console.print(markdown, markup=False, highlight=False, soft_wrap=True)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_html(reports), encoding="utf-8")
+        page = markdown if out.suffix.lower() == ".md" else render_html(reports)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise InputError(f"cannot write {out}: {reason}", path=str(out)) from None
         console.print(f"report written to {out}")

@@ -1,6 +1,8 @@
 """Reports on finished runs: markdown for the terminal, one self-contained HTML file.
 
-Several runs are shown side by side (same tasks in the same rows). Plots are inline SVG, so the
+Several runs are shown side by side (same tasks in the same rows), then in the paper's layout
+(methods as rows, beside the published numbers), with cost and time per correct answer, and
+each later run paired against the first on the items both have. Plots are inline SVG, so the
 HTML opens offline and needs no plotting library.
 """
 
@@ -13,7 +15,9 @@ from typing import get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.errors import InputError
-from medagent.evals._records import EvalItem, MetricType
+from medagent.evals._paired import PairedComparison, compare_runs, correct_counts
+from medagent.evals._published import published_for
+from medagent.evals._records import EvalItem, ItemResult, MetricType
 from medagent.evals._runner import load_results, read_manifest
 from medagent.evals._summary import RunSummary, TaskSummary, summarize
 
@@ -33,6 +37,9 @@ class RunReport(BaseModel):
     summary: RunSummary
     notes: list[str] = Field(default_factory=list, description="one line each, for the user")
     budget_stop: str | None = Field(None, description="how the budget ended the run, if it did")
+    # Item by item, for paired comparisons and correct counts; not part of the summary's JSON.
+    results: list[ItemResult] = Field(default_factory=list, exclude=True, repr=False)
+    items: dict[str, EvalItem] = Field(default_factory=dict, exclude=True, repr=False)
 
 
 def _budget_stop(manifest: dict[str, object] | None) -> str | None:
@@ -98,6 +105,8 @@ def load_run(run_dir: str | Path, *, replicates: int = 1000, seed: int = 0) -> R
         summary=summarize(results, items, bootstrap_replicates=replicates, seed=seed),
         notes=notes,
         budget_stop=_budget_stop(manifest),
+        results=results,
+        items=items,
     )
 
 
@@ -113,8 +122,15 @@ def _tasks(reports: list[RunReport]) -> list[str]:
     return sorted({task for r in reports for task in r.summary.tasks})
 
 
-def render_markdown(reports: list[RunReport]) -> str:
-    """Per-task scores (mean ± std over bootstrap replicates, in %) and costs, runs as columns."""
+class _Section(BaseModel):
+    """One table of a report with the lines under it; markdown and HTML are drawn from these."""
+
+    title: str
+    table: list[str]
+    notes: list[str] = Field(default_factory=list)
+
+
+def _scores(reports: list[RunReport]) -> _Section:
     header = "| task | metric | " + " | ".join(r.name for r in reports) + " |"
     lines = [header, "|" + "---|" * (len(reports) + 2)]
     for task in _tasks(reports):
@@ -134,8 +150,11 @@ def render_markdown(reports: list[RunReport]) -> str:
             )
         )
     lines.append("| **overall** | mean of tasks | " + " | ".join(overall) + " |")
-    lines += [
-        "",
+    return _Section(title="Scores", table=lines)
+
+
+def _runs(reports: list[RunReport]) -> _Section:
+    lines = [
         "| run | method | model | items | failed | mean steps | tokens | mean latency | cost |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -146,10 +165,131 @@ def render_markdown(reports: list[RunReport]) -> str:
             f"| {r.name} | {r.method} | {r.model} | {o.n} | {o.n_failed} | {o.mean_steps:.1f} | "
             f"{o.prompt_tokens + o.completion_tokens} | {o.mean_latency_s:.1f} s | {cost} |"
         )
-    stops = [f"- {r.name}: {r.budget_stop}" for r in reports if r.budget_stop]
-    if stops:
-        lines += ["", *stops]
-    return "\n".join(lines) + "\n"
+    stops = [f"{r.name}: {r.budget_stop}" for r in reports if r.budget_stop]
+    return _Section(title="Runs", table=lines, notes=stops)
+
+
+def _paper(reports: list[RunReport]) -> _Section:
+    """Methods as rows, tasks as columns; published numbers below, marked, in no mean."""
+    tasks = _tasks(reports)
+    lines = ["| method | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+    for r in reports:
+        cells = [_score(r.summary.tasks.get(task)) for task in tasks]
+        lines.append(f"| {r.name} ({r.method}, {r.model}) | " + " | ".join(cells) + " |")
+    published: dict[str, dict[str, str]] = {}
+    sources: set[str] = set()
+    for task in tasks:
+        metric = next(r.summary.tasks[task].score_name for r in reports if task in r.summary.tasks)
+        for ref in published_for(task, metric):
+            std = "" if ref.std is None else f" ± {ref.std:.1f}"
+            published.setdefault(ref.method, {})[task] = f"{ref.score:.1f}{std}"
+            sources.add(ref.source)
+    for method, values in published.items():
+        row = [values.get(task, "—") for task in tasks]
+        lines.append(f"| {method} — published | " + " | ".join(row) + " |")
+    notes = [
+        f"published rows: {source}; a reference only, in no mean or comparison"
+        for source in sorted(sources)
+    ]
+    return _Section(title="Paper layout (%, mean ± std)", table=lines, notes=notes)
+
+
+def _per_correct(reports: list[RunReport]) -> _Section:
+    """Tokens, dollars and seconds per correct answer: a task's totals over its correct count."""
+    lines = [
+        "| run | task | score | correct | tokens / correct | $ / correct | s / correct |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        counts = correct_counts(r.results, r.items)
+        for name, task in sorted(r.summary.tasks.items()):
+            correct = counts.get(name)
+            if correct:
+                tokens = f"{(task.prompt_tokens + task.completion_tokens) / correct:,.0f}"
+                dollars = "—" if task.cost_usd is None else f"${task.cost_usd / correct:.4f}"
+                seconds = f"{task.total_latency_s / correct:.1f}"
+            else:
+                tokens = dollars = seconds = "—"
+            shown = "—" if correct is None else f"{correct}/{task.n_scored}"
+            lines.append(
+                f"| {r.name} | {name} | {_score(task)} | {shown} | {tokens} | {dollars} | "
+                f"{seconds} |"
+            )
+    return _Section(title="Cost and time per correct answer", table=lines)
+
+
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f}".replace("-", "−")
+
+
+def _paired(comparison: PairedComparison) -> _Section:
+    a, b = comparison.a, comparison.b
+    lines = [
+        f"| task | metric | shared items | {a} | {b} | {b} − {a} | 95% CI | "
+        f"only {a} right / only {b} right | McNemar p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for t in comparison.tasks:
+        score_a = "—" if t.score_a is None else f"{100 * t.score_a:.1f}"
+        score_b = "—" if t.score_b is None else f"{100 * t.score_b:.1f}"
+        diff = ci = "—"
+        if t.score_a is not None and t.score_b is not None:
+            diff = _signed(t.score_b - t.score_a)
+        if t.bootstrap is not None:
+            ci = f"[{_signed(t.bootstrap.low)}, {_signed(t.bootstrap.high)}]"
+        discordant = p = "—"
+        if t.mcnemar is not None:
+            discordant = f"{t.mcnemar.b} / {t.mcnemar.c}"
+            p = "< 0.001" if t.mcnemar.p_value < 0.001 else f"{t.mcnemar.p_value:.3f}"
+        lines.append(
+            f"| {t.task} | {t.score_name} | {t.n_shared} | {score_a} | {score_b} | {diff} | "
+            f"{ci} | {discordant} | {p} |"
+        )
+        for name, count, ids in ((a, t.n_only_a, t.only_a), (b, t.n_only_b, t.only_b)):
+            if count:
+                more = ", …" if count > len(ids) else ""
+                notes.append(
+                    f"{t.task}: {count} item(s) only in {name}, not compared: "
+                    f"{', '.join(ids)}{more}"
+                )
+    for name, tasks in ((a, comparison.tasks_only_a), (b, comparison.tasks_only_b)):
+        notes += [f"{task}: only in {name}, not compared" for task in tasks]
+    notes += [
+        f"{task}: scored with different metrics in {a} and {b}, not compared"
+        for task in comparison.tasks_other_metric
+    ]
+    return _Section(
+        title=f"Paired: {b} against {a} (shared items; differences in points)",
+        table=lines,
+        notes=notes,
+    )
+
+
+def _sections(reports: list[RunReport]) -> list[_Section]:
+    sections = [_scores(reports), _runs(reports), _paper(reports), _per_correct(reports)]
+    for first, later in ((reports[0], r) for r in reports[1:]):
+        comparison = compare_runs(
+            (first.name, first.results, first.items),
+            (later.name, later.results, later.items),
+            replicates=first.summary.bootstrap_replicates,
+            seed=first.summary.seed,
+        )
+        sections.append(_paired(comparison))
+    return sections
+
+
+def render_markdown(reports: list[RunReport]) -> str:
+    """Per-task scores (mean ± std over bootstrap replicates, in %) and costs, runs as columns;
+    the paper's layout with published rows; cost and time per correct answer; and each later
+    run paired against the first (difference, paired bootstrap 95% CI, exact McNemar p)."""
+    blocks = []
+    for index, section in enumerate(_sections(reports)):
+        # The first two tables keep the layout they always had; the others say what they are.
+        head = [] if index < 2 else [f"## {section.title}", ""]
+        notes = ["", *(f"- {note}" for note in section.notes)] if section.notes else []
+        blocks.append("\n".join([*head, *section.table, *notes]))
+    return "\n\n".join(blocks) + "\n"
 
 
 _COLOURS = ["#2b6cb0", "#dd6b20", "#2f855a", "#9b2c2c", "#6b46c1", "#975a16"]
@@ -223,26 +363,22 @@ def _confusion(task: TaskSummary) -> str:
     )
 
 
+def _table(markdown_lines: list[str]) -> str:
+    rows = [line.strip("|").split("|") for line in markdown_lines if not line.startswith("|-")]
+    out = ["<table>"]
+    for index, cells in enumerate(rows):
+        tag = "th" if index == 0 else "td"
+        out.append(
+            "<tr>"
+            + "".join(f"<{tag}>{html.escape(c.strip().replace('**', ''))}</{tag}>" for c in cells)
+            + "</tr>"
+        )
+    out.append("</table>")
+    return "".join(out)
+
+
 def render_html(reports: list[RunReport]) -> str:
     """A self-contained page: the markdown tables as HTML, score bars, confusion matrices."""
-
-    def table(markdown_lines: list[str]) -> str:
-        rows = [line.strip("|").split("|") for line in markdown_lines if not line.startswith("|-")]
-        out = ["<table>"]
-        for index, cells in enumerate(rows):
-            tag = "th" if index == 0 else "td"
-            out.append(
-                "<tr>"
-                + "".join(
-                    f"<{tag}>{html.escape(c.strip().replace('**', ''))}</{tag}>" for c in cells
-                )
-                + "</tr>"
-            )
-        out.append("</table>")
-        return "".join(out)
-
-    markdown = render_markdown(reports).strip().split("\n\n")
-    stops = markdown[2].splitlines() if len(markdown) > 2 else []
     legend = "".join(
         f'<span style="color:{_COLOURS[i % len(_COLOURS)]}">■</span> {html.escape(r.name)} '
         f"({html.escape(r.method)}, {html.escape(r.model)}) "
@@ -252,6 +388,12 @@ def render_html(reports: list[RunReport]) -> str:
         f"<h3>{html.escape(r.name)}</h3>" + "".join(_confusion(t) for t in r.summary.tasks.values())
         for r in reports
     )
+    body = []
+    for index, section in enumerate(_sections(reports)):
+        body.append(f"<h2>{html.escape(section.title)}</h2>{_table(section.table)}")
+        if index == 0:
+            body.append(f"<p>{legend}</p>{_bars(reports)}")
+        body.append("".join(f"<p>{html.escape(note)}</p>" for note in section.notes))
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:"
         "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
@@ -264,8 +406,6 @@ def render_html(reports: list[RunReport]) -> str:
         f"<title>medagent evaluation report</title><style>{style}</style></head><body>"
         "<h1>Evaluation report</h1><p>Scores are % (mean ± std over bootstrap replicates); "
         "failed items count as wrong.</p>"
-        f"<h2>Scores</h2>{table(markdown[0].splitlines())}<p>{legend}</p>{_bars(reports)}"
-        f"<h2>Runs</h2>{table(markdown[1].splitlines())}"
-        + "".join(f"<p>{html.escape(line[2:])}</p>" for line in stops)
+        + "".join(body)
         + f"<h2>Confusion matrices</h2>{matrices}</body></html>"
     )
