@@ -426,7 +426,10 @@ class _Puller:
                 shown = have
             if expected is not None and have == expected.file_size and have:
                 return b""  # a previous run got every byte before it stopped
-            headers = {"Range": f"bytes={have}-"} if have else {}
+            # identity: a range counts bytes of the file itself, never of a compressed body.
+            headers = {"Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = f"bytes={have}-"
             async with self.client.stream(
                 "GET", file.url, headers=headers, auth=self._auth(file) or httpx.USE_CLIENT_DEFAULT
             ) as response:
@@ -445,7 +448,8 @@ class _Puller:
                 self.events.advanced(start - shown)
                 shown = start
                 with part.open("ab" if resumed else "wb") as handle:
-                    async for chunk in response.aiter_bytes(_CHUNK):
+                    # Chunks as they arrive (no buffering): a drop loses nothing already received.
+                    async for chunk in response.aiter_raw():
                         if shown + len(chunk) > self.policy.max_bytes:
                             raise _Failed(
                                 f"refused: {_host(file.url)} sent over the cap of "
