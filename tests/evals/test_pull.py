@@ -10,14 +10,14 @@ import pytest
 
 from cli_support import medagent
 from medagent.errors import ConfigError
-from medagent.evals._pull import (
+from medagent.evals.datasets import load_multipathqa
+from medagent.evals.pull import (
     PullPolicy,
     PullSources,
     kaggle_credentials,
     plan_multipathqa,
     pull_files,
 )
-from medagent.evals.datasets import load_multipathqa
 from medagent.testing import free_port
 from pull_support import KAGGLE_USER, SourceStub, StubFile, stub_files, write_csv
 

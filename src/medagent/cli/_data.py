@@ -118,7 +118,7 @@ def data_pull(
 
     Exit codes: 0 every file there and verified, 1 some failed, 2 an error, 130 interrupted.
     """
-    from medagent.evals._pull import (
+    from medagent.evals.pull import (
         PullPolicy,
         PullSources,
         kaggle_credentials,
