@@ -158,7 +158,7 @@ class SourceStub:
                 stub.seen.append(Seen(self.path, self.headers.get("Range")))
                 stub._answer(self)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -210,6 +210,11 @@ class SourceStub:
             handler.close_connection = True
             return
         handler.wfile.write(body)
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up (it gave up, or the test ended) is no news
 
 
 def _authorized(handler: http.server.BaseHTTPRequestHandler) -> bool:
