@@ -39,7 +39,7 @@ def _namespaces() -> None:
         pytest.skip(f"no network/PID namespace for a private Ray cluster: {refused}")
 
 
-def _eval_run(data: Path, run_dir: Path, base_url: str) -> list[str]:
+def _eval_run(data: Path, run_dir: Path, base_url: str, concurrency: int = 2) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -65,7 +65,7 @@ def _eval_run(data: Path, run_dir: Path, base_url: str) -> list[str]:
         "--ray-address",
         ADDRESS,
         "--concurrency",
-        "2",
+        str(concurrency),
         "--out",
         str(run_dir),
     ]
@@ -104,10 +104,13 @@ def _env() -> dict[str, str]:
 
 
 def kill_a_worker(data: Path, run_dir: Path) -> dict[str, Any]:
-    """Start a run; once a request is in flight, SIGKILL the worker running that item."""
+    """Start a run; once a request is in flight, SIGKILL the worker running that item.
+
+    One item at a time: with two, the worker killed could be the one still starting its item
+    (whose retry then asks once), not the one whose request is in flight."""
     with StubOpenAIServer(default_text=YES, latency_s=3.0) as server:
         process = subprocess.Popen(
-            _eval_run(data, run_dir, server.base_url),
+            _eval_run(data, run_dir, server.base_url, concurrency=1),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
