@@ -56,6 +56,12 @@ def one_image_item(folder: Path, reply: dict[str, object]) -> tuple[Path, Path]:
 
 def stub_run_args(data: Path, run_dir: Path, concurrency: int) -> list[str]:
     """``eval run`` of the vqa method over ``data`` against a stub server (--base-url added)."""
+    return vqa_run_args(data, run_dir, concurrency, "--model", "stub-model")
+
+
+def vqa_run_args(data: Path, run_dir: Path, concurrency: int, *flags: str) -> list[str]:
+    """``eval run`` of the vqa method over the JSONL ``data`` into ``run_dir``; ``flags``: the
+    backend's and executor's."""
     return [
         "eval",
         "run",
@@ -65,13 +71,17 @@ def stub_run_args(data: Path, run_dir: Path, concurrency: int) -> list[str]:
         str(data),
         "--method",
         "vqa",
-        "--model",
-        "stub-model",
+        *flags,
         "--concurrency",
         str(concurrency),
         "--out",
         str(run_dir),
     ]
+
+
+def medagent_command(*args: str) -> list[str]:
+    """``python -m medagent ARGS`` with this interpreter, for a subprocess."""
+    return [sys.executable, "-m", "medagent", *args]
 
 
 def default_sigint() -> None:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import medagent.evals as evals
-from eval_support import vqa_items
+from eval_support import vqa_items, vqa_run_args
 from medagent.cli import app
 
 
@@ -30,9 +30,8 @@ def test_ray_item_max_mib_sets_the_cap_on_a_shipped_folder(
     data = vqa_items(tmp_path / "data", 2)
     script = tmp_path / "replies.jsonl"
     script.write_text(2 * (json.dumps({"json": {"answer": "yes"}}) + "\n"))
-    arguments = ["eval", "run", "--dataset", "jsonl", "--data", str(data), "--method", "vqa"]
-    arguments += ["--backend", "scripted", "--script", str(script), "--executor", "ray"]
-    arguments += ["--ray-item-max-mib", "3", "--out", str(tmp_path / "run")]
+    flags = ["--backend", "scripted", "--script", str(script), "--executor", "ray"]
+    arguments = vqa_run_args(data, tmp_path / "run", 2, *flags, "--ray-item-max-mib", "3")
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert seen["ray_item_max_bytes"] == 3 * 2**20

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_support import vqa_items
+from eval_support import medagent_command, vqa_items, vqa_run_args
 from medagent.evals import load_results
 from ray_support import CLUSTER_PORT, namespaces_refused, run_in_cluster
 
@@ -28,31 +28,9 @@ def _namespaces() -> None:
 
 
 def _eval_run(data: Path, script: Path, run_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "medagent",
-        "eval",
-        "run",
-        "--dataset",
-        "jsonl",
-        "--data",
-        str(data),
-        "--method",
-        "vqa",
-        "--backend",
-        "scripted",
-        "--script",
-        str(script),
-        "--executor",
-        "ray",
-        "--ray-address",
-        ADDRESS,
-        "--concurrency",
-        "4",
-        "--out",
-        str(run_dir),
-    ]
+    flags = ["--backend", "scripted", "--script", str(script)]
+    flags += ["--executor", "ray", "--ray-address", ADDRESS]
+    return medagent_command(*vqa_run_args(data, run_dir, 4, *flags))
 
 
 def test_every_item_runs_once_across_both_nodes(tmp_path: Path) -> None:

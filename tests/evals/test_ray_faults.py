@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from eval_support import vqa_items
+from eval_support import medagent_command, vqa_items, vqa_run_args
 from medagent.evals import load_results
 from medagent.testing import StubOpenAIServer
 from ray_support import CLUSTER_PORT, namespaces_refused, run_in_cluster
@@ -40,35 +40,9 @@ def _namespaces() -> None:
 
 
 def _eval_run(data: Path, run_dir: Path, base_url: str, concurrency: int = 2) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "medagent",
-        "eval",
-        "run",
-        "--dataset",
-        "jsonl",
-        "--data",
-        str(data),
-        "--method",
-        "vqa",
-        "--backend",
-        "openai",
-        "--model",
-        "stub-model",
-        "--base-url",
-        base_url,
-        "--max-retries",
-        "0",
-        "--executor",
-        "ray",
-        "--ray-address",
-        ADDRESS,
-        "--concurrency",
-        str(concurrency),
-        "--out",
-        str(run_dir),
-    ]
+    flags = ["--backend", "openai", "--model", "stub-model", "--base-url", base_url]
+    flags += ["--max-retries", "0", "--executor", "ray", "--ray-address", ADDRESS]
+    return medagent_command(*vqa_run_args(data, run_dir, concurrency, *flags))
 
 
 def _asked(server: StubOpenAIServer) -> list[str]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from eval_support import vqa_items
+from eval_support import medagent_command, vqa_items, vqa_run_args
 from medagent.evals import load_results
 from ray_support import CLUSTER_PORT, namespaces_refused, run_in_cluster
 
@@ -28,28 +27,8 @@ def _namespaces() -> None:
 
 
 def _eval_run(data: Path, script: Path, run_dir: Path, *executor: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "medagent",
-        "eval",
-        "run",
-        "--dataset",
-        "jsonl",
-        "--data",
-        str(data),
-        "--method",
-        "vqa",
-        "--backend",
-        "scripted",
-        "--script",
-        str(script),
-        "--concurrency",
-        "4",
-        "--out",
-        str(run_dir),
-        *executor,
-    ]
+    flags = ["--backend", "scripted", "--script", str(script), *executor]
+    return medagent_command(*vqa_run_args(data, run_dir, 4, *flags))
 
 
 def _files(folder: Path) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_support import vqa_items
+from eval_support import medagent_command, vqa_items, vqa_run_args
 from medagent.evals import EvalRunner, RunConfig, load_dataset, load_results, make_method
 from medagent.models import ScriptedModel
 from ray_support import namespaces_refused, run_in_cluster
@@ -39,29 +39,8 @@ def test_a_local_instance_binds_to_loopback_only(tmp_path: Path) -> None:
     script = tmp_path / "replies.jsonl"
     script.write_text((json.dumps({"json": {"answer": "yes"}}) + "\n") * 3)
     run_dir = tmp_path / "run"
-    eval_run = [
-        sys.executable,
-        "-m",
-        "medagent",
-        "eval",
-        "run",
-        "--dataset",
-        "jsonl",
-        "--data",
-        str(data),
-        "--method",
-        "vqa",
-        "--backend",
-        "scripted",
-        "--script",
-        str(script),
-        "--executor",
-        "ray",
-        "--concurrency",
-        "2",
-        "--out",
-        str(run_dir),
-    ]
+    flags = ["--backend", "scripted", "--script", str(script), "--executor", "ray"]
+    eval_run = medagent_command(*vqa_run_args(data, run_dir, 2, *flags))
     outward = (
         "ip link add mo0 type veth peer name mo1 && ip link set mo1 up && "
         "ip addr add 192.0.2.77/24 dev mo0 && ip link set mo0 up && "
