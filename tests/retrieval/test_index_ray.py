@@ -127,7 +127,8 @@ class _DiesOnceSpec(EmbedderSpec):
 def test_a_task_whose_worker_died_is_retried_and_stored_once(
     tmp_path: Path, two_slides: list[Path]
 ) -> None:
-    ray = pytest.importorskip("ray")
+    import ray
+
     # Workers do not import this test module: ship its classes by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     marker = tmp_path / "died"
@@ -150,7 +151,6 @@ def test_a_task_whose_worker_died_is_retried_and_stored_once(
 
 @pytest.mark.slow
 def test_a_slide_a_worker_cannot_read_is_one_line(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
     missing = tmp_path / "missing.svs"
     with pytest.raises(InputError) as raised:
         build_index_on_ray(tmp_path / "idx", [missing], EmbedderSpec())
