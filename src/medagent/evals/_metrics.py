@@ -43,7 +43,9 @@ NO_ANSWER = "<no answer>"
 MetricFn = Callable[[Sequence[str | None], Sequence[str | None]], float]
 """A metric over ``(references, predictions)``, like every classification metric here."""
 
-ScoreName = Literal["balanced_accuracy", "accuracy", "token_f1", "judge_score"]
+ScoreName = Literal[
+    "balanced_accuracy", "accuracy", "token_f1", "token_recall", "bleu", "judge_score"
+]
 """Which number a task summary's ``score`` is."""
 
 _Codes = npt.NDArray[np.int64]
@@ -340,6 +342,16 @@ def _bootstrap_mean_values(values: Sequence[float], replicates: int, seed: int) 
         raise ValueError("nothing to score: no per-item values")
     array = np.asarray(values, dtype=np.float64)
     return _replicate(_mean_kernel(array), len(array), replicates, seed)
+
+
+def _statistics_kernel(statistics: _Floats, score: Callable[[_Floats], float]) -> _Kernel:
+    """Resamples of a metric computed from per-item statistics that add up (corpus BLEU)."""
+
+    def kernel(idx: _Codes) -> _Floats:
+        sums = statistics[idx].sum(axis=1)
+        return np.array([score(row) for row in sums], dtype=np.float64)
+
+    return kernel
 
 
 def _replicate(kernel: _Kernel, n: int, replicates: int, seed: int) -> _Floats:

@@ -28,13 +28,14 @@ from medagent.evals._metrics import (
     _mean_kernel,
     _prepare,
     _scorable,
+    _statistics_kernel,
     accuracy,
     balanced_accuracy,
     normalize_yes_no,
 )
 from medagent.evals._records import EvalItem, ItemResult, MetricType
-from medagent.evals._summary import _choices, _groups, _reference
-from medagent.evals._text_metrics import normalized_match, token_f1
+from medagent.evals._summary import PER_ITEM_SCORES, _choices, _groups, _reference
+from medagent.evals._text_metrics import bleu_from_statistics, bleu_statistics, normalized_match
 
 __all__ = [
     "McNemarResult",
@@ -178,6 +179,7 @@ class _Scored:
     labels: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
     correct: dict[str, bool] = field(default_factory=dict)
+    statistics: dict[str, list[int]] = field(default_factory=dict)  # corpus-level metrics
 
 
 def _score_rows(
@@ -197,8 +199,12 @@ def _score_rows(
                 continue
             if ref is None:
                 continue
-            if metric == "open":
-                row.values[r.id] = token_f1(ref, pred)
+            if metric in PER_ITEM_SCORES:
+                row.values[r.id] = PER_ITEM_SCORES[metric][1](ref, pred)
+                row.correct[r.id] = normalized_match(ref, pred)
+                continue
+            if metric == "open_bleu":
+                row.statistics[r.id] = bleu_statistics(ref, pred)
                 row.correct[r.id] = normalized_match(ref, pred)
                 continue
             label: tuple[str | None, str | None]
@@ -262,21 +268,32 @@ class PairedComparison(BaseModel):
 def _score_name(metric: MetricType) -> ScoreName:
     names: dict[MetricType, ScoreName] = {
         "balanced_accuracy": "balanced_accuracy",
-        "open": "token_f1",
+        "open_bleu": "bleu",
         "insight": "judge_score",
     }
+    names.update({name: score for name, (score, _) in PER_ITEM_SCORES.items()})
     return names.get(metric, "accuracy")
 
 
 def _compare_task(name: str, a: _Scored, b: _Scored, replicates: int, seed: int) -> PairedTask:
     only_a, only_b = sorted(a.present - b.present), sorted(b.present - a.present)
-    per_item = a.metric in ("open", "insight")
-    shared = sorted(
-        set(a.values if per_item else a.labels) & set(b.values if per_item else b.labels)
-    )
+    per_item = a.metric == "insight" or a.metric in PER_ITEM_SCORES
+    keyed_a = a.values if per_item else a.statistics if a.metric == "open_bleu" else a.labels
+    keyed_b = b.values if per_item else b.statistics if b.metric == "open_bleu" else b.labels
+    shared = sorted(set(keyed_a) & set(keyed_b))
     score_a = score_b = None
     paired: PairedBootstrap | None = None
-    if shared and per_item:
+    if shared and a.metric == "open_bleu":
+        stats_a = np.array([a.statistics[i] for i in shared], dtype=np.float64)
+        stats_b = np.array([b.statistics[i] for i in shared], dtype=np.float64)
+        score_a = bleu_from_statistics(stats_a.sum(axis=0))
+        score_b = bleu_from_statistics(stats_b.sum(axis=0))
+        if replicates:
+            kernel_a = _statistics_kernel(stats_a, bleu_from_statistics)
+            kernel_b = _statistics_kernel(stats_b, bleu_from_statistics)
+            differences = _paired(kernel_a, kernel_b, len(shared), replicates, seed)
+            paired = _summarize(score_b - score_a, differences)
+    elif shared and per_item:
         values_a, values_b = [a.values[i] for i in shared], [b.values[i] for i in shared]
         score_a, score_b = float(np.mean(values_a)), float(np.mean(values_b))
         if replicates:

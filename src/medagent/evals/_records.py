@@ -11,7 +11,9 @@ __all__ = ["EvalItem", "ItemResult", "MetricType", "ResultStatus"]
 MetricType = Literal[
     "accuracy",  # one correct option / label; accuracy over items
     "balanced_accuracy",  # classification over labels; mean per-class recall
-    "open",  # free text: exact / normalized match, token F1, BLEU, ROUGE-L
+    "open",  # free text: normalized match and SQuAD token F1 (the task's score)
+    "open_recall",  # free text: share of reference tokens in the answer (LLaVA-Med's recall)
+    "open_bleu",  # free text: corpus BLEU-4 over the task (generation benchmarks)
     "yes_no",  # closed yes/no questions
     "closed",  # closed questions: yes/no, or one of the alternatives named ("A or B?")
     "insight",  # insight recall/precision against reference insights (judge)

@@ -7,7 +7,7 @@ failing), and are counted separately too.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +23,8 @@ from medagent.evals._metrics import (
     _bootstrap_values,
     _Floats,
     _pairs,
+    _replicate,
+    _statistics_kernel,
     accuracy,
     balanced_accuracy,
     confusion_matrix,
@@ -30,7 +32,13 @@ from medagent.evals._metrics import (
     yes_no_accuracy,
 )
 from medagent.evals._records import EvalItem, ItemResult, MetricType
-from medagent.evals._text_metrics import normalized_match, token_f1
+from medagent.evals._text_metrics import (
+    bleu_from_statistics,
+    bleu_statistics,
+    normalized_match,
+    token_f1,
+    token_recall,
+)
 
 __all__ = [
     "ConfusionMatrix",
@@ -42,6 +50,13 @@ __all__ = [
     "score_item",
     "summarize",
 ]
+
+
+#: Free-text metric types scored item by item: the task's score is the mean of this function.
+PER_ITEM_SCORES: dict[MetricType, tuple[ScoreName, Callable[[str, str | None], float]]] = {
+    "open": ("token_f1", token_f1),
+    "open_recall": ("token_recall", token_recall),
+}
 
 
 # -- one item ------------------------------------------------------------------------------------
@@ -70,6 +85,9 @@ def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None,
     - ``closed``: correct when both name the same yes/no or the same alternative of the
       question ("A or B?"), else on a normalized match (``closed_labels``); no score.
     - ``open``: correct = normalized match, score = SQuAD token F1.
+    - ``open_recall``: correct = normalized match, score = token recall (LLaVA-Med).
+    - ``open_bleu``: correct = normalized match, no score (BLEU is a corpus score: the task's
+      summary computes it over all its items).
     - ``insight``: no correct, score = the insight F1 the insight method put in its prediction
       (a JSON object with ``f1``; it judged the insights itself), else ``None``.
     - no usable reference: ``(None, None)``.
@@ -89,8 +107,11 @@ def score_item(item: ScorableItem, prediction: str | None) -> tuple[bool | None,
             reference, prediction, closed_choices(item.question, item.metadata)
         )
         return predicted == label, None
-    if item.metric == "open":
-        return normalized_match(reference, prediction), token_f1(reference, prediction)
+    if item.metric in PER_ITEM_SCORES:
+        per_item = PER_ITEM_SCORES[item.metric][1]
+        return normalized_match(reference, prediction), per_item(reference, prediction)
+    if item.metric == "open_bleu":
+        return normalized_match(reference, prediction), None
     return prediction == reference, None
 
 
@@ -214,16 +235,28 @@ def _summarize_task(
     preds = [r.prediction if r.status == "ok" else None for r in results]
     fields: dict[str, Any] = {"score": None}
     replicate_values: _Floats | None = None
-    if metric in ("insight", "open"):
+    if metric == "open_bleu":
+        refs, answers = _pairs(references, preds)
+        pairs = list(zip(refs, answers, strict=True))
+        fields["score_name"] = "bleu"
+        fields["n_scored"] = len(pairs)
+        if pairs:
+            statistics = np.array([bleu_statistics(r, a) for r, a in pairs], dtype=np.float64)
+            fields["score"] = bleu_from_statistics(statistics.sum(axis=0))
+            fields["normalized_match"] = sum(normalized_match(r, a) for r, a in pairs) / len(pairs)
+            if replicates:
+                kernel = _statistics_kernel(statistics, bleu_from_statistics)
+                replicate_values = _replicate(kernel, len(pairs), replicates, seed)
+    elif metric == "insight" or metric in PER_ITEM_SCORES:
         if metric == "insight":
             # Judged items carry their own 0..1 score; a failed or unjudged item scores 0.
             values = [(r.score or 0.0) if r.status == "ok" else 0.0 for r in results]
             fields["score_name"] = "judge_score"
         else:
             refs, answers = _pairs(references, preds)
-            values = [token_f1(r, a) for r, a in zip(refs, answers, strict=True)]
+            fields["score_name"], per_item = PER_ITEM_SCORES[metric]
+            values = [per_item(r, a) for r, a in zip(refs, answers, strict=True)]
             matches = [normalized_match(r, a) for r, a in zip(refs, answers, strict=True)]
-            fields["score_name"] = "token_f1"
             fields["normalized_match"] = sum(matches) / len(matches) if matches else None
         fields["n_scored"] = len(values)
         if values:
@@ -241,8 +274,10 @@ def _summarize_task(
             refs, answers = _pairs(references, preds)
         if metric == "yes_no":
             # Score and tabulate the normalized answers; references neither yes nor no drop out.
-            pairs = zip(refs, answers, strict=True)
-            kept = [(normalize_yes_no(r), normalize_yes_no(a)) for r, a in pairs]
+            kept = [
+                (normalize_yes_no(r), normalize_yes_no(a))
+                for r, a in zip(refs, answers, strict=True)
+            ]
             refs = [r for r, _ in kept if r is not None]
             answers = [a for r, a in kept if r is not None]
         fields["n_scored"] = len(refs)
@@ -315,8 +350,9 @@ def summarize(
     """Scores, bootstrap intervals and costs per task and for the whole run.
 
     Main metric by the task's metric type: balanced accuracy (``balanced_accuracy``),
-    accuracy (``accuracy``, ``yes_no``, ``closed``), mean token F1 plus the normalized-match
-    rate (``open``), mean judge score from ``ItemResult.score`` (``insight``). Predictions are
+    accuracy (``accuracy``, ``yes_no``, ``closed``), mean token F1 (``open``) or token recall
+    (``open_recall``) or corpus BLEU-4 (``open_bleu``), each with the normalized-match rate,
+    mean judge score from ``ItemResult.score`` (``insight``). Predictions are
     rescored from ``reference`` / ``prediction``, not taken from ``correct``.
 
     - Failed and timed-out items count as wrong answers (``None`` predictions) in every score,

@@ -1,8 +1,8 @@
-"""Scores for free-text answers: exact / normalized match, SQuAD token F1, BLEU, ROUGE-L.
+"""Scores for free-text answers: exact / normalized match, token F1 and recall, BLEU, ROUGE-L.
 
-Match and token F1 are implemented here (they are a few lines and must behave exactly as
-documented); BLEU and ROUGE-L come from the packages everybody reports with (``sacrebleu``,
-``rouge-score``), imported only when called so the core install does not need them.
+Match, token F1 and token recall are implemented here (a few lines each, and they must behave
+exactly as documented); BLEU and ROUGE-L come from the packages everybody reports with
+(``sacrebleu``, ``rouge-score``), imported only when called so the core install does not need them.
 
 Every function takes the reference first (like the classification metrics) and accepts
 ``None`` for the prediction (a failed item, or no answer), which scores as a complete miss.
@@ -20,13 +20,17 @@ from typing import Any
 from medagent.errors import DependencyMissingError
 
 __all__ = [
+    "BLEU_STATISTICS",
     "bleu",
+    "bleu_from_statistics",
+    "bleu_statistics",
     "corpus_bleu",
     "exact_match",
     "normalize_text",
     "normalized_match",
     "rouge_l",
     "token_f1",
+    "token_recall",
 ]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -79,6 +83,22 @@ def token_f1(reference: str, prediction: str | None) -> float:
     precision = overlap / len(predicted)
     recall = overlap / len(gold)
     return 2 * precision * recall / (precision + recall)
+
+
+def token_recall(reference: str, prediction: str | None) -> float:
+    """The share of the reference's tokens found in the prediction (multiset, normalized).
+
+    Open-question recall as LLaVA-Med reports it on VQA-RAD, SLAKE and PathVQA (and MMed-RAG
+    after it): a long answer that contains the reference scores 1.0, which token F1 would
+    penalise for its length. An empty reference scores 1.0 against an empty prediction.
+    """
+    if prediction is None:
+        return 0.0
+    gold = normalize_text(reference).split()
+    predicted = normalize_text(prediction).split()
+    if not gold:
+        return float(not predicted)
+    return sum((Counter(predicted) & Counter(gold)).values()) / len(gold)
 
 
 def _sacrebleu() -> Any:
@@ -139,3 +159,51 @@ def rouge_l(reference: str, prediction: str | None, *, use_stemmer: bool = False
         return 0.0
     scores = _rouge_scorer(use_stemmer).score(reference, prediction)
     return float(scores["rougeL"].fmeasure)
+
+
+#: Corpus BLEU's sufficient statistics per item, in this order: matched n-grams for n = 1..4,
+#: candidate n-grams for n = 1..4, prediction length, reference length. They add up over
+#: items, so a bootstrap resamples rows of them instead of re-tokenizing every replicate.
+BLEU_STATISTICS = 10
+_ORDER = 4
+
+
+@lru_cache(maxsize=1)
+def _tokenize_13a() -> Any:
+    _sacrebleu()
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()  # type: ignore[no-untyped-call]
+
+
+def _ngrams(tokens: list[str], n: int) -> Counter[tuple[str, ...]]:
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def bleu_statistics(reference: str, prediction: str | None) -> list[int]:
+    """One item's contribution to corpus BLEU (`BLEU_STATISTICS` counts, 13a tokens)."""
+    tokenize = _tokenize_13a()
+    candidate = tokenize(prediction or "").split()
+    gold = tokenize(reference).split()
+    matched, totals = [], []
+    for n in range(1, _ORDER + 1):
+        grams = _ngrams(candidate, n)
+        matched.append(sum((grams & _ngrams(gold, n)).values()))
+        totals.append(max(len(candidate) - n + 1, 0))
+    return [*matched, *totals, len(candidate), len(gold)]
+
+
+def bleu_from_statistics(statistics: Any) -> float:
+    """Corpus BLEU in [0, 1] from summed `bleu_statistics` (sacrebleu's formula and its
+    default exponential smoothing, so it equals ``corpus_bleu`` on the same items)."""
+    from sacrebleu.metrics.bleu import BLEU
+
+    counts = [round(float(value)) for value in statistics]
+    score = BLEU.compute_bleu(
+        counts[:_ORDER],
+        counts[_ORDER : 2 * _ORDER],
+        counts[2 * _ORDER],
+        counts[2 * _ORDER + 1],
+        smooth_method="exp",
+    )
+    return float(score.score) / 100.0
