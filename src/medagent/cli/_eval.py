@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
@@ -105,12 +105,54 @@ def _build(settings: Settings, cache: Path | None, spend: Any = None) -> Any:
     return CachedModel(model, cache) if cache else model
 
 
+def _loader_options(
+    dataset: str,
+    *,
+    tasks: str | None,
+    split: str | None,
+    slides: list[Path] | None,
+    image_dir: Path | None,
+) -> dict[str, Any]:
+    """The flags a dataset's loader takes, as its keywords; a flag it cannot use is an error
+    (``--slides`` on an image benchmark would otherwise be silently ignored)."""
+    from medagent.evals.datasets import loader_options
+
+    accepted = loader_options(dataset)
+    options: dict[str, Any] = {}
+    # Tasks are chosen before --limit counts, by the loaders that know tasks.
+    if "tasks" in accepted:
+        options["tasks"] = tasks.split(",") if tasks else None
+    given = {"--split": split, "--slides": slides, "--image-dir": image_dir}
+    for flag, keyword in (
+        ("--split", "split"),
+        ("--slides", "slide_roots"),
+        ("--image-dir", "image_dir"),
+    ):
+        value = given[flag]
+        if keyword in accepted:
+            if value is not None:
+                options[keyword] = value
+        elif value:
+            raise ConfigError(f"{flag}: --dataset {dataset} does not use it")
+    return options
+
+
 @eval_app.command("run")
 def eval_run(
     dataset: Annotated[
-        str, typer.Option(help="multipathqa, vqa-rad, jsonl or insight.", show_default=False)
+        str,
+        typer.Option(
+            help="multipathqa, vqa-rad, pathvqa, slake, pmc-vqa, medxpertqa, slidebench, "
+            "wsi-vqa, jsonl or insight (`medagent eval datasets` says what each reads).",
+            show_default=False,
+        ),
     ],
-    data: Annotated[Path, typer.Option(help="The dataset file or folder.", show_default=False)],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="The dataset file or folder, as its authors publish it.", show_default=False
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Run folder; rerun the command to resume it.")],
     method: Annotated[
         str,
@@ -144,7 +186,17 @@ def eval_run(
     ] = None,
     tasks: Annotated[str | None, typer.Option(help="Only these tasks, comma-separated.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
-    split: Annotated[str, typer.Option(help="vqa-rad: train, test or all.")] = "test",
+    split: Annotated[
+        str | None,
+        typer.Option(help="The split to run (default: test); vqa-rad also takes all."),
+    ] = None,
+    image_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Tables with images inside (Parquet, HF save_to_disk): where the images are "
+            "written, once each (default: CACHE_DIR/dataset-images).",
+        ),
+    ] = None,
     skip_missing: Annotated[
         bool, typer.Option(help="Leave out items whose slide or image is missing.")
     ] = False,
@@ -221,23 +273,9 @@ def eval_run(
         reasoning_effort=reasoning_effort,
         preset=preset,
     )
-    # Tasks are chosen before --limit counts, by the loaders that know tasks.
-    options: dict[str, Any] = {"limit": limit, "skip_missing": skip_missing}
-    if dataset in ("multipathqa", "vqa-rad", "jsonl"):
-        options.update(tasks=tasks.split(",") if tasks else None)
-    if dataset == "multipathqa":
-        options.update(slide_roots=list(slides or []))
-    elif dataset == "vqa-rad":
-        options.update(split=split)
-    kinds: dict[str, DatasetKind] = {
-        "multipathqa": "multipathqa",
-        "vqa-rad": "vqa-rad",
-        "jsonl": "jsonl",
-        "insight": "insight",
-    }
-    if dataset not in kinds:
-        raise ConfigError(f"--dataset {dataset!r}: choose multipathqa, vqa-rad, jsonl or insight")
-    loaded = load_dataset(kinds[dataset], data, **options)
+    options = _loader_options(dataset, tasks=tasks, split=split, slides=slides, image_dir=image_dir)
+    options.update(limit=limit, skip_missing=skip_missing)
+    loaded = load_dataset(cast(DatasetKind, dataset), data, **options)
     items = loaded.items
     if tasks and dataset == "insight":
         wanted = set(tasks.split(","))
@@ -390,3 +428,22 @@ def eval_report(
             reason = (exc.strerror or str(exc)).lower()
             raise InputError(f"cannot write {out}: {reason}", path=str(out)) from None
         console.print(f"report written to {out}")
+
+
+@eval_app.command("datasets")
+def eval_datasets() -> None:
+    """List the benchmarks `eval run --dataset` reads, what files each expects, its options.
+
+    medagent eval datasets
+    """
+    from rich.table import Table
+
+    from medagent.evals.datasets import DATASETS, loader_options
+
+    flags = {"split": "--split", "tasks": "--tasks", "slide_roots": "--slides"}
+    flags["image_dir"] = "--image-dir"
+    table = Table("--dataset", "reads", "options")
+    for name, info in DATASETS.items():
+        options = [flags[o] for o in loader_options(name) if o in flags]
+        table.add_row(name, info.reads, " ".join(options))
+    console.print(table)

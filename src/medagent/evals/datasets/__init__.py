@@ -1,16 +1,19 @@
-"""Dataset loaders: each turns a benchmark's files into a `Dataset` of `EvalItem`s.
+"""Dataset loaders: each turns a benchmark's files, as its authors publish them, into a `Dataset`.
 
-``load_dataset(kind, path, **options)`` picks the loader: ``multipathqa`` (CSV, slides found
-under ``slide_roots``), ``vqa-rad`` (the dataset's folder), ``jsonl`` (the generic format) or
-``insight`` (insight cases). Every loader takes ``limit`` and ``skip_missing``.
+``load_dataset(kind, path, **options)`` picks the loader for ``kind`` (`DATASETS` lists them
+with what each reads) and checks ``options`` against the loader's keywords. Every loader takes
+``limit`` and ``skip_missing``; most take ``tasks`` and ``split``; slide benchmarks take
+``slide_roots``; tables with images inside take ``image_dir``. Loaders are imported when used,
+so a benchmark's optional reader (pyarrow for Parquet) is needed only for that benchmark.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NamedTuple
 
 from medagent.errors import ConfigError
 from medagent.evals.datasets._base import Dataset, DatasetKind, MissingImage
@@ -24,7 +27,9 @@ from medagent.evals.datasets._multipathqa import (
 from medagent.evals.datasets._vqarad import VqaRadSplit, load_vqarad
 
 __all__ = [
+    "DATASETS",
     "Dataset",
+    "DatasetInfo",
     "DatasetKind",
     "InsightCase",
     "MULTIPATHQA_TASKS",
@@ -32,19 +37,62 @@ __all__ = [
     "ReferenceInsight",
     "SLIDE_EXTENSIONS",
     "VqaRadSplit",
+    "dataset_loader",
     "load_dataset",
+    "loader_options",
     "load_insight",
     "load_jsonl",
     "load_multipathqa",
     "load_vqarad",
 ]
 
-_LOADERS: dict[str, Callable[..., Dataset]] = {
-    "multipathqa": load_multipathqa,
-    "vqa-rad": load_vqarad,
-    "jsonl": load_jsonl,
-    "insight": load_insight,
+
+class DatasetInfo(NamedTuple):
+    """One benchmark ``eval run --dataset`` knows: its loader and what it reads."""
+
+    loader: str  # "module:function" under medagent.evals.datasets
+    reads: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "multipathqa": DatasetInfo(
+        "_multipathqa:load_multipathqa", "MultiPathQA CSV; slides under --slides"
+    ),
+    "vqa-rad": DatasetInfo(
+        "_vqarad:load_vqarad", "VQA-RAD folder (JSON + images/), or its Parquet / HF release"
+    ),
+    "pathvqa": DatasetInfo("_pathvqa:load_pathvqa", "PathVQA Parquet or HF save_to_disk"),
+    "slake": DatasetInfo("_slake:load_slake", "SLAKE folder (JSON + imgs/), English questions"),
+    "pmc-vqa": DatasetInfo("_pmcvqa:load_pmcvqa", "PMC-VQA CSV + images/"),
+    "medxpertqa": DatasetInfo("_medxpertqa:load_medxpertqa", "MedXpertQA MM JSONL + images/"),
+    "slidebench": DatasetInfo(
+        "_slidebench:load_slidebench", "SlideBench-VQA CSV; slides under --slides"
+    ),
+    "wsi-vqa": DatasetInfo("_wsivqa:load_wsivqa", "WSI-VQA JSON; slides under --slides"),
+    "jsonl": DatasetInfo("_jsonl:load_jsonl", "medagent's generic JSONL"),
+    "insight": DatasetInfo("_insight:load_insight", "insight cases (JSONL)"),
 }
+
+
+def dataset_loader(kind: str) -> Callable[..., Dataset]:
+    """The loader function for ``kind``, imported now; `ConfigError` for an unknown kind."""
+    info = DATASETS.get(kind)
+    if info is None:
+        raise ConfigError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASETS)}")
+    module, function = info.loader.split(":")
+    loader: Callable[..., Dataset] = getattr(
+        importlib.import_module(f"{__name__}.{module}"), function
+    )
+    return loader
+
+
+def loader_options(kind: str) -> list[str]:
+    """The keyword options ``kind``'s loader takes (``split``, ``tasks``, ``slide_roots``...)."""
+    return [
+        name
+        for name, parameter in inspect.signature(dataset_loader(kind)).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
 
 
 def load_dataset(kind: DatasetKind, path: Path | str, **options: Any) -> Dataset:
@@ -52,16 +100,8 @@ def load_dataset(kind: DatasetKind, path: Path | str, **options: Any) -> Dataset
 
     Raises `ConfigError` for an unknown kind or an option the loader does not take.
     """
-    loader = _LOADERS.get(kind)
-    if loader is None:
-        raise ConfigError(
-            f"unknown dataset kind {kind!r}; use one of {', '.join(get_args(DatasetKind))}"
-        )
-    accepted = [
-        name
-        for name, parameter in inspect.signature(loader).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
+    loader = dataset_loader(kind)
+    accepted = loader_options(kind)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(

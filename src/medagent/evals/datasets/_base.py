@@ -21,7 +21,18 @@ from medagent.evals._records import EvalItem
 
 __all__ = ["Dataset", "DatasetKind", "MissingImage"]
 
-DatasetKind = Literal["multipathqa", "vqa-rad", "jsonl", "insight"]
+DatasetKind = Literal[
+    "multipathqa",
+    "vqa-rad",
+    "jsonl",
+    "insight",
+    "pathvqa",
+    "slake",
+    "pmc-vqa",
+    "medxpertqa",
+    "slidebench",
+    "wsi-vqa",
+]
 
 # How many missing names an error message shows before "...".
 _SHOWN = 3
