@@ -276,3 +276,13 @@ def test_eval_run_and_report_end_to_end(mm_folder: Path, tmp_path: Path) -> None
     assert "| Understanding | accuracy |" in report.output
     assert "| run | Reasoning | 100.0 ± 0.0 | 1/1 |" in report.output
     assert "| run | Understanding | 0.0 ± 0.0 | 0/1 |" in report.output
+
+
+def test_options_are_in_letter_order_whatever_the_line_order(mm_folder: Path) -> None:
+    record = dict(TEST_RECORDS[0])
+    record["options"] = dict(reversed(list(record["options"].items())))
+    write_jsonl(mm_folder / "MM" / "test.jsonl", [record])
+    item = load_medxpertqa(mm_folder).items[0]
+    assert item.options is not None
+    assert item.options[0] == "Erythema infectiosum" and item.options[4] == "Erythema ab igne"
+    assert item.answer == "Cold agglutinin disease"
