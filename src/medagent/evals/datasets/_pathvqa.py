@@ -33,24 +33,24 @@ PATHVQA_SPLITS = ("train", "validation", "test")
 _PICKLES = (".pkl", ".pickle")
 
 
+def _pickle_in(root: Path) -> Path | None:
+    """The authors' pickle file at or under ``root`` (``qas/SPLIT/SPLIT_qa.pkl``), if any."""
+    if root.is_file():
+        return root if root.suffix.lower() in _PICKLES else None
+    tables = any(root.glob("*.parquet")) or any(root.glob("data/*.parquet"))
+    hf_disk = (root / "state.json").is_file() or (root / "dataset_dict.json").is_file()
+    if not root.is_dir() or tables or hf_disk:
+        return None
+    for pattern in ("*", "*/*", "qas/*/*", "*/qas/*/*"):
+        for found in sorted(root.glob(pattern)):
+            if found.suffix.lower() in _PICKLES:
+                return found
+    return None
+
+
 def _refuse_pickles(root: Path) -> None:
     """An `InputError` when ``root`` is (or holds) the authors' pickle release."""
-    if root.is_file():
-        found = root if root.suffix.lower() in _PICKLES else None
-    elif root.is_dir():
-        tables = any(root.glob("*.parquet")) or any(root.glob("data/*.parquet"))
-        hf_disk = (root / "state.json").is_file() or (root / "dataset_dict.json").is_file()
-        patterns = ("*", "*/*", "qas/*/*", "*/qas/*/*")
-        found = (
-            None
-            if tables or hf_disk
-            else next(
-                (p for pattern in patterns for p in root.glob(pattern) if p.suffix in _PICKLES),
-                None,
-            )
-        )
-    else:
-        found = None
+    found = _pickle_in(root)
     if found is not None:
         raise InputError(
             f"{found} is PathVQA's pickle release, which medagent does not load (unpickling "
