@@ -10,6 +10,7 @@ from medagent.imaging._decode import (
     Decoded,
     decode_image,
     image_header_size,
+    magic_kind,
 )
 from medagent.imaging._demo_slide import build_demo_slide
 from medagent.imaging._dicomweb import (
@@ -113,6 +114,7 @@ __all__ = [
     "build_demo_slide",
     "choose_level",
     "decode_image",
+    "magic_kind",
     "dicom_modality",
     "draw_boxes",
     "draw_guides",

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from medagent.errors import ConfigError, DependencyMissingError, InputError
 from medagent.evals.datasets._base import absolute
-from medagent.imaging._decode import magic_kind
+from medagent.imaging import magic_kind
 
 __all__ = [
     "MAX_IMAGE_BYTES",
