@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +58,12 @@ def slake_folder(root: Path, splits: dict[str, list[dict[str, Any]]]) -> Path:
     return root
 
 
-def test_english_questions_of_the_test_split(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_english_questions_of_the_test_split(tmp_path: Path) -> None:
     root = slake_folder(tmp_path / "Slake1.0", {"test.json": TEST, "train.json": TEST[:1]})
-    with caplog.at_level(logging.INFO):
-        loaded = load_slake(root)
+    loaded = load_slake(root)
     assert (loaded.name, loaded.kind) == ("slake-test", "slake")
     assert [i.id for i in loaded.items] == ["9", "11", "12"]  # the zh question left out
-    assert "1 questions in other languages than en left out" in caplog.text
+    assert loaded.left_out == {"not in en": 1}
     assert [i.task for i in loaded.items] == ["CT/OPEN", "X-RAY/CLOSED", "CT/CLOSED"]
     assert [i.metric for i in loaded.items] == ["open_recall", "closed", "closed"]
     assert [i.answer for i in loaded.items] == ["liver", "no", "liver"]
@@ -85,6 +81,7 @@ def test_languages_choose_the_questions(tmp_path: Path) -> None:
     assert both.items[1].answer == "肝脏"
     assert [i.id for i in load_slake(root, languages=["zh"]).items] == ["10"]
     assert len(load_slake(root, languages=[])) == 4  # empty keeps every language
+    assert both.left_out == {}
 
 
 def test_validation_file_under_either_name(tmp_path: Path) -> None:
@@ -228,6 +225,7 @@ def test_eval_run_and_report_end_to_end(tmp_path: Path) -> None:
         "--out", str(run_dir),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 questions left out: not in en" in result.stderr
     results = load_results(run_dir / "results.jsonl")
     assert results["9"].score == pytest.approx(1.0)  # "liver" recalled
     assert results["11"].correct is False  # "no" answered yes

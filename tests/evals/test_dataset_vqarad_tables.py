@@ -177,10 +177,6 @@ def test_no_image_dir_needed_without_image_bytes(
     assert loaded.items[0].images == [str(tmp_path / "a.png")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="eval run --dataset vqa-rad does not yet hand a Parquet folder to this loader",
-)
 def test_eval_run_and_report_end_to_end(tmp_path: Path) -> None:
     root = hub_folder(tmp_path / "vqa-rad", {"test": ROWS})
     script = tmp_path / "replies.jsonl"

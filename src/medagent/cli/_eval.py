@@ -316,6 +316,8 @@ def eval_run(
     prices, spend = spend_for(settings, budget_usd, price_in, price_out)
     if getattr(loaded, "missing", None):
         err_console.print(f"{len(loaded.missing)} items left out: their slide or image is missing")
+    for reason, count in getattr(loaded, "left_out", {}).items():
+        err_console.print(f"{count} questions left out: {reason}")
     scores = {"correct": 0, "scored": 0}
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -62,6 +62,9 @@ class Dataset(BaseModel):
         default_factory=list, description="items left out because their image was not found"
     )
     dropped_invalid: int = Field(0, description="rows the source itself marks as invalid")
+    left_out: dict[str, int] = Field(
+        default_factory=dict, description="rows left out by choice, counted by reason"
+    )
 
     def __len__(self) -> int:
         return len(self.items)

@@ -8,9 +8,9 @@ The authors' release is a folder of ``train.json``, ``validate.json`` (renamed
 ``CLOSED``), ``base_type``, ``content_type``, ``triple`` and ``qid``. A single split file may
 be given instead of the folder (``imgs/`` beside it).
 
-LLaVA-Med, MMed-RAG and others evaluate the English questions (1,061 in test), so only
-``q_lang`` in ``languages`` (default ``("en",)``; empty keeps all) is kept; the others are left
-out without an error and their count logged. Tasks are ``MODALITY/ANSWER_TYPE``
+LLaVA-Med, MMed-RAG and others evaluate the English questions, so only ``q_lang`` in
+``languages`` (default ``("en",)``; empty keeps all) is kept; the others are left out without
+an error and counted in ``Dataset.left_out``. Tasks are ``MODALITY/ANSWER_TYPE``
 (``CT/CLOSED``, ``X-RAY/OPEN``), as VQA-RAD's are ``ORGAN/ANSWER_TYPE``: modality is what most
 changes difficulty, and per-modality scores are what SLAKE's own paper breaks results down by
 besides answer type. Closed questions are ``closed`` (accuracy, including SLAKE's "A or B?"
@@ -27,7 +27,6 @@ empty answer (the original has one) is left out and counted in ``dropped_invalid
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,6 @@ from medagent.evals.datasets._vqa_tables import (
 )
 
 __all__ = ["SLAKE_FILES", "load_slake"]
-
-logger = logging.getLogger(__name__)
 
 #: Each split's file in the authors' folder, first name first.
 SLAKE_FILES: dict[str, tuple[str, ...]] = {
@@ -115,8 +112,11 @@ def _row(record: dict[str, Any], number: int, where: str, split: str, json_layou
     )
 
 
-def _rows(table: Table, split: str, languages: set[str], json_layout: bool) -> list[Row]:
-    """Every kept row (SLAKE is small: a split is read whole, to know its tasks)."""
+def _rows(
+    table: Table, split: str, languages: set[str], json_layout: bool
+) -> tuple[list[Row], int]:
+    """Every kept row (SLAKE is small: a split is read whole, to know its tasks), and how many
+    were in other languages."""
     rows: list[Row] = []
     seen: dict[str, str] = {}
     other_language = 0
@@ -130,14 +130,7 @@ def _rows(table: Table, split: str, languages: set[str], json_layout: bool) -> l
             raise InputError(f"{where}: qid {row.item_id} repeats {seen[row.item_id]}")
         seen[row.item_id] = where
         rows.append(row)
-    if other_language:
-        logger.info(
-            "SLAKE %s: %d questions in other languages than %s left out",
-            split,
-            other_language,
-            ", ".join(sorted(languages)),
-        )
-    return rows
+    return rows, other_language
 
 
 def load_slake(
@@ -169,9 +162,9 @@ def load_slake(
     else:
         table = open_table(root, split=split, what="SLAKE data")
         label = split if json_layout else split_label(table, split)
-    rows = _rows(table, label, kept_languages, json_layout)
+    rows, other_language = _rows(table, label, kept_languages, json_layout)
     check_tasks(wanted, [row.task for row in rows], "SLAKE")
-    return build_dataset(
+    dataset = build_dataset(
         rows,
         table=table,
         name=f"slake-{label}",
@@ -182,3 +175,7 @@ def load_slake(
         skip_missing=skip_missing,
         image_dir=image_dir,
     )
+    if not other_language:
+        return dataset
+    reason = f"not in {', '.join(sorted(kept_languages))}"
+    return dataset.model_copy(update={"left_out": {reason: other_language}})

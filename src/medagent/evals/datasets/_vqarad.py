@@ -89,18 +89,32 @@ def load_vqarad(
     tasks: Sequence[str] | None = None,
     limit: int | None = None,
     skip_missing: bool = False,
+    image_dir: Path | None = None,
 ) -> Dataset:
     """Load one VQA-RAD split (``test`` by default) from the dataset's folder.
 
     ``tasks`` keeps those tasks (``ORGAN/ANSWER_TYPE``, e.g. ``CHEST/CLOSED``); ``limit`` keeps
     the first N items in file order (with ``skip_missing``, items without an image do not
     count towards N). A missing image raises `InputError` unless ``skip_missing``, which
-    leaves the item out and lists it in ``Dataset.missing``.
+    leaves the item out and lists it in ``Dataset.missing``. A folder without the JSON files
+    (or a table file) is the Hugging Face release: `load_vqarad_table` reads it, writing its
+    images under ``image_dir``.
     """
+    root = Path(folder).expanduser()
+    if not any((root / name).is_file() for name in VQARAD_FILES.values()):
+        from medagent.evals.datasets._vqarad_tables import load_vqarad_table
+
+        return load_vqarad_table(
+            root,
+            split=split,
+            tasks=tasks,
+            limit=limit,
+            skip_missing=skip_missing,
+            image_dir=image_dir,
+        )
     if split not in VQARAD_FILES:
         raise ConfigError(f"unknown VQA-RAD split {split!r}; use one of all, train, test")
     wanted = check_options(limit, tasks)
-    root = Path(folder).expanduser()
     if not root.is_dir():
         raise InputError(f"VQA-RAD folder {root} does not exist", path=str(root))
     path = require_file(root / VQARAD_FILES[split], "VQA-RAD file")
