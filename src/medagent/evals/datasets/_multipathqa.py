@@ -39,7 +39,7 @@ from medagent.evals.datasets._base import (
     select,
 )
 
-__all__ = ["MULTIPATHQA_TASKS", "SLIDE_EXTENSIONS", "load_multipathqa"]
+__all__ = ["MULTIPATHQA_TASKS", "SLIDE_EXTENSIONS", "SlideFinder", "load_multipathqa"]
 
 MULTIPATHQA_TASKS = ("gtex", "tcga", "panda", "tcga_slidebench", "tcga_expert_vqa")
 SLIDE_EXTENSIONS = (".svs", ".tiff", ".tif", ".ndpi", ".mrxs")
@@ -61,7 +61,7 @@ _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
 
-class _SlideFinder:
+class SlideFinder:
     """Finds a slide under the given folders: exact relative path, file name, then file id.
 
     The name index (one walk per folder, sorted, so the first of several same-named files
@@ -190,7 +190,7 @@ def _rows(path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
 
 
 def _candidates(
-    rows: list[tuple[str, str, dict[str, str]]], finder: _SlideFinder
+    rows: list[tuple[str, str, dict[str, str]]], finder: SlideFinder
 ) -> Iterator[tuple[EvalItem, list[MissingImage]]]:
     searched = [str(root) for root in finder.roots]
     for where, item_id, row in rows:
@@ -253,7 +253,7 @@ def load_multipathqa(
             "MultiPathQA slides are not part of the CSV: pass --slides DIR (a folder holding "
             "the GTEx, TCGA and PANDA slides; may be repeated) or --skip-missing"
         )
-    finder = _SlideFinder([Path(root) for root in slide_roots])
+    finder = SlideFinder([Path(root) for root in slide_roots])
     rows = [r for r in _rows(path) if wanted is None or r[2]["benchmark_name"] in wanted]
     valid = [r for r in rows if _parse_bool(r[2]["is_valid"], r[0], "is_valid")]
     items, missing = select(

@@ -39,7 +39,7 @@ from medagent.evals.datasets._base import (
     file_sha256,
     select,
 )
-from medagent.evals.datasets._multipathqa import SLIDE_EXTENSIONS, _SlideFinder
+from medagent.evals.datasets._multipathqa import SLIDE_EXTENSIONS, SlideFinder
 from medagent.evals.datasets._tables import open_table
 
 __all__ = ["BenchmarkSlides", "load_slidebench"]
@@ -53,7 +53,7 @@ _TASK_COLUMN: dict[Variant, str] = {"tcga": "Broad Category", "bcnb": "Task"}
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
-class BenchmarkSlides(_SlideFinder):
+class BenchmarkSlides(SlideFinder):
     """Slides named the way benchmarks name them: by file name up to its first dot.
 
     GDC names a TCGA slide ``<slide barcode>.<file uuid>.svs``; benchmarks give the barcode
