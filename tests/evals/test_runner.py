@@ -159,3 +159,25 @@ async def test_ray_and_local_executors_agree(tmp_path: Path) -> None:
         for k, v in load_results(tmp_path / "ray" / "results.jsonl").items()
     }
     assert one == two
+
+
+@pytest.mark.parametrize(
+    ("ids", "plain"),
+    [
+        (["q0", "a.b-c_d"], True),  # plain file names are kept as they are
+        (["a/b", "a b", "a:b"], False),  # ids that clean to the same name
+        (["x" * 130, "x" * 130 + "y"], False),  # long ids that differ past the cut
+        (["..", ".", "", "../../etc"], False),  # ids that would leave items/
+    ],
+)
+def test_item_folders_are_distinct_and_inside_items(
+    tmp_path: Path, ids: list[str], plain: bool
+) -> None:
+    from medagent.evals._runner import _safe_name
+
+    names = [_safe_name(item_id) for item_id in ids]
+    assert len(set(names)) == len(names)
+    for item_id, name in zip(ids, names, strict=True):
+        assert (name == item_id) is plain
+        assert name and "/" not in name and not name.startswith(".") and len(name) <= 113
+        assert (tmp_path / "items" / name).resolve().parent == (tmp_path / "items").resolve()

@@ -145,7 +145,15 @@ def _item_error(exc: Exception) -> str:
 
 
 def _safe_name(item_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", item_id)[:120] or "item"
+    """The item's folder name: the id itself when it is a plain file name, else the id made
+    one (no separators, no leading dot, at most 100 characters) plus a digest of the whole id,
+    so two ids never share a folder (``a/b`` and ``a b``; long ids that differ at the end) and
+    no id from a dataset file can name ``..`` or a path outside ``items/``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).lstrip(".")[:100]
+    if cleaned and cleaned == item_id:
+        return item_id
+    digest = hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:12]
+    return f"{cleaned or 'item'}-{digest}"
 
 
 def _git_commit() -> str | None:
