@@ -293,3 +293,18 @@ def test_eval_run_and_report_end_to_end(tmp_path: Path) -> None:
     assert report.exit_code == 0, report.output
     assert "| Microscopy | accuracy | 100.0" in report.output
     assert "| Diagnosis | accuracy | 0.0" in report.output
+
+
+def test_a_hugging_face_copy_reads_like_the_csv(tcga: tuple[Path, Path], tmp_path: Path) -> None:
+    import datasets
+
+    data, slides = tcga
+    # As `datasets` reads the CSV: the ID column becomes integers.
+    release = datasets.load_dataset("csv", data_files={"test": str(data)})
+    release.save_to_disk(str(tmp_path / "hf" / "dict"))
+    release["test"].save_to_disk(str(tmp_path / "hf" / "one"))
+    release["test"].to_parquet(str(tmp_path / "hf" / "test.parquet"))
+    want = load_slidebench(data, slide_roots=[slides])
+    for copy in ("one", "test.parquet"):
+        got = load_slidebench(tmp_path / "hf" / copy, slide_roots=[slides])
+        assert [i.model_dump() for i in got.items] == [i.model_dump() for i in want.items]

@@ -248,3 +248,26 @@ def test_eval_run_and_report_end_to_end(tmp_path: Path) -> None:
     assert report.exit_code == 0, report.output
     assert "| close | accuracy | 100.0" in report.output
     assert "| open | bleu | 100.0" in report.output
+
+
+def test_a_hugging_face_copy_reads_like_the_json(tmp_path: Path, slides: Path) -> None:
+    import datasets
+
+    # Rows without Choice get Choice = None in an Arrow table, as the open-ended ones have none.
+    release = datasets.DatasetDict(
+        {
+            "test": datasets.Dataset.from_list(TEST_ROWS),
+            "val": datasets.Dataset.from_list(TEST_ROWS[1:2]),
+        }
+    )
+    release.save_to_disk(str(tmp_path / "hf"))
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    release["test"].to_parquet(str(tmp_path / "hub" / "data" / "test-00000-of-00001.parquet"))
+    want = load_wsivqa(write_json(tmp_path / "WsiVQA_test.json", TEST_ROWS), slide_roots=[slides])
+    for copy in (tmp_path / "hf", tmp_path / "hub"):
+        got = load_wsivqa(copy, slide_roots=[slides])
+        assert [i.model_dump() for i in got.items] == [i.model_dump() for i in want.items]
+    val = load_wsivqa(tmp_path / "hf", split="val", slide_roots=[slides])
+    assert [i.task for i in val.items] == ["open"]
+    with pytest.raises(ConfigError, match="no split 'train'"):
+        load_wsivqa(tmp_path / "hf", split="train", slide_roots=[slides])

@@ -37,7 +37,7 @@ from medagent.evals.datasets._base import (
     select,
 )
 from medagent.evals.datasets._slidebench import BenchmarkSlides
-from medagent.evals.datasets._tables import open_table
+from medagent.evals.datasets._tables import open_table, table_splits
 
 __all__ = ["WSIVQA_TASKS", "load_wsivqa"]
 
@@ -67,7 +67,10 @@ def _splits(folder: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def _split_file(path: Path, split: str) -> tuple[Path, str]:
-    """The file to read and the split it holds; a single file is its own split."""
+    """The file to read and the split it holds; a single file is its own split. A Hugging Face
+    copy (``save_to_disk``, Parquet shards) is read by `open_table`, which picks the split."""
+    if path.is_dir() and ((path / "state.json").is_file() or table_splits(path)):
+        return path, split
     if path.is_dir():
         _, found = _splits(path)
         if split not in found:
@@ -170,7 +173,7 @@ def load_wsivqa(
             "WSI-VQA slides are not part of the JSON: pass --slides DIR (a folder holding the "
             "TCGA-BRCA diagnostic .svs files; may be repeated) or --skip-missing"
         )
-    table = open_table(source, what="WSI-VQA file")
+    table = open_table(source, split=name if source.is_dir() else None, what="WSI-VQA file")
     read = list(table.rows())
     keys = []
     for where, row in read:
