@@ -17,6 +17,7 @@ from medagent.cli import (  # noqa: F401 - register
     _chat,
     _data,
     _eval,
+    _export,
     _insight,
     _model,
     _optimize,

@@ -229,6 +229,22 @@ def eval_run(
     budget_usd: BudgetOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of pathologists' QuPath GeoJSON files named after the slides "
+            "(SLIDE_STEM.geojson): each result records how the agent's views met them.",
+            show_default=False,
+        ),
+    ] = None,
+    annotation_max_downsample: Annotated[
+        float,
+        typer.Option(
+            help="--annotations: a view counts as seen closely at or below this many level-0 "
+            "pixels per pixel shown.",
+            min=0.01,
+        ),
+    ] = 4.0,
     seed: Annotated[int, typer.Option(help="Seed for sampling and baselines.")] = 0,
     backend: BackendOpt = None,
     model: ModelOpt = None,
@@ -260,6 +276,10 @@ def eval_run(
 
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor {executor!r}: choose local or ray")
+    if annotations is not None:
+        from medagent.evals import check_annotations_folder
+
+        check_annotations_folder(annotations)
     settings = build_settings(
         backend=backend,
         model=model,
@@ -363,6 +383,12 @@ def eval_run(
                 markup=False,
             )
             raise typer.Exit(130) from None
+    if annotations is not None:
+        from medagent.evals import annotate_run
+
+        outcome.notes.extend(
+            annotate_run(out, annotations, max_downsample=annotation_max_downsample)
+        )
     for note in outcome.notes:  # the budget's line among them, when it ended the run
         err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     console.print(

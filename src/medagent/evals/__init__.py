@@ -1,5 +1,16 @@
 """Batch evaluation: datasets, a resumable concurrent runner, metrics and reports."""
 
+from medagent.evals._annotations import (
+    ANNOTATION_MAX_DOWNSAMPLE,
+    AnnotationMetrics,
+    AnnotationTaskSummary,
+    annotate_run,
+    annotation_metrics,
+    annotation_summary,
+    check_annotations_folder,
+    find_annotations,
+)
+from medagent.evals._export import RunGeoJSON, export_geojson, run_geojson
 from medagent.evals._judge import JudgeVerdict, judge, matched
 from medagent.evals._methods import (
     GiantMethod,
@@ -38,6 +49,7 @@ from medagent.evals._paired import (
 )
 from medagent.evals._published import PUBLISHED, PublishedResult, benchmark_of, published_for
 from medagent.evals._records import EvalItem, ItemResult, MetricType, ResultStatus
+from medagent.evals._regions import RunRegions, ViewedRegion, read_run_regions
 from medagent.evals._report import RunReport, load_run, render_html, render_markdown
 from medagent.evals._runner import EvalRunner, RunConfig, RunOutcome, load_results
 from medagent.evals._summary import (
@@ -71,6 +83,9 @@ from medagent.evals.datasets import (
 from medagent.models import Prices
 
 __all__ = [
+    "ANNOTATION_MAX_DOWNSAMPLE",
+    "AnnotationMetrics",
+    "AnnotationTaskSummary",
     "BootstrapResult",
     "ConfusionMatrix",
     "Dataset",
@@ -98,22 +113,31 @@ __all__ = [
     "ReferenceInsight",
     "ResultStatus",
     "RunConfig",
+    "RunGeoJSON",
     "RunOutcome",
+    "RunRegions",
     "RunReport",
     "RunSummary",
     "TaskSummary",
     "VQAMethod",
+    "ViewedRegion",
     "accuracy",
+    "annotate_run",
+    "annotation_metrics",
+    "annotation_summary",
     "balanced_accuracy",
     "benchmark_of",
     "bleu",
     "bootstrap",
     "bootstrap_mean",
+    "check_annotations_folder",
     "compare_runs",
     "confusion_matrix",
     "corpus_bleu",
     "correct_counts",
     "exact_match",
+    "export_geojson",
+    "find_annotations",
     "insight_matcher",
     "judge",
     "load_dataset",
@@ -133,9 +157,11 @@ __all__ = [
     "paired_bootstrap",
     "paired_bootstrap_mean",
     "published_for",
+    "read_run_regions",
     "render_html",
     "render_markdown",
     "rouge_l",
+    "run_geojson",
     "score_item",
     "summarize",
     "token_f1",

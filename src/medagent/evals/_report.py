@@ -15,6 +15,7 @@ from typing import get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent.errors import InputError
+from medagent.evals._annotations import annotation_summary
 from medagent.evals._paired import PairedComparison, compare_runs, correct_counts
 from medagent.evals._published import published_for
 from medagent.evals._records import EvalItem, ItemResult, MetricType
@@ -266,6 +267,38 @@ def _paired(comparison: PairedComparison) -> _Section:
     )
 
 
+def _annotations(reports: list[RunReport]) -> _Section | None:
+    """Per run and task, how the views met pathologists' annotations (``eval run
+    --annotations``); ``None`` when no item has them."""
+    lines = [
+        "| run | task | items | views on annotation | reached one | first step | "
+        "annotated area seen closely |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    thresholds = set()
+    for r in reports:
+        for t in annotation_summary(r.results):
+            share = "—" if t.steps_on_annotation is None else f"{100 * t.steps_on_annotation:.1f}%"
+            first = "—" if t.first_step is None else f"{t.first_step:.1f}"
+            area = "—" if t.area_viewed is None else f"{100 * t.area_viewed:.1f}%"
+            lines.append(
+                f"| {r.name} | {t.task} | {t.items} | {share} | {100 * t.reached:.1f}% | "
+                f"{first} | {area} |"
+            )
+            thresholds.add(t.max_downsample)
+    if len(lines) == 2:
+        return None
+    limit = ", ".join("mixed" if d is None else f"{d:g}" for d in sorted(thresholds, key=str))
+    return _Section(
+        title="Views against annotations",
+        table=lines,
+        notes=[
+            "means over items whose slide has annotations; first step over items that reached "
+            f"one; seen closely: at most {limit} level-0 pixels per pixel shown"
+        ],
+    )
+
+
 def _sections(reports: list[RunReport]) -> list[_Section]:
     sections = [_scores(reports), _runs(reports), _paper(reports), _per_correct(reports)]
     for first, later in ((reports[0], r) for r in reports[1:]):
@@ -276,6 +309,9 @@ def _sections(reports: list[RunReport]) -> list[_Section]:
             seed=first.summary.seed,
         )
         sections.append(_paired(comparison))
+    annotated = _annotations(reports)
+    if annotated is not None:
+        sections.append(annotated)
     return sections
 
 
