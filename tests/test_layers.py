@@ -10,9 +10,9 @@ every import of every file (module level, inside functions, under ``TYPE_CHECKIN
 
 Placement decisions the table below encodes:
 
-- ``errors``, ``settings``, ``_files``, ``_asgi``, ``_hosts``, ``_ray``, ``_version``: small shared
-  modules every layer may use (``models.build_model`` takes a ``Settings``), so they import no
-  layer themselves.
+- ``errors``, ``settings``, ``_files``, ``_asgi``, ``_hosts``, ``_ray``, ``_trace``, ``_version``:
+  small shared modules every layer may use (``models.build_model`` takes a ``Settings``), so
+  they import no layer themselves.
 - ``testing/`` (test doubles shipped to users) sits with the entry points: it builds on models,
   and library code must never depend on test support.
 - ``studio.py`` (graph factories for LangGraph Studio) builds every agent's graph: an entry
@@ -29,7 +29,9 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "medagent"
 
 #: Shared top-level modules: importable from every layer, importing no layer.
-SHARED_MODULES = frozenset({"errors", "settings", "_files", "_asgi", "_hosts", "_ray", "_version"})
+SHARED_MODULES = frozenset(
+    {"errors", "settings", "_files", "_asgi", "_hosts", "_ray", "_trace", "_version"}
+)
 #: Layers lowest first; a module may import its own layer and those before it.
 LAYERS = (
     "shared",

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         description="DICOMweb roots (http(s)://host/path) whose series clients of `serve` and "
         "`mcp` may open; the env var takes a comma-separated list. Empty: none.",
     )
+    runs_root: Path | None = Field(
+        None,
+        description="`serve`: the folder of eval runs its review page lists and grades "
+        "(env: MEDAGENT_RUNS_ROOT; --runs overrides). None: no review page.",
+    )
     sam_model: str | None = Field(
         None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."
     )
@@ -111,6 +116,18 @@ class Settings(BaseSettings):
         "prostate-cancer-grade-assessment/train_images/{name}",
         description="`data pull`: where a PANDA slide is fetched (Kaggle's API, with the "
         "user's Kaggle credentials), {name} filled in.",
+    )
+
+    trace: bool = Field(
+        False,
+        description="OpenTelemetry spans for every run, step, model call and tool call, sent "
+        "over OTLP where the standard OTEL_EXPORTER_OTLP_* variables say (needs the trace "
+        "extra). Off: no spans, nothing imported.",
+    )
+    trace_content: bool = Field(
+        False,
+        description="With trace: also record prompts, replies and tool arguments on the spans "
+        "(images as artifact ids, never pixels). Off by default: they may hold patient data.",
     )
 
     @field_validator("base_url", "dicomweb_archives", mode="before")

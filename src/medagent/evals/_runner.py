@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent._files import write_atomic, write_json_atomic
+from medagent._trace import span, trace_labels
 from medagent._version import package_versions
 from medagent.errors import ConfigError, InputError, MedagentError
 from medagent.evals._choices import closed_choices
@@ -261,6 +262,19 @@ class ItemTask:
         )
 
     async def run_item(self, item: EvalItem, model: ChatModel) -> ItemResult:
+        """One item, start to finish (``_run_item``), in a span whose item id labels every span
+        of the item when tracing is on."""
+        with (
+            trace_labels(item_id=item.id),
+            span("eval_item", {"medagent.task": item.task}) as current,
+        ):
+            result = await self._run_item(item, model)
+            current.set_attribute("medagent.item.status", result.status)
+            if result.correct is not None:
+                current.set_attribute("medagent.item.correct", result.correct)
+        return result
+
+    async def _run_item(self, item: EvalItem, model: ChatModel) -> ItemResult:
         """One item, start to finish; any failure of its own is a result, never an exception.
 
         A ``MedagentError`` (a missing image, a model that cannot be reached) is reported as

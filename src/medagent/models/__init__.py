@@ -49,6 +49,7 @@ from medagent.models._structured import (
     parse_structured,
 )
 from medagent.models._sync import SyncChatModel
+from medagent.models._traced import TracedModel, message_parts
 from medagent.models._transformers import TransformersBackend
 from medagent.models._vllm import VLLMBackend
 from medagent.models._wire import RAW_IMAGE_LONG_SIDE, forced_tool_call_schema
@@ -94,6 +95,7 @@ __all__ = [
     "TextPart",
     "ToolCall",
     "ToolSpec",
+    "TracedModel",
     "TransformersBackend",
     "Usage",
     "UsageTotals",
@@ -110,6 +112,7 @@ __all__ = [
     "generate_structured",
     "image_cap",
     "kept_images",
+    "message_parts",
     "parse_structured",
     "preset_for",
     "preset_row",

@@ -24,7 +24,17 @@ def _long_side_cap(settings: Settings) -> int | None:
 
 
 def build_model(settings: Settings) -> ChatModel:
-    """The backend ``settings.backend`` names, configured from ``settings``."""
+    """The backend ``settings.backend`` names, configured from ``settings``; with
+    ``settings.trace``, wrapped so every call it answers is a span (``TracedModel``)."""
+    model = _backend(settings)
+    if settings.trace:
+        from medagent.models._traced import TracedModel
+
+        return TracedModel(model, provider=settings.backend)
+    return model
+
+
+def _backend(settings: Settings) -> ChatModel:
     if settings.backend == "scripted":
         from medagent.models._scripted import ScriptedModel
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from medagent._trace import AttributeValue, content_enabled, span, to_json, tracing_active
 from medagent.artifacts import ArtifactRef, ArtifactStore
 from medagent.errors import InputError, MedagentError, RegionError
 from medagent.imaging import (
@@ -155,7 +156,27 @@ class Tool(Generic[In, Out]):
     def __call__(self, ctx: ToolContext, arguments: In | None = None, /, **kwargs: Any) -> Out:
         """The plain Python call: validated arguments in, output model out, errors raised."""
         args = arguments if arguments is not None else self.input_model.model_validate(kwargs)
-        return self.function(ctx, args)
+        return self._call(ctx, args)
+
+    def _call(self, ctx: ToolContext, args: In) -> Out:
+        """The function, inside a GenAI ``execute_tool`` span when tracing is on (arguments
+        and result recorded only when the user opted in; they hold artifact ids, not pixels)."""
+        if not tracing_active():
+            return self.function(ctx, args)
+        attributes: dict[str, AttributeValue] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": self.name,
+            "gen_ai.tool.type": "function",
+        }
+        if content_enabled():
+            attributes["gen_ai.tool.call.arguments"] = to_json(args.model_dump(mode="json"))
+        with span(f"execute_tool {self.name}", attributes) as current:
+            result = self.function(ctx, args)
+            if content_enabled():
+                current.set_attribute(
+                    "gen_ai.tool.call.result", to_json(result.model_dump(mode="json"))
+                )
+            return result
 
     def run(self, ctx: ToolContext, arguments: dict[str, Any] | str | None) -> Out | ToolFailure:
         """The call a model makes: never raises for bad arguments or bad regions."""
@@ -179,7 +200,7 @@ class Tool(Generic[In, Out]):
         except ValidationError as exc:
             return ToolFailure(tool=self.name, kind="invalid_arguments", message=_describe(exc))
         try:
-            return self.function(ctx, args)
+            return self._call(ctx, args)
         except MedagentError as exc:
             return ToolFailure(tool=self.name, kind=_kind(exc), message=str(exc))
 

@@ -24,6 +24,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
+from medagent._trace import traced_step
 from medagent.agents.base import image_words, render_long_side
 from medagent.agents.giant._actions import (
     AnswerAction,
@@ -675,9 +676,9 @@ def after_decide(state: GiantState) -> str:
 def build_graph(run: RunContext) -> StateGraph[GiantState]:
     """The navigation graph for one run (compile it with a checkpointer)."""
     graph: StateGraph[GiantState] = StateGraph(GiantState)
-    graph.add_node("start", partial(start, run))
-    graph.add_node("decide", partial(decide, run))
-    graph.add_node("look", partial(look, run))
+    graph.add_node("start", traced_step("giant", "start", partial(start, run)))
+    graph.add_node("decide", traced_step("giant", "decide", partial(decide, run)))
+    graph.add_node("look", traced_step("giant", "look", partial(look, run)))
     graph.add_edge(START, "start")
     graph.add_edge("start", "decide")
     graph.add_conditional_edges("decide", after_decide, ["look", "decide", END])

@@ -19,6 +19,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
+from medagent._trace import agent_run
 from medagent.agents.base import (
     ProgramRef,
     RunManifest,
@@ -381,26 +382,33 @@ class GiantNavigator:
         )
         log = RunLog(directory / "events.jsonl")
         started = time.perf_counter()
-        if self.method == "giant" or self.method == "random-region":
-            state = await self._navigate(
-                question, options, tools, log, manifest.run_id, directory, system
-            )
-        else:
-            from medagent.agents.giant._baselines import run_baseline
-
-            with watch_budget() as refused:
-                state = await run_baseline(
-                    self.method,
-                    self.model,
-                    self.config,
-                    tools,
-                    log,
-                    question,
-                    options,
-                    on_event=self.on_event,
+        with agent_run("giant", manifest.run_id, {"medagent.method": self.method}) as span:
+            if self.method == "giant" or self.method == "random-region":
+                state = await self._navigate(
+                    question, options, tools, log, manifest.run_id, directory, system
                 )
-            if refused and state.get("status") == "model_error":
-                state.update(status="budget_exhausted", error=str(refused[-1]))
+            else:
+                from medagent.agents.giant._baselines import run_baseline
+
+                with watch_budget() as refused:
+                    state = await run_baseline(
+                        self.method,
+                        self.model,
+                        self.config,
+                        tools,
+                        log,
+                        question,
+                        options,
+                        on_event=self.on_event,
+                    )
+                if refused and state.get("status") == "model_error":
+                    state.update(status="budget_exhausted", error=str(refused[-1]))
+            span.set_attributes(
+                {
+                    "medagent.run.status": str(state.get("status")),
+                    "medagent.run.steps": len(log.steps),
+                }
+            )
         return await self._finish(
             slide, question, options, manifest, log, state, directory, time.perf_counter() - started
         )
