@@ -89,6 +89,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Folder of eval runs to review at /review: grade answers and paths, export "
+            "CSV/JSONL; each save also writes the run's review.jsonl for `eval report`. "
+            "[default: MEDAGENT_RUNS_ROOT, else off]",
+            show_default=False,
+        ),
+    ] = None,
     max_upload_mb: Annotated[int, typer.Option(help="Largest upload accepted, MB.")] = 4096,
     max_body_kb: Annotated[
         int, typer.Option(help="Largest request body other than an upload, KiB (413 beyond).")
@@ -173,6 +183,9 @@ def serve(
         max_retries=max_retries,
         device=device,
     )
+    runs = runs or settings.runs_root
+    if runs is not None and not runs.is_dir():
+        raise ConfigError(f"--runs {runs}: not a folder; give the folder of the eval runs")
     config = ServerConfig.build(
         slide_roots=tuple(slides),
         dicomweb_archives=(*settings.dicomweb_archives, *(dicomweb_archive or [])),
@@ -182,6 +195,7 @@ def serve(
         data_dir=data,
         checkpoint=checkpoint,
         upload_dir=uploads,
+        runs_root=runs,
         max_upload_mb=max_upload_mb,
         max_body_kb=max_body_kb,
         max_image_mpx=max_image_mpx,

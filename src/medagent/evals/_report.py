@@ -19,6 +19,7 @@ from medagent.evals._annotations import annotation_summary
 from medagent.evals._paired import PairedComparison, compare_runs, correct_counts
 from medagent.evals._published import published_for
 from medagent.evals._records import EvalItem, ItemResult, MetricType
+from medagent.evals._review import ReviewAgreement, read_review_file, review_agreement, review_table
 from medagent.evals._runner import load_results, read_manifest
 from medagent.evals._summary import RunSummary, TaskSummary, summarize
 
@@ -38,6 +39,7 @@ class RunReport(BaseModel):
     summary: RunSummary
     notes: list[str] = Field(default_factory=list, description="one line each, for the user")
     budget_stop: str | None = Field(None, description="how the budget ended the run, if it did")
+    review: ReviewAgreement | None = Field(None, description="a reviewer's grades (review.jsonl)")
     # Item by item, for paired comparisons and correct counts; not part of the summary's JSON.
     results: list[ItemResult] = Field(default_factory=list, exclude=True, repr=False)
     items: dict[str, EvalItem] = Field(default_factory=dict, exclude=True, repr=False)
@@ -106,6 +108,7 @@ def load_run(run_dir: str | Path, *, replicates: int = 1000, seed: int = 0) -> R
         summary=summarize(results, items, bootstrap_replicates=replicates, seed=seed),
         notes=notes,
         budget_stop=_budget_stop(manifest),
+        review=review_agreement(results, read_review_file(folder), items),
         results=results,
         items=items,
     )
@@ -309,6 +312,12 @@ def _sections(reports: list[RunReport]) -> list[_Section]:
             seed=first.summary.seed,
         )
         sections.append(_paired(comparison))
+    reviewed = [(r.name, r.review) for r in reports if r.review is not None]
+    if reviewed:
+        table, notes = review_table(reviewed)
+        sections.append(
+            _Section(title="Reviewer against automatic scoring", table=table, notes=notes)
+        )
     annotated = _annotations(reports)
     if annotated is not None:
         sections.append(annotated)

@@ -24,6 +24,8 @@ from medagent.server._chat import AgentFactory, ChatService, chat_agent_factory
 from medagent.server._config import ServerConfig
 from medagent.server._limits import TurnGate
 from medagent.server._redact import redact_logs
+from medagent.server._review import RunIndex, review_router
+from medagent.server._review_store import open_review_store
 from medagent.server._routes import add_error_handlers, api_router
 from medagent.server._security import RAW_BODY_PATHS, ClientLimits, RequestGuard
 from medagent.server._state import open_checkpointer, open_session_store
@@ -83,6 +85,12 @@ def create_app(
                     config.data_dir, config.checkpoint if config.uses_postgres else None
                 )
             )
+            if config.runs_root is not None:  # grades beside the sessions, same database
+                app.state.reviews = await stack.enter_async_context(
+                    open_review_store(
+                        config.data_dir, config.checkpoint if config.uses_postgres else None
+                    )
+                )
             chats = ChatService(
                 config,
                 store=store,
@@ -134,13 +142,19 @@ def create_app(
         messages_per_minute=config.client_messages_per_minute,
         message_burst=config.client_message_burst,
     )
+    app.state.run_index = None if config.runs is None else RunIndex(config.runs)
     add_error_handlers(app)
     app.include_router(api_router())
     app.include_router(upload_router())
+    app.include_router(review_router())
 
     @app.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/review", include_in_schema=False)
+    async def review_page(request: Request) -> Response:
+        return FileResponse(STATIC / "review.html", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Outermost: bodies are counted while they stream in, before anything parses them (413

@@ -111,6 +111,11 @@ class ServerConfig(BaseModel):
     upload_dir: Path | None = Field(
         None, description="Enables POST /api/uploads into this folder (also a slide root)."
     )
+    runs_root: Path | None = Field(
+        None,
+        description="Folder of eval runs (manifest.json + results.jsonl) the review page lists "
+        "and grades; nothing outside it is read. None: the review page is off.",
+    )
     max_upload_mb: int = Field(4096, ge=1)
     upload_checks: int = Field(
         2, ge=1, description="Uploads checked (opened, decoded) at once; others wait their turn."
@@ -155,6 +160,11 @@ class ServerConfig(BaseModel):
         if self.upload_dir is not None:
             roots.append(self.upload_dir.expanduser().resolve())
         return tuple(dict.fromkeys(roots))
+
+    @property
+    def runs(self) -> Path | None:
+        """The runs root, resolved; ``None`` when reviews are off."""
+        return None if self.runs_root is None else self.runs_root.expanduser().resolve()
 
     @property
     def hosts(self) -> frozenset[str] | None:

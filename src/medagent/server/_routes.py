@@ -112,7 +112,8 @@ def _error(status: int, detail: str, **headers: str) -> JSONResponse:
 def _hide_paths(config: ServerConfig) -> PathHider:
     """What takes the server's folders out of a reply: a client sees a path relative to its
     slide folder, never where the server keeps it."""
-    return PathHider({folder: "." for folder in [*config.roots, config.data_dir]})
+    folders = [*config.roots, config.data_dir, *([config.runs] if config.runs else [])]
+    return PathHider(dict.fromkeys(folders, "."))
 
 
 def _scrubbed(value: Any, hide: PathHider) -> Any:

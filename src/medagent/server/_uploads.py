@@ -24,7 +24,7 @@ from medagent.errors import MedagentError
 from medagent.imaging import open_image
 from medagent.server._config import ServerConfig
 
-__all__ = ["UPLOAD_SUFFIXES", "upload_router"]
+__all__ = ["PLAIN_NAME", "UPLOAD_SUFFIXES", "upload_router"]
 
 _TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: Single-file formats only (MRXS and friends are folders) and the magic bytes each must start
@@ -39,7 +39,9 @@ UPLOAD_SUFFIXES: dict[str, tuple[bytes, ...]] = {
     ".jpeg": (b"\xff\xd8\xff",),
     ".dcm": (),  # DICOM: "DICM" after a 128-byte preamble, checked below
 }
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,150}")
+#: A plain file name: no separators, no leading dot (so never ".."), bounded. Run folder names
+#: from clients of the review page are checked part by part against it too.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,150}")
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -83,7 +85,7 @@ def upload_router() -> APIRouter:
             return _error(404, "uploads are off; start the server with --uploads DIR")
         limit = config.max_upload_mb * 1024 * 1024
         name = Path(filename).name
-        if not _NAME.fullmatch(name):
+        if not PLAIN_NAME.fullmatch(name):
             return _error(400, "file name: letters, digits, '.', '_', '-' and spaces only")
         suffix = Path(name).suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
