@@ -274,3 +274,32 @@ print("ok")
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_ask_with_trace_but_without_the_extra_is_one_line_and_exit_2(
+    slide: Path, tmp_path: Path
+) -> None:
+    from cli_support import medagent
+
+    shadow = tmp_path / "shadow" / "opentelemetry"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+    script = tmp_path / "script.jsonl"
+    script.write_text(json.dumps(ANSWER) + "\n")
+    done = medagent(
+        "ask",
+        str(slide),
+        "Tumour?",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--out",
+        str(tmp_path / "run"),
+        "--trace",
+        env={"PYTHONPATH": str(shadow.parent)},
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "medagent[trace]" in lines[0] and "Traceback" not in done.stderr

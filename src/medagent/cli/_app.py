@@ -33,6 +33,8 @@ __all__ = [
     "RetriesOpt",
     "ScriptOpt",
     "TimeoutOpt",
+    "TraceContentOpt",
+    "TraceOpt",
     "app",
     "build_scorer",
     "build_settings",
@@ -165,6 +167,26 @@ ReasoningEffortOpt = Annotated[
         help="openai backend: how hard a reasoning model (GPT-5, o-series, a vLLM reasoning "
         "model) thinks: minimal, low, medium, high. [env: MEDAGENT_REASONING_EFFORT; default: "
         "the server's]",
+        show_default=False,
+    ),
+]
+TraceOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--trace",
+        help="OpenTelemetry spans for the run, each step, model call and tool call, sent over "
+        "OTLP where OTEL_EXPORTER_OTLP_ENDPOINT says (needs the trace extra). "
+        "[env: MEDAGENT_TRACE; default: off]",
+        show_default=False,
+    ),
+]
+TraceContentOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--trace-content",
+        help="With --trace: also record prompts, replies and tool arguments on the spans "
+        "(images as artifact ids, never pixels); they may hold patient data. "
+        "[env: MEDAGENT_TRACE_CONTENT; default: off]",
         show_default=False,
     ),
 ]

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from medagent._trace import traced
 from medagent.cli._app import (
     BackendOpt,
     BaseUrlOpt,
@@ -20,6 +21,8 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    TraceContentOpt,
+    TraceOpt,
     ZeroShotModelOpt,
     ZeroShotOpt,
     app,
@@ -177,6 +180,8 @@ def ask(
     budget_usd: BudgetOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
+    trace: TraceOpt = None,
+    trace_content: TraceContentOpt = None,
 ) -> None:
     """Ask a question about a slide or a CT/MR volume; the agent looks, zooms, and answers.
 
@@ -219,6 +224,8 @@ def ask(
         device=device,
         reasoning_effort=reasoning_effort,
         preset=preset,
+        trace=trace,
+        trace_content=trace_content,
     )
     from medagent.agents.giant import GiantConfig
 
@@ -278,7 +285,8 @@ def ask(
         finally:
             await chat_model.aclose()
 
-    result = asyncio.run(_run())
+    with traced(settings):
+        result = asyncio.run(_run())
     _report(result, as_json)
 
 
@@ -322,7 +330,7 @@ def _demo_model(settings: Settings) -> Any:
     try:
         with console.status(f"looking for {DEMO_MODEL} in the local cache …"):
             candidate.load()
-        return candidate
+        return _traced_if_on(candidate, settings)
     except MedagentError:
         pass
     from medagent.testing import build_tiny_vlm
@@ -338,7 +346,16 @@ def _demo_model(settings: Settings) -> Any:
         "Point it at a real VLM with: medagent demo --base-url http://HOST:8000/v1 --model NAME",
         markup=False,
     )
-    return TransformersBackend(folder, device=settings.device)
+    return _traced_if_on(TransformersBackend(folder, device=settings.device), settings)
+
+
+def _traced_if_on(model: Any, settings: Settings) -> Any:
+    """A model built here rather than by ``build_model``, spanned as ``build_model``'s are."""
+    if not settings.trace:
+        return model
+    from medagent.models import TracedModel
+
+    return TracedModel(model, provider=settings.backend)
 
 
 @app.command("demo")
@@ -351,6 +368,8 @@ def demo(
     base_url: BaseUrlOpt = None,
     timeout: TimeoutOpt = None,
     device: DeviceOpt = None,
+    trace: TraceOpt = None,
+    trace_content: TraceContentOpt = None,
 ) -> None:
     """Run the GIANT navigator on a built-in gigapixel slide, offline.
 
@@ -367,7 +386,13 @@ def demo(
     from medagent.imaging import open_image
 
     settings = build_settings(
-        backend=backend, model=model, base_url=base_url, timeout_s=timeout, device=device
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        timeout_s=timeout,
+        device=device,
+        trace=trace,
+        trace_content=trace_content,
     )
     config = config_from_flags(GiantConfig, flag_names={"max_steps": "--steps"}, max_steps=steps)
     path = _demo_slide(settings.cache_dir, rebuild)
@@ -383,4 +408,6 @@ def demo(
         finally:
             await chat_model.aclose()
 
-    _report(asyncio.run(_run()), as_json=False)
+    with traced(settings):
+        result = asyncio.run(_run())
+    _report(result, as_json=False)

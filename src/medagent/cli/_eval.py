@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from medagent._trace import traced
 from medagent.cli._app import (
     BackendOpt,
     BaseUrlOpt,
@@ -22,6 +23,8 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    TraceContentOpt,
+    TraceOpt,
     app,
     build_settings,
     console,
@@ -256,6 +259,8 @@ def eval_run(
     device: DeviceOpt = None,
     reasoning_effort: ReasoningEffortOpt = None,
     preset: PresetOpt = None,
+    trace: TraceOpt = None,
+    trace_content: TraceContentOpt = None,
 ) -> None:
     """Run a method over a dataset; finished items are never run twice.
 
@@ -292,7 +297,14 @@ def eval_run(
         seed=seed,
         reasoning_effort=reasoning_effort,
         preset=preset,
+        trace=trace,
+        trace_content=trace_content,
     )
+    if settings.trace and executor == "ray":
+        raise ConfigError(
+            "--trace records items run by the local executor; Ray workers send no spans: "
+            "drop --trace or use --executor local"
+        )
     options = _loader_options(dataset, tasks=tasks, split=split, slides=slides, image_dir=image_dir)
     options.update(limit=limit, skip_missing=skip_missing)
     loaded = load_dataset(cast(DatasetKind, dataset), data, **options)
@@ -375,7 +387,8 @@ def eval_run(
             on_result=on_result,
         )
         try:
-            outcome = asyncio.run(runner.run(items))
+            with traced(settings):
+                outcome = asyncio.run(runner.run(items))
         except KeyboardInterrupt:
             err_console.print(
                 f"interrupted: finished items are saved in {out / 'results.jsonl'}; rerun the "

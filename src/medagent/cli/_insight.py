@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from medagent._trace import traced
 from medagent.cli._app import (
     BackendOpt,
     BaseUrlOpt,
@@ -20,6 +21,8 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    TraceContentOpt,
+    TraceOpt,
     ZeroShotModelOpt,
     ZeroShotOpt,
     app,
@@ -153,6 +156,8 @@ def insight(
     price_out: PriceOutOpt = None,
     zero_shot: ZeroShotOpt = None,
     zero_shot_model: ZeroShotModelOpt = None,
+    trace: TraceOpt = None,
+    trace_content: TraceContentOpt = None,
 ) -> None:
     """Discover insights in a slide or images for an analysis goal (MedInsightAgent).
 
@@ -188,6 +193,8 @@ def insight(
         device=device,
         reasoning_effort=reasoning_effort,
         preset=preset,
+        trace=trace,
+        trace_content=trace_content,
     )
     from medagent.agents.insight import InsightConfig
 
@@ -237,7 +244,8 @@ def insight(
             await chat_model.aclose()
 
     try:
-        report = asyncio.run(_run())
+        with traced(settings):
+            report = asyncio.run(_run())
     finally:
         for slide in opened:
             slide.close()
