@@ -7,6 +7,12 @@ JPEG encode). Also reports peak RSS and checkpoint bytes per step.
 
     python benchmarks/bench_giant.py [--workdir DIR]   # reuses bench_slide_read's pyramid
     python benchmarks/bench_giant.py --questions 16    # steps/s with 16 questions in flight
+    python benchmarks/bench_giant.py --trace           # per-step cost of OpenTelemetry spans
+
+``--trace`` runs the navigation with tracing off and on, alternately, and compares the median
+step. Spans go over OTLP/HTTP where ``OTEL_EXPORTER_OTLP_ENDPOINT`` points (a local receiver,
+e.g. ``phoenix serve``) when it is set, else to an exporter that drops them (the spans are still
+built, labelled and batched: what tracing costs the agent, without a receiver's I/O).
 """
 
 from __future__ import annotations
@@ -118,6 +124,83 @@ def in_flight(slide_path: Path, questions: int, steps: int = 6) -> dict[str, flo
     }
 
 
+class _DropSpans:
+    """An exporter that accepts every batch and keeps nothing."""
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def navigate(
+    slide_path: Path, script: list[dict[str, Any]], tracing: Any = None
+) -> tuple[list[float], float, Any]:
+    """One navigation: per-step milliseconds, total seconds, the result (with ``tracing``
+    made current and the model spanned)."""
+    from medagent.models import TracedModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        marks: list[float] = []
+
+        def on_event(event: Any) -> None:
+            if event.kind == "thinking":  # a new turn starts: the previous one is complete
+                marks.append(time.perf_counter())
+
+        model: Any = ScriptedModel(script)
+        if tracing is not None:
+            model = TracedModel(model)
+        navigator = GiantNavigator(
+            model, GiantConfig(max_steps=STEPS), runs_dir=tmp, on_event=on_event
+        )
+        started = time.perf_counter()
+        if tracing is None:
+            result = navigator.run(slide_path, "Which organ?", options=["lung", "liver"])
+        else:
+            with tracing.active():
+                result = navigator.run(slide_path, "Which organ?", options=["lung", "liver"])
+            tracing.provider.force_flush()
+        total_s = time.perf_counter() - started
+    return [(b - a) * 1000 for a, b in itertools.pairwise(marks)], total_s, result
+
+
+def trace_overhead(slide_path: Path, script: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """Median step with tracing off and on, runs alternating so drift hits both alike."""
+    import os
+
+    from medagent._trace import Tracing
+
+    receiver = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    tracing = Tracing.otlp() if receiver else Tracing.to(_DropSpans())
+    navigate(slide_path, script)  # warm the slide's caches and the imports
+    off: list[float] = []
+    on: list[float] = []
+    for _ in range(rounds):
+        off += navigate(slide_path, script)[0]
+        on += navigate(slide_path, script, tracing)[0]
+    tracing.shutdown()
+    median_off, median_on = statistics.median(off), statistics.median(on)
+    return {
+        "exporter": f"OTLP/HTTP to {receiver}" if receiver else "none (spans dropped)",
+        "rounds": rounds,
+        "steps_timed_each": len(off),
+        "median_step_off_ms": round(median_off, 2),
+        "median_step_on_ms": round(median_on, 2),
+        "mean_step_off_ms": round(statistics.fmean(off), 2),
+        "mean_step_on_ms": round(statistics.fmean(on), 2),
+        "overhead_median_pct": round(100 * (median_on - median_off) / median_off, 2),
+        "overhead_mean_pct": round(
+            100 * (statistics.fmean(on) - statistics.fmean(off)) / statistics.fmean(off), 2
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(".medagent/bench"))
@@ -125,6 +208,12 @@ def main() -> None:
     parser.add_argument(
         "--questions", type=int, help="instead: steps/s with this many questions in flight"
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="instead: median step with OpenTelemetry tracing off and on (see the docstring)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--trace: runs of each")
     args = parser.parse_args()
     slide_path = args.workdir / "pyramid-100k.tif"
     build_pyramid(DEFAULT_SOURCE, slide_path)
@@ -148,6 +237,13 @@ def main() -> None:
         for r in regions
     ]
     script.append({"json": {"reasoning": "final", "answer": "1"}})
+    if args.trace:
+        overhead = trace_overhead(slide_path, script, args.rounds)
+        for key, value in overhead.items():
+            print(f"{key:>26}: {value}")
+        if args.json:
+            args.json.write_text(json.dumps(overhead, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         marks: list[float] = []
 
