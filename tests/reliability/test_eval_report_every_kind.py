@@ -3,10 +3,11 @@
 VQA-RAD puts yes/no and "A or B?" closed questions in one task; the report died with
 ``ValueError: task 'ABD/CLOSED' mixes metric types``. Cases: a run of every dataset kind the
 harness loads (MultiPathQA, VQA-RAD, JSONL with a DICOM image and a task of mixed metrics,
-insight cases), each made by ``eval run`` with the scripted backend and then reported (markdown
-and HTML); a run made before closed questions had one metric (its results say ``yes_no`` and
-``open`` in one task); a results file that cannot be read; and, with the real VQA-RAD test
-split, a run over every task and one over ``--tasks ABD/CLOSED --limit 10``.
+insight cases, and the published benchmarks: PathVQA Parquet, SLAKE, PMC-VQA, MedXpertQA,
+SlideBench, WSI-VQA), each made by ``eval run`` with the scripted backend and then reported
+(markdown and HTML); a run made before closed questions had one metric (its results say
+``yes_no`` and ``open`` in one task); a results file that cannot be read; and, with the real
+VQA-RAD test split, a run over every task and one over ``--tasks ABD/CLOSED --limit 10``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydicom.data import get_testdata_file
 from cli_support import medagent
 from medagent.evals import load_results
 from medagent.evals.datasets import DatasetKind
+from medagent.testing import synthetic_tissue, write_pyramid_tiff
 
 VQA_YES = {"json": {"answer": "yes"}}
 VQA_LEFT = {"json": {"answer": "The left side."}}
@@ -126,12 +128,132 @@ def insight(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     return args, [roots, answer, summary], ["insight"]
 
 
+VQA_LIVER = {"json": {"answer": "the liver"}}
+
+
+def pathvqa(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """The Hugging Face Parquet release: images inside the table, a closed and an open row."""
+    import datasets
+
+    png(folder / "a.png", 6)
+    features = datasets.Features(
+        {"image": datasets.Image(), "question": datasets.Value("string"),
+         "answer": datasets.Value("string")}
+    )  # fmt: skip
+    rows = {
+        "image": [{"bytes": (folder / "a.png").read_bytes(), "path": "a.png"}] * 2,
+        "question": ["Is this malignant?", "What organ is shown?"],
+        "answer": ["yes", "liver"],
+    }
+    (folder / "data").mkdir()
+    table = datasets.Dataset.from_dict(rows, features=features)
+    table.to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+    args = ["--data", str(folder), "--method", "vqa", "--image-dir", str(folder / "images")]
+    return args, [VQA_YES, VQA_LIVER], ["CLOSED", "OPEN"]
+
+
+def slake(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """SLAKE's folder: test.json beside imgs/; the Chinese question is left out."""
+    (folder / "imgs" / "xmlab0").mkdir(parents=True)
+    png(folder / "imgs" / "xmlab0" / "source.jpg", 7)
+    base = {
+        "img_id": 0,
+        "img_name": "xmlab0/source.jpg",
+        "location": "Abdomen",
+        "modality": "CT",
+        "content_type": "Organ",
+        "base_type": "vqa",
+        "triple": [],
+    }
+    records = [
+        {**base, "qid": 1, "question": "Is the liver healthy?", "answer": "Yes",
+         "answer_type": "CLOSED", "q_lang": "en"},
+        {**base, "qid": 2, "question": "Which organ is largest?", "answer": "Liver",
+         "answer_type": "OPEN", "q_lang": "en"},
+        {**base, "qid": 3, "question": "哪个器官最大?", "answer": "肝脏",
+         "answer_type": "OPEN", "q_lang": "zh"},
+    ]  # fmt: skip
+    (folder / "test.json").write_text(json.dumps(records, ensure_ascii=False))
+    args = ["--data", str(folder), "--method", "vqa"]
+    return args, [VQA_YES, VQA_LIVER], ["CT/CLOSED", "CT/OPEN"]
+
+
+def pmcvqa(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """PMC-VQA v1: test.csv (choices written "A:text") beside images/."""
+    (folder / "images").mkdir()
+    png(folder / "images" / "PMC1_F1.jpg", 8)
+    columns = ["Figure_path", "Question", "Answer", "Choice A", "Choice B", "Choice C",
+               "Choice D", "Answer_label"]  # fmt: skip
+    row = ["PMC1_F1.jpg", "Which modality?", "CT", "A:CT", "B:MRI", "C:PET", "D:X-ray", "A"]
+    with (folder / "test.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerow(row)
+    return ["--data", str(folder), "--method", "vqa"], [{"json": {"answer": "1"}}], ["test"]
+
+
+def medxpertqa(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """MedXpertQA's MM/test.jsonl beside images/."""
+    (folder / "MM").mkdir()
+    (folder / "images").mkdir()
+    png(folder / "images" / "MM-1-a.jpeg", 9)
+    options = {"A": "Gout", "B": "Psoriasis", "C": "Eczema", "D": "Lupus", "E": "Scabies"}
+    record = {
+        "id": "MM-1", "question": "What is the diagnosis?\nAnswer Choices: (A) Gout (B) "
+        "Psoriasis (C) Eczema (D) Lupus (E) Scabies", "options": options, "label": "B",
+        "images": ["MM-1-a.jpeg"], "medical_task": "Diagnosis", "body_system": "Skin",
+        "question_type": "Reasoning",
+    }  # fmt: skip
+    (folder / "MM" / "test.jsonl").write_text(json.dumps(record) + "\n")
+    return ["--data", str(folder), "--method", "vqa"], [{"json": {"answer": "2"}}], ["Reasoning"]
+
+
+def tcga_slide(folder: Path, case: str, seed: int) -> None:
+    tissue = synthetic_tissue(1200, 900, seed=seed)
+    write_pyramid_tiff(folder / f"{case}-01Z-00-DX1.tiff", tissue, mpp=0.5, levels=2)
+
+
+def slidebench(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """SlideBench-VQA (TCGA): one question over a slide named by its barcode."""
+    tcga_slide(folder, "TCGA-A1-A0SK", 10)
+    columns = ["ID", "Slide", "Tumor", "Broad Category", "Narrow Category", "Question", "A",
+               "B", "C", "D", "Answer"]  # fmt: skip
+    row = ["0", "TCGA-A1-A0SK-01Z-00-DX1", "BRCA", "Microscopy", "Tissue Architecture",
+           "Which growth pattern?", "Solid", "Papillary", "Glandular", "Single", "A"]  # fmt: skip
+    with (folder / "SlideBench-VQA (TCGA).csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerow(row)
+    args = ["--data", str(folder / "SlideBench-VQA (TCGA).csv"), "--slides", str(folder)]
+    return [*args, "--method", "thumbnail"], [SLIDE_ANSWER], ["Microscopy"]
+
+
+def wsivqa(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """WSI-VQA's WsiVQA_test.json: a close-ended and an open-ended question on one case."""
+    tcga_slide(folder, "TCGA-LD-A74U", 11)
+    rows = [
+        {"Id": "TCGA-LD-A74U", "Question": "what is the diagnosis?",
+         "Choice": ["lobular carcinoma", "ductal carcinoma"], "Answer": "lobular carcinoma"},
+        {"Id": "TCGA-LD-A74U", "Question": "please predict her2?", "Answer": "2+"},
+    ]  # fmt: skip
+    (folder / "WsiVQA_test.json").write_text(json.dumps(rows))
+    open_answer = {"json": {"reasoning": "membrane staining", "answer": "2+"}}
+    args = ["--data", str(folder), "--slides", str(folder), "--method", "thumbnail"]
+    return args, [SLIDE_ANSWER, open_answer], ["close", "open"]
+
+
 Case = Callable[[Path], tuple[list[str], list[dict[str, Any]], list[str]]]
 CASES: dict[str, Case] = {
     "multipathqa": multipathqa,
     "vqa-rad": vqarad,
     "jsonl": jsonl,
     "insight": insight,
+    "pathvqa": pathvqa,
+    "slake": slake,
+    "pmc-vqa": pmcvqa,
+    "medxpertqa": medxpertqa,
+    "slidebench": slidebench,
+    "wsi-vqa": wsivqa,
 }
 
 
