@@ -39,11 +39,11 @@ __all__ = [
     "VqaRadSplit",
     "dataset_loader",
     "load_dataset",
-    "loader_options",
     "load_insight",
     "load_jsonl",
     "load_multipathqa",
     "load_vqarad",
+    "loader_options",
 ]
 
 
