@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from medagent._trace import agent_run
 from medagent.agents.base import (
     ProgramRef,
     RunManifest,
@@ -183,7 +184,7 @@ class InsightAgent:
         app = build_graph(run).compile()
         state: InsightState
         try:
-            with watch_budget() as refused:
+            with watch_budget() as refused, agent_run("insight", manifest.run_id):
                 final = await asyncio.wait_for(
                     app.ainvoke(InsightState(), {"recursion_limit": 4 * self.config.depth + 10}),
                     timeout=self.config.timeout_s,

@@ -19,6 +19,7 @@ from typing import Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
+from medagent._trace import traced_step
 from medagent.agents.insight._context import RunContext
 from medagent.agents.insight._investigate import investigate
 from medagent.agents.insight._modules import compose, find_roots, summarize
@@ -125,10 +126,14 @@ def after_compose(state: InsightState) -> _Node:
 def build_graph(run: RunContext) -> StateGraph[InsightState]:
     """The graph for one run (compile it, then ``ainvoke(InsightState())``)."""
     graph: StateGraph[InsightState] = StateGraph(InsightState)
-    graph.add_node("roots", partial(roots, run=run))
-    graph.add_node("investigate", partial(investigate_open, run=run))
-    graph.add_node("compose", partial(compose_next, run=run))
-    graph.add_node("summarize", partial(summarize_all, run=run))
+    graph.add_node("roots", traced_step("insight", "roots", partial(roots, run=run)))
+    graph.add_node(
+        "investigate", traced_step("insight", "investigate", partial(investigate_open, run=run))
+    )
+    graph.add_node("compose", traced_step("insight", "compose", partial(compose_next, run=run)))
+    graph.add_node(
+        "summarize", traced_step("insight", "summarize", partial(summarize_all, run=run))
+    )
     graph.add_edge(START, "roots")
     graph.add_conditional_edges("roots", after_roots, ["investigate", "summarize"])
     graph.add_conditional_edges(

@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from medagent._files import write_json_atomic
+from medagent._trace import agent_run, traced_step
 from medagent.agents.base import (
     ProgramRef,
     RunManifest,
@@ -166,10 +167,10 @@ async def generate(state: RAGState, run: RAGRun) -> RAGState:
 def build_graph(run: RAGRun) -> StateGraph[RAGState]:
     """The graph for one question (compile it, then ``ainvoke(RAGState())``)."""
     graph: StateGraph[RAGState] = StateGraph(RAGState)
-    graph.add_node("identify", partial(identify, run=run))
-    graph.add_node("retrieve", partial(retrieve, run=run))
-    graph.add_node("select", partial(select, run=run))
-    graph.add_node("generate", partial(generate, run=run))
+    graph.add_node("identify", traced_step("rag", "identify", partial(identify, run=run)))
+    graph.add_node("retrieve", traced_step("rag", "retrieve", partial(retrieve, run=run)))
+    graph.add_node("select", traced_step("rag", "select", partial(select, run=run)))
+    graph.add_node("generate", traced_step("rag", "generate", partial(generate, run=run)))
     graph.add_edge(START, "identify")
     graph.add_edge("identify", "retrieve")
     graph.add_edge("retrieve", "select")
@@ -295,7 +296,8 @@ class RAGPipeline:
         if directory is not None:
             await asyncio.to_thread(manifest.write, directory)
         run = self._run(image, question, options, use_rag)
-        state = cast(RAGState, await build_graph(run).compile().ainvoke(RAGState()))
+        with agent_run("rag", manifest.run_id, {"medagent.rag.use_rag": use_rag}):
+            state = cast(RAGState, await build_graph(run).compile().ainvoke(RAGState()))
         answer = state.get("answer")
         result = RAGResult(
             answer=answer,
