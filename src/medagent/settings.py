@@ -99,11 +99,6 @@ class Settings(BaseSettings):
         description="`serve`: the folder of eval runs its review page lists and grades "
         "(env: MEDAGENT_RUNS_ROOT; --runs overrides). None: no review page.",
     )
-    runs_root: Path | None = Field(
-        None,
-        description="`serve`: the folder of eval runs its review page lists and grades "
-        "(env: MEDAGENT_RUNS_ROOT; --runs overrides). None: no review page.",
-    )
     sam_model: str | None = Field(
         None, description="SAM checkpoint (folder or cached hub id) for segment(method='sam')."
     )
