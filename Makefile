@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so the [hf] and [pathology] ranges are already satisfied.
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[hf,pathology,dicom,eval,distributed,server,mcp,optimize,postgres,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[hf,pathology,dicom,eval,distributed,server,mcp,optimize,postgres,trace,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -35,6 +35,7 @@ from medagent.settings import Settings
 
 if TYPE_CHECKING:
     from medagent.agents.giant import GiantConfig, GiantNavigator, GiantResult
+    from medagent._trace import Tracing
     from medagent.agents.insight import InsightAgent, InsightConfig, InsightReport
 
 _LAZY = {
@@ -45,6 +46,8 @@ _LAZY = {
     "InsightAgent": "medagent.agents.insight",
     "InsightConfig": "medagent.agents.insight",
     "InsightReport": "medagent.agents.insight",
+    # OpenTelemetry is imported only when a Tracing is made; the class itself is light.
+    "Tracing": "medagent._trace",
 }
 
 
@@ -83,6 +86,7 @@ __all__ = [
     "StructuredFailure",
     "SyncChatModel",
     "ToolSpec",
+    "Tracing",
     "__version__",
     "build_model",
     "generate_structured",
