@@ -147,6 +147,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ADDR",
+            help="A reverse proxy in front (address or network, e.g. 127.0.0.1) whose "
+            "X-Forwarded-For names the client, for per-client limits (repeatable; needs "
+            "--token). Requests carrying proxy headers need a token either way. [none]",
+            show_default=False,
+        ),
+    ] = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -210,6 +220,7 @@ def serve(
         client_sessions_per_minute=client_sessions_per_minute,
         client_session_burst=client_session_burst,
         allowed_origins=tuple(allowed_origin or ()),
+        trusted_proxies=tuple(trusted_proxy or ()),
     )
     first = build_model(settings)  # a bad backend setting fails here, before the port is taken
     kwargs: dict[str, Any] = (

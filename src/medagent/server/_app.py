@@ -171,6 +171,13 @@ def create_app(
         hosts=config.hosts,
         origins=config.origins,
     )
+    if config.trusted_proxies:
+        # Outermost: the client address (per-client limits) and scheme (the Origin check)
+        # are the user's, from the proxy's X-Forwarded-For / -Proto, only when the direct peer
+        # is a trusted proxy; anyone else's headers are ignored.
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))
     return app
 
 

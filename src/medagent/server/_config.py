@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -67,6 +68,12 @@ class ServerConfig(BaseModel):
         description="Origins (scheme://host[:port]) besides the app's own whose pages may "
         "write, e.g. the public address behind a proxy that rewrites Host.",
     )
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        description="Addresses or networks of reverse proxies in front (e.g. 127.0.0.1) whose "
+        "X-Forwarded-For names the client, so per-client limits apply per user, not to the "
+        "proxy; needs a token (behind a proxy the network reaches the app).",
+    )
     messages_per_minute: float = Field(20.0, gt=0, description="Per-session refill rate.")
     message_burst: int = Field(5, ge=1, description="Messages a session may send at once.")
     client_sessions_per_minute: float = Field(
@@ -131,8 +138,26 @@ class ServerConfig(BaseModel):
                 raise ValueError(str(exc)) from None
         return tuple(dict.fromkeys(archive.strip().rstrip("/") for archive in value))
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            try:  # an address or a network; never "*": any client could then name itself
+                ipaddress.ip_network(proxy.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted proxy {proxy[:60]!r} is not an IP address or network; "
+                    "give the proxy's address, e.g. 127.0.0.1 or 10.0.0.0/8"
+                ) from None
+        return tuple(proxy.strip() for proxy in value)
+
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:
+        if self.trusted_proxies and not self.token:
+            raise ValueError(
+                "trusted_proxies: behind a proxy the network reaches the app; set a token "
+                "(--token or MEDAGENT_SERVER_TOKEN, at least 16 characters)"
+            )
         if not is_loopback(self.host) and not self.token:
             raise ValueError(
                 f"binding {self.host} exposes the slides to the network; set a token "

@@ -246,6 +246,14 @@ def api_router() -> APIRouter:
     async def get_session(request: Request, session_id: str) -> dict[str, Any]:
         return await _session_info(request, await _chats(request).open(session_id))
 
+    @router.get("/api/sessions/{session_id}/access", status_code=204)
+    async def access(request: Request, session_id: str) -> Response:
+        """204 when this request may read the session (the guard has checked its token):
+        what a caching proxy asks before it serves a tile it keeps, so a kept tile never
+        reaches a request the app would refuse. Cheap: no slide is read."""
+        await _chats(request).open(session_id)
+        return Response(status_code=204)
+
     @router.get("/api/sessions/{session_id}/history")
     async def history(request: Request, session_id: str) -> dict[str, Any]:
         """Every event of every turn so far, in order (what the page redraws from)."""

@@ -15,6 +15,11 @@ a page) must not say ``cross-site`` or ``same-site`` (another port of the same h
 same-site), ``Origin``, when sent, must be the server's own, and JSON routes take only
 ``application/json`` bodies (a type a page elsewhere cannot send without a CORS preflight, which
 this app never grants).
+
+Behind a reverse proxy every request reaches the app from the proxy's address, often
+127.0.0.1: "loopback needs no token" would then admit the whole network. So a request that
+carries a proxy's headers (``Forwarded``, ``X-Forwarded-For``, ``X-Real-IP``) is remote, and a
+server without a token refuses it; the shipped nginx config sets those headers.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from medagent.server._config import origin_netloc
 
 __all__ = [
     "COOKIE",
+    "PROXY_HEADERS",
     "RAW_BODY_PATHS",
     "ClientLimits",
     "RateLimiter",
@@ -43,6 +49,8 @@ COOKIE = "medagent_token"
 #: Paths anyone may fetch: vendored viewer code and a liveness probe hold nothing private.
 _PUBLIC_PREFIXES = ("/static/", "/healthz")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Headers a reverse proxy adds: a request carrying one came from elsewhere.
+PROXY_HEADERS = frozenset({"forwarded", "x-forwarded-for", "x-real-ip"})
 #: Write routes whose body is a raw file, not JSON.
 RAW_BODY_PATHS = frozenset({"/api/uploads"})
 
@@ -99,12 +107,21 @@ class RequestGuard:
             )
             return
         path: str = scope["path"]
+        public = path.startswith(_PUBLIC_PREFIXES)
+        if self._token is None and not public and not PROXY_HEADERS.isdisjoint(headers):
+            await send_json(
+                send,
+                403,
+                "this request came through a proxy and the server has no token: behind a "
+                "proxy the network reaches it; start it with --token (MEDAGENT_SERVER_TOKEN)",
+            )
+            return
         if scope["method"] in _WRITES:
             refused = self._write_refusal(scope, headers)
             if refused is not None:
                 await send_json(send, *refused)
                 return
-        if self._token is None or path.startswith(_PUBLIC_PREFIXES):
+        if self._token is None or public:
             await self.app(scope, receive, send)
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))

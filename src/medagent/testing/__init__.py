@@ -17,6 +17,8 @@ real ones without weights worth downloading or a GPU.
   (spheres of known diameter), written with shuffled file names; ``CT_PHANTOM`` describes it.
 - ``OrthancServer``: a throwaway Orthanc DICOMweb archive (the real server, in a network
   namespace of its own), for what reads DICOMweb.
+- ``NginxProxy``: a throwaway nginx from the repository's ``deploy/nginx`` config, in front of
+  web-app replicas on loopback ports (the real server, in a temporary folder).
 - ``PostgresServer``: a throwaway local PostgreSQL server (not a double: the real server, in a
   temporary folder), for what runs against Postgres.
 - ``build_tiny_vlm``: writes a tiny random-weight LLaVA (real architecture) to a folder, for the
@@ -31,6 +33,7 @@ Heavy dependencies (torch, transformers) are imported inside the functions that 
 from medagent.models import ScriptedModel, ScriptedReply
 from medagent.testing._dicom_wsi import write_dicom_wsi
 from medagent.testing._net import free_port
+from medagent.testing._nginx import NginxProxy
 from medagent.testing._orthanc import OrthancServer
 from medagent.testing._phantom import CT_PHANTOM, Phantom, PhantomSphere, write_ct_phantom
 from medagent.testing._postgres import PostgresServer
@@ -53,6 +56,7 @@ from medagent.testing._tiny_vlm import TINY_VLM_CHAT_TEMPLATE, build_tiny_vlm
 
 __all__ = [
     "CT_PHANTOM",
+    "NginxProxy",
     "OPENAI_REASONING_REFUSES",
     "OrthancServer",
     "Phantom",
