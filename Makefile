@@ -41,7 +41,7 @@ lint: $(STAMP)
 
 ## system-deps: Debian packages real-part tests drive, installed when missing (as root):
 ## chromium for the browser tests, postgresql for the web app's Postgres path, orthanc and
-## its DICOMweb plugin for the DICOMweb archive tests
+## its DICOMweb plugin for the DICOMweb archive tests, nginx for the web app behind a proxy
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
@@ -50,6 +50,7 @@ system-deps:
 	command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
 	ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || \
 	  missing="$$missing orthanc-dicomweb"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "system-deps: installing$$missing with apt-get..."; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
