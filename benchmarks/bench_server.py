@@ -12,7 +12,14 @@ not a model's). Then:
    again (warm: from the tile cache): tiles per second.
 3. The server's resident memory (VmRSS) and peak (VmHWM) from /proc.
 
+With ``--proxy`` the same load goes through nginx with the shipped ``deploy/nginx/medagent.conf``
+in front of ``--replicas`` (2) servers sharing one throwaway Postgres (``--checkpoint``; one
+replica without Postgres keeps SQLite), each with a token and ``--trusted-proxy 127.0.0.1``:
+tiles cold are rendered by a replica, cached ones come from nginx's cache after the app's
+access check; memory is reported per replica.
+
     python benchmarks/bench_server.py [--sessions 50] [--turns 3] [--slide PATH]
+    python benchmarks/bench_server.py --proxy --sessions 500 --turns 3
 
 Without ``--slide`` it uses the real CMU slide from ../shared/data when present, else a
 generated 20,000 x 15,000 px pyramid.
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,8 @@ import httpx
 
 ZOOM = {"name": "zoom", "arguments": {"x": 400, "y": 300, "width": 800, "height": 600}}
 CMU = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "cmu-1-small-region.svs"
+NGINX_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "medagent.conf"
+TOKEN = "bench-server-token-0123456789"
 
 
 def bench_slide(
@@ -68,8 +78,9 @@ def start_server(
     command = [sys.executable, "-m", "medagent", "serve", "--slides", str(slide.parent)]
     command += ["--port", str(port), "--data", str(work / "data"), "--backend", "scripted"]
     command += ["--script", str(script), *extra]
+    env = {**os.environ, "MEDAGENT_SERVER_TOKEN": TOKEN} if "--trusted-proxy" in extra else None
     output = log.open("wb") if log else subprocess.DEVNULL
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -118,10 +129,18 @@ async def _session(
     return errors
 
 
-async def _chat_load(base: str, slide: str, sessions: int, turns: int) -> dict[str, Any]:
+def _headers(proxied: bool) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"} if proxied else {}
+
+
+async def _chat_load(
+    base: str, slide: str, sessions: int, turns: int, proxied: bool = False
+) -> dict[str, Any]:
     stats: dict[str, list[float]] = {"first": [], "event": [], "turn_end": []}
     limits = httpx.Limits(max_connections=sessions + 10)
-    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=300, limits=limits, headers=_headers(proxied)
+    ) as client:
         started = time.perf_counter()
         errors = await asyncio.gather(
             *(_session(client, slide, turns, stats) for _ in range(sessions))
@@ -130,8 +149,10 @@ async def _chat_load(base: str, slide: str, sessions: int, turns: int) -> dict[s
     return {"errors": sum(errors), "wall_s": wall, **stats}
 
 
-async def _tiles(base: str, slide: str, clients: int = 16) -> tuple[int, float, float]:
-    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+async def _tiles(
+    base: str, slide: str, clients: int = 16, proxied: bool = False
+) -> tuple[int, float, float]:
+    async with httpx.AsyncClient(base_url=base, timeout=120, headers=_headers(proxied)) as client:
         reply = await client.post("/api/sessions", json={"slide": slide})
         if reply.status_code != 201:
             raise SystemExit(f"could not open a session for the tile sweep: {reply.text}")
@@ -186,18 +207,52 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def _replicas(
+    slide: Path, work: Path, args: argparse.Namespace, limits: list[str], stack: ExitStack
+) -> tuple[list[subprocess.Popen[bytes]], str, str]:
+    """The servers under test and the URL the clients use: one ``medagent serve``, or
+    ``--replicas`` of them on one Postgres behind nginx. Also says what state they share."""
+    if not args.proxy:
+        process, base = start_server(slide, work, args.turns, limits)
+        stack.callback(_stop, process)
+        return [process], base, "one server, SQLite"
+    from medagent.testing import NginxProxy, PostgresServer
+
+    shared = ["--trusted-proxy", "127.0.0.1"]
+    state = "SQLite (one replica)"
+    if args.replicas > 1:
+        url = stack.enter_context(PostgresServer()).url
+        shared += ["--checkpoint", url]
+        state = "one Postgres, a shared --data folder"
+    processes, addresses = [], []
+    for _ in range(args.replicas):
+        process, direct = start_server(slide, work, args.turns, [*shared, *limits])
+        stack.callback(_stop, process)
+        processes.append(process)
+        addresses.append(direct.removeprefix("http://"))
+    proxy = stack.enter_context(NginxProxy(NGINX_CONFIG, addresses))
+    return processes, proxy.url, f"{args.replicas} replicas behind nginx, {state}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--slide", default=None, help="slide file (default: the CMU slide)")
+    parser.add_argument("--proxy", action="store_true", help="through nginx, several replicas")
+    parser.add_argument("--replicas", type=int, default=2, help="with --proxy (default 2)")
     parser.add_argument(
         "serve_args",
         nargs="*",
         help="more `medagent serve` options, after --, e.g. -- --active-turns 64",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
         slide = bench_slide(work, args.slide)
         # Every simulated user comes from 127.0.0.1: the per-client limits must admit them all.
@@ -206,16 +261,12 @@ def main() -> None:
         limits += ["--client-session-burst", str(users), "--client-sessions-per-minute", "6000"]
         limits += ["--client-message-burst", str(users * args.turns)]
         limits += ["--client-messages-per-minute", "60000", *args.serve_args]
-        process, base = start_server(slide, work, args.turns, limits)
-        try:
-            idle_rss, _ = _memory(process.pid)
-            chat = asyncio.run(_chat_load(base, slide.name, args.sessions, args.turns))
-            count, cold, warm = asyncio.run(_tiles(base, slide.name))
-            rss, peak = _memory(process.pid)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    print(f"slide: {slide.name}; {os.cpu_count()} CPUs; server: medagent serve (scripted)")
+        processes, base, setup = _replicas(slide, work, args, limits, stack)
+        idle = [_memory(process.pid)[0] for process in processes]
+        chat = asyncio.run(_chat_load(base, slide.name, args.sessions, args.turns, args.proxy))
+        count, cold, warm = asyncio.run(_tiles(base, slide.name, proxied=args.proxy))
+        after = [_memory(process.pid) for process in processes]
+    print(f"slide: {slide.name}; {os.cpu_count()} CPUs; {setup}; medagent serve (scripted)")
     turns = args.sessions * args.turns
     print(
         f"chat: {args.sessions} sessions x {args.turns} turns = {turns} turns in "
@@ -228,8 +279,13 @@ def main() -> None:
             f"p50 {1000 * _pct(values, 50):7.1f} ms   p95 {1000 * _pct(values, 95):7.1f} ms"
             f"   (n={len(values)})"
         )
-    print(f"tiles: {count} tiles, cold {cold:.0f} tiles/s, warm (cached) {warm:.0f} tiles/s")
-    print(f"server memory: idle {idle_rss:.0f} MiB, after load {rss:.0f} MiB, peak {peak:.0f} MiB")
+    cached = "from nginx's cache" if args.proxy else "from the tile cache"
+    print(f"tiles: {count} tiles, cold {cold:.0f} tiles/s, warm ({cached}) {warm:.0f} tiles/s")
+    for number, (idle_rss, (rss, peak)) in enumerate(zip(idle, after, strict=True), 1):
+        print(
+            f"server {number} memory: idle {idle_rss:.0f} MiB, after load {rss:.0f} MiB, "
+            f"peak {peak:.0f} MiB"
+        )
     if chat["errors"]:
         raise SystemExit(1)
 
