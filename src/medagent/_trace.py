@@ -13,6 +13,11 @@ conventions), tool calls by ``medagent.tools.Tool``, runs and graph steps by the
 ``agent_run`` and ``trace_labels`` (the run id, the item id) are copied onto every span opened
 inside them, so a backend can filter a whole run or item by one attribute.
 
+A run that streams (a chat turn, an async generator) cannot keep its span current: whatever a
+generator makes current while it is suspended at a ``yield`` leaks into its consumer. Such a run
+holds its span (``held_span``, ``agent_turn``) and makes it current only while its own work
+steps (``HeldSpan.current``, ``stream_within``), so the consumer's work never nests under it.
+
 Prompts, replies and tool arguments are recorded only with ``content=True`` (``--trace-content``,
 ``MEDAGENT_TRACE_CONTENT``); images are recorded as artifact ids, never as pixels.
 """
@@ -21,10 +26,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, aclosing, contextmanager
+from contextvars import Context, ContextVar, copy_context
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from medagent._version import __version__
 from medagent.errors import ConfigError, DependencyMissingError
@@ -39,13 +44,18 @@ if TYPE_CHECKING:
 __all__ = [
     "ITEM_ID",
     "RUN_ID",
+    "SESSION_ID",
     "AttributeValue",
+    "HeldSpan",
     "SpanKind",
     "TraceSpan",
     "Tracing",
     "agent_run",
+    "agent_turn",
     "content_enabled",
+    "held_span",
     "span",
+    "stream_within",
     "to_json",
     "trace_labels",
     "traced",
@@ -53,9 +63,10 @@ __all__ = [
     "tracing_active",
 ]
 
-#: The attributes every span inside a run or an eval item carries.
+#: The attributes every span inside a run, an eval item or a chat session carries.
 RUN_ID = "medagent.run.id"
 ITEM_ID = "medagent.item.id"
+SESSION_ID = "medagent.session.id"
 
 AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | list[bool]
 SpanKind = Literal["internal", "client"]
@@ -166,6 +177,14 @@ class Tracing:
             yield self
         finally:
             _active.reset(token)
+
+    def context(self) -> Context:
+        """A copy of the current context with this tracer active, for work that runs apart
+        from the code that set tracing up (``asyncio.create_task(..., context=...)``: a
+        server's turns, started by requests that never saw ``active()``)."""
+        context = copy_context()
+        context.run(_active.set, self)
+        return context
 
     def shutdown(self) -> None:
         """Send the spans still buffered and stop the exporter."""
@@ -280,12 +299,15 @@ def trace_labels(**labels: str) -> Iterator[None]:
     if _active.get() is None:
         yield
         return
-    added = tuple((f"medagent.{key.replace('_', '.')}", value) for key, value in labels.items())
-    token = _labels.set(_labels.get() + added)
+    token = _labels.set(_labels.get() + _label_items(labels))
     try:
         yield
     finally:
         _labels.reset(token)
+
+
+def _label_items(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((f"medagent.{key.replace('_', '.')}", value) for key, value in labels.items())
 
 
 @contextmanager
@@ -304,6 +326,106 @@ def agent_run(
         }
         with span(f"invoke_agent {agent}", {**base, **(attributes or {})}) as current:
             yield current
+
+
+class HeldSpan:
+    """A span held open across ``yield``s, current only inside ``current()``.
+
+    What an async generator keeps for its run: each stretch of its own work (up to the next
+    ``yield``) runs inside ``current()``, so spans opened there (and in tasks and threads
+    started there) nest under it, while its consumer's work between items does not.
+    """
+
+    def __init__(self, live: Any = None, labels: tuple[tuple[str, str], ...] = ()) -> None:
+        self._live = live
+        self._labels = labels
+
+    @property
+    def span(self) -> TraceSpan:
+        """The span itself, for attributes (a do-nothing span while tracing is off)."""
+        return _NO_SPAN if self._live is None else cast(TraceSpan, self._live)
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """This span and its labels made current; both undone on leaving, in the same step,
+        so nothing stays current across a ``yield``."""
+        if self._live is None:
+            yield
+            return
+        from opentelemetry.trace import use_span
+
+        token = _labels.set(self._labels)
+        try:
+            # Failures are recorded once, by held_span, when they leave the run.
+            with use_span(self._live, record_exception=False, set_status_on_exception=False):
+                yield
+        finally:
+            _labels.reset(token)
+
+
+_NO_HELD = HeldSpan()
+
+
+@contextmanager
+def held_span(
+    name: str,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+) -> Iterator[HeldSpan]:
+    """A span named ``name`` that is never left current (see ``HeldSpan``); ``labels`` (as in
+    ``trace_labels``) go on it and on every span opened inside its ``current()``.
+
+    Nothing here sets a context variable across the ``with`` body, so an async generator may
+    hold it over its ``yield``s. An exception leaving it marks the span failed.
+    """
+    tracing = _active.get()
+    if tracing is None:
+        yield _NO_HELD
+        return
+    added = _label_items(labels or {})
+    merged: dict[str, AttributeValue] = dict(added)
+    merged.update(attributes or {})
+    with _live_span(tracing, name, merged, "internal", False) as live:
+        yield HeldSpan(live, _labels.get() + added)
+
+
+def agent_turn(
+    agent: str,
+    session_id: str,
+    turn: int,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> AbstractContextManager[HeldSpan]:
+    """The held span of one turn of a conversation (GenAI ``invoke_agent``, the session as
+    ``gen_ai.conversation.id``); the session id labels every span of the turn."""
+    base: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent,
+        "gen_ai.conversation.id": session_id,
+        "medagent.turn": turn,
+    }
+    return held_span(
+        f"invoke_agent {agent}", {**base, **(attributes or {})}, labels={"session_id": session_id}
+    )
+
+
+def stream_within(held: HeldSpan, stream: AsyncGenerator[T, None]) -> AsyncIterator[T]:
+    """``stream``'s items, each produced with ``held`` current and nothing current while the
+    consumer has it; ``stream`` is closed when this is (``stream`` itself while tracing is off)."""
+    if held is _NO_HELD:
+        return stream
+    return _stepped(held, stream)
+
+
+async def _stepped(held: HeldSpan, stream: AsyncGenerator[T, None]) -> AsyncIterator[T]:
+    async with aclosing(stream):
+        while True:
+            with held.current():
+                try:
+                    item = await anext(stream)
+                except StopAsyncIteration:
+                    return
+            yield item
 
 
 def traced_step(

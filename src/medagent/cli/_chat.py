@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.markdown import Markdown
 from rich.markup import escape
 
+from medagent._trace import traced
 from medagent.cli._app import (
     BackendOpt,
     BaseUrlOpt,
@@ -25,6 +26,8 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    TraceContentOpt,
+    TraceOpt,
     ZeroShotModelOpt,
     ZeroShotOpt,
     app,
@@ -205,6 +208,8 @@ def chat(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
+    trace: TraceOpt = None,
+    trace_content: TraceContentOpt = None,
 ) -> None:
     """Talk with an agent about a slide: it looks at the overview, zooms, measures, and answers.
 
@@ -232,6 +237,8 @@ def chat(
         timeout_s=timeout,
         max_retries=max_retries,
         device=device,
+        trace=trace,
+        trace_content=trace_content,
     )
     from medagent.agents.chat import ChatConfig
 
@@ -273,7 +280,9 @@ def chat(
         finally:
             await chat_model.aclose()
 
-    if not asyncio.run(run()):
+    with traced(settings):  # --trace: a span per turn, its steps, model and tool calls
+        answered = asyncio.run(run())
+    if not answered:
         raise typer.Exit(1)
 
 

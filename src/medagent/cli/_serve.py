@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from medagent._trace import traced
 from medagent.cli._app import (
     BackendOpt,
     BaseUrlOpt,
@@ -16,6 +17,8 @@ from medagent.cli._app import (
     RetriesOpt,
     ScriptOpt,
     TimeoutOpt,
+    TraceContentOpt,
+    TraceOpt,
     app,
     build_settings,
     err_console,
@@ -164,6 +167,8 @@ def serve(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = None,
     device: DeviceOpt = None,
+    trace: TraceOpt = None,
+    trace_content: TraceContentOpt = None,
 ) -> None:
     """Serve the chat page: a deep-zoom slide viewer beside a chat with the agent.
 
@@ -192,6 +197,8 @@ def serve(
         timeout_s=timeout,
         max_retries=max_retries,
         device=device,
+        trace=trace,
+        trace_content=trace_content,
     )
     runs = runs or settings.runs_root
     if runs is not None and not runs.is_dir():
@@ -228,12 +235,14 @@ def serve(
         if settings.backend == "scripted"
         else {"model": first}
     )
-    application = create_app(config, **kwargs)
-    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-    err_console.print(
-        f"medagent: chat over the slides in {', '.join(str(s) for s in slides)} at {where}"
-        + ("?token=TOKEN (once; then a cookie)" if config.token else ""),
-        markup=False,
-        highlight=False,
-    )
-    run(application, config)
+    # --trace: a span per chat turn, with its steps, model and tool calls; flushed at exit.
+    with traced(settings) as tracing:
+        application = create_app(config, **kwargs, tracing=tracing)
+        where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+        err_console.print(
+            f"medagent: chat over the slides in {', '.join(str(s) for s in slides)} at {where}"
+            + ("?token=TOKEN (once; then a cookie)" if config.token else ""),
+            markup=False,
+            highlight=False,
+        )
+        run(application, config)

@@ -33,6 +33,7 @@ from medagent.server._tiles import TileService
 from medagent.server._uploads import upload_router
 
 if TYPE_CHECKING:
+    from medagent._trace import Tracing
     from medagent.models import ChatModel
 
 __all__ = ["create_app", "return_freed_memory", "serve"]
@@ -59,10 +60,12 @@ def create_app(
     model: ChatModel | None = None,
     model_factory: Callable[[str], ChatModel] | None = None,
     agent_factory: AgentFactory = chat_agent_factory,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The web app. Give one ``model`` shared by every session (the app closes it on
     shutdown), or a ``model_factory`` building one per session id (e.g. a scripted test
-    double that replays its script from the start in each session)."""
+    double that replays its script from the start in each session). With ``tracing``, every
+    chat turn is traced to it (a turn span per message, its steps, model and tool calls)."""
     if (model is None) == (model_factory is None):
         raise ConfigError("give exactly one of model= or model_factory=")
 
@@ -98,6 +101,7 @@ def create_app(
                 model_for=model_for,
                 open_slide=tiles.shared,
                 agent_factory=TurnGate(config.active_turns).wrap(agent_factory),
+                tracing=tracing,
             )
             app.state.chats = chats
             # Checking an upload decodes it: a few at a time, however many arrive at once.

@@ -32,6 +32,7 @@ from medagent.server._tiles import SlideKey
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
 
+    from medagent._trace import Tracing
     from medagent.agents.chat import ChatEvent
     from medagent.models import ChatModel
 
@@ -140,6 +141,7 @@ class ChatService:
         model_for: Callable[[str], ChatModel],
         open_slide: Callable[[SlideKey], Slide],
         agent_factory: AgentFactory = chat_agent_factory,
+        tracing: Tracing | None = None,
     ) -> None:
         self._config = config
         self._roots = config.roots
@@ -151,6 +153,7 @@ class ChatService:
         self._agent_factory = agent_factory
         self._open: OrderedDict[str, OpenSession] = OrderedDict()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._tracing = tracing  # each turn's task traces to it (its spans nest per turn)
         self._limiter = RateLimiter(config.messages_per_minute, config.message_burst)
 
     def resolve(self, slide: str) -> SlideKey:
@@ -236,7 +239,11 @@ class ChatService:
         if wait:
             raise RateLimitedError(wait)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        task = asyncio.create_task(self._pump(session, text, region, queue))
+        pump = self._pump(session, text, region, queue)
+        if self._tracing is not None:
+            task = asyncio.create_task(pump, context=self._tracing.context())
+        else:
+            task = asyncio.create_task(pump)
         self._running[session_id] = task
         task.add_done_callback(lambda _: self._running.pop(session_id, None))
         return _drain(queue)

@@ -11,7 +11,7 @@ it fails again, closes it with an error, so that no fault keeps a thread from ta
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
+from medagent._trace import (
+    AttributeValue,
+    HeldSpan,
+    agent_turn,
+    content_enabled,
+    stream_within,
+    to_json,
+)
 from medagent.agents.base import RunManifest
 from medagent.agents.chat._config import ChatConfig, ChatEvent
 from medagent.agents.chat._graph import (
@@ -147,28 +155,35 @@ class ChatAgent:
             if snapshot.next and not snapshot.interrupts:
                 # Stopped mid-turn (the process was killed): finish that turn first, streamed
                 # whole from its turn_start, so its events cannot pass for the new turn's.
-                for event in unfinished_turn(values):
-                    yield event
-                try:
-                    async for event in self._run(None, settings):
+                resumed = {"medagent.turn.resumed": True}
+                with agent_turn("chat", thread_id, values.get("turn", 0), resumed) as held:
+                    for event in unfinished_turn(values):
                         yield event
-                except Exception as exc:  # it fails again: a fault, not a stop; close it
-                    values = (await self._graph.aget_state(settings)).values or {}
-                    text = str(exc).strip()
-                    reason = text.splitlines()[0][:160] if text else type(exc).__name__
-                    closing, update = close_turn(values, thread_id, reason)
-                    await self._graph.aupdate_state(settings, update, as_node="finish")
-                    for event in closing:
-                        yield event
+                    try:
+                        async for event in stream_within(held, self._run(None, settings)):
+                            _record_outcome(held, event)
+                            yield event
+                    except Exception as exc:  # it fails again: a fault, not a stop; close it
+                        values = (await self._graph.aget_state(settings)).values or {}
+                        text = str(exc).strip()
+                        reason = text.splitlines()[0][:160] if text else type(exc).__name__
+                        closing, update = close_turn(values, thread_id, reason)
+                        await self._graph.aupdate_state(settings, update, as_node="finish")
+                        held.span.set_attribute("error.type", type(exc).__qualname__)
+                        for event in closing:
+                            _record_outcome(held, event)
+                            yield event
                 values = (await self._graph.aget_state(settings)).values or {}
             # Write-ahead: the message and its number are stored before the turn runs.
             start, update = accept_turn(values, thread_id, user, slide=slide_key(self.slide))
             await self._graph.aupdate_state(settings, update, as_node="finish")
-            yield start
-            async for event in self._run(None, settings):
-                yield event
+            with agent_turn("chat", thread_id, start.turn, _turn_attributes(user)) as held:
+                yield start
+                async for event in stream_within(held, self._run(None, settings)):
+                    _record_outcome(held, event)
+                    yield event
 
-    async def _run(self, payload: Any, settings: RunnableConfig) -> AsyncIterator[ChatEvent]:
+    async def _run(self, payload: Any, settings: RunnableConfig) -> AsyncGenerator[ChatEvent, None]:
         # "sync": each step is stored before the next begins, so a turn_end a client has seen
         # is never followed by a different answer after a crash.
         async for chunk in self._graph.astream(
@@ -181,6 +196,25 @@ class ChatAgent:
         """Every event of every turn of the thread so far (empty for an unknown thread)."""
         snapshot = await self._graph.aget_state(self._settings(thread_id))
         return [ChatEvent.model_validate(e) for e in (snapshot.values or {}).get("events", [])]
+
+
+def _turn_attributes(user: UserTurn) -> dict[str, AttributeValue]:
+    """What a turn's span says of the user's message: whether it pointed at a region, and
+    the text itself only when the user opted in to content."""
+    attributes: dict[str, AttributeValue] = {"medagent.turn.region": user.region is not None}
+    if content_enabled():
+        message = {"role": "user", "parts": [{"type": "text", "content": user.message}]}
+        attributes["gen_ai.input.messages"] = to_json([message])
+    return attributes
+
+
+def _record_outcome(held: HeldSpan, event: ChatEvent) -> None:
+    """How the turn ended, on its span: answered, or error (the model failed or the reply
+    could not be used)."""
+    if event.type == "answer":
+        held.span.set_attribute("medagent.run.status", "answered")
+    elif event.type == "error":
+        held.span.set_attribute("medagent.run.status", "error")
 
 
 def build_chat_graph(config: RunnableConfig | None = None) -> ChatGraph:

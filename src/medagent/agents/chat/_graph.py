@@ -26,6 +26,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, ValidationError
 
+from medagent._trace import traced_step
 from medagent.agents.base import render_long_side
 from medagent.agents.chat._actions import Decision, action_schema, read_action, read_native
 from medagent.agents.chat._config import ChatConfig, ChatEvent, ChatEventType
@@ -361,14 +362,21 @@ def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
         return GenerateParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
 
     async def listen(state: ChatState, config: RunnableConfig) -> ChatState:
-        if state.get("accepted") and state.get("inbox"):
+        ahead = bool(state.get("accepted") and state.get("inbox"))
+        raw: Any = None
+        if not ahead:
+            # Waiting for the next message is not a step: the interrupt stays outside its span.
+            raw = state.get("inbox") or interrupt(
+                {"waiting_for": "message", "turn": state.get("turn", 0) + 1}
+            )
+        return await hear(state, config, ahead, raw)
+
+    async def heard(state: ChatState, config: RunnableConfig, ahead: bool, raw: Any) -> ChatState:
+        if ahead:
             # Written ahead (accept_turn): the number and turn_start are already in the state.
             emit = _Emitter(state, config)
             user = UserTurn.model_validate(state.get("inbox"))
         else:
-            raw = state.get("inbox") or interrupt(
-                {"waiting_for": "message", "turn": state.get("turn", 0) + 1}
-            )
             emit = _Emitter(state, config, turn=state.get("turn", 0) + 1, seq=0)
             try:
                 user = UserTurn.model_validate(raw)
@@ -406,6 +414,8 @@ def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
             emit("error", text=str(exc))
             return emit.update(**_heard(emit.turn), route="finish")
         return emit.update(**_heard(emit.turn), route="think", messages=_dump(*added))
+
+    hear = traced_step("chat", "listen", heard)
 
     async def generate(
         emit: _Emitter, sent: list[Message], tools: list[ToolSpec], mode: str
@@ -571,9 +581,9 @@ def build_graph(rt: ChatRuntime) -> StateGraph[ChatState]:
 
     graph: StateGraph[ChatState] = StateGraph(ChatState)
     graph.add_node("listen", listen)
-    graph.add_node("think", think)
-    graph.add_node("act", act)
-    graph.add_node("finish", finish)
+    graph.add_node("think", traced_step("chat", "think", think))
+    graph.add_node("act", traced_step("chat", "act", act))
+    graph.add_node("finish", traced_step("chat", "finish", finish))
     graph.add_edge(START, "listen")
     graph.add_conditional_edges("listen", after, ["think", "finish"])
     graph.add_conditional_edges("think", after, ["act", "finish"])
