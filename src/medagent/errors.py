@@ -10,6 +10,7 @@ The hierarchy::
     │   └── PathRefusedError      a path from a client would leave the allowed folders
     ├── RegionError               a region to read is empty, outside the image or too large
     ├── PHIRefusedError           an associated image (label, macro) was asked for without consent
+    ├── DatabaseUnavailableError  the server's database (Postgres) cannot be reached right now
     └── ModelError                talking to a model failed
         ├── ModelUnavailableError the server cannot be reached (after retries)
         ├── ModelTimeoutError     the server did not answer in time (after retries)
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DatabaseUnavailableError",
     "DependencyMissingError",
     "InputError",
     "MedagentError",
@@ -82,6 +84,11 @@ class RegionError(MedagentError):
 
 class PHIRefusedError(MedagentError):
     """Associated images (label, macro) may show patient identifiers and were not allowed."""
+
+
+class DatabaseUnavailableError(MedagentError):
+    """The database holding sessions and checkpoints cannot be reached (down, restarting, out
+    of connections); the web app answers 503 and reconnects by itself when it is back."""
 
 
 class ModelError(MedagentError):

@@ -31,11 +31,14 @@ HAS_EXTRA = importlib.util.find_spec("langgraph.checkpoint.postgres") is not Non
 async def test_postgres_without_the_extra_names_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medagent.server._state import open_checkpointer
+    from medagent.server._state import open_stores
 
     monkeypatch.setitem(sys.modules, "langgraph.checkpoint.postgres.aio", None)  # not installed
+    config = ServerConfig(
+        slide_roots=(tmp_path,), data_dir=tmp_path, checkpoint="postgresql://127.0.0.1/none"
+    )
     with pytest.raises(DependencyMissingError, match=r"medagent\[postgres\]"):
-        async with open_checkpointer(tmp_path, "postgresql://127.0.0.1/none"):
+        async with open_stores(config):
             pass
 
 

@@ -84,6 +84,28 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    db_pool_min: Annotated[
+        int,
+        typer.Option(
+            envvar="MEDAGENT_DB_POOL_MIN",
+            help="With --checkpoint postgresql://: connections kept open when idle.",
+        ),
+    ] = 1,
+    db_pool_max: Annotated[
+        int,
+        typer.Option(
+            envvar="MEDAGENT_DB_POOL_MAX",
+            help="With --checkpoint postgresql://: most connections this replica opens (plus "
+            "one for turn locks); keep replicas x (this + 1) under Postgres's max_connections.",
+        ),
+    ] = 10,
+    db_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MEDAGENT_DB_TIMEOUT_S",
+            help="Seconds a request waits for an unreachable database before a 503.",
+        ),
+    ] = 5.0,
     uploads: Annotated[
         Path | None,
         typer.Option(
@@ -211,6 +233,9 @@ def serve(
         token=token,
         data_dir=data,
         checkpoint=checkpoint,
+        db_pool_min=db_pool_min,
+        db_pool_max=db_pool_max,
+        db_timeout_s=db_timeout,
         upload_dir=uploads,
         runs_root=runs,
         max_upload_mb=max_upload_mb,

@@ -28,7 +28,7 @@ from medagent.server._review import RunIndex, review_router
 from medagent.server._review_store import open_review_store
 from medagent.server._routes import add_error_handlers, api_router
 from medagent.server._security import RAW_BODY_PATHS, ClientLimits, RequestGuard
-from medagent.server._state import open_checkpointer, open_session_store
+from medagent.server._state import open_stores
 from medagent.server._tiles import TileService
 from medagent.server._uploads import upload_router
 
@@ -80,24 +80,16 @@ def create_app(
         if config.upload_dir is not None:  # a slide root too: listed from the start
             await anyio.Path(config.upload_dir.expanduser()).mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
-            checkpointer = await stack.enter_async_context(
-                open_checkpointer(config.data_dir, config.checkpoint)
-            )
-            store = await stack.enter_async_context(
-                open_session_store(
-                    config.data_dir, config.checkpoint if config.uses_postgres else None
-                )
-            )
+            stores = await stack.enter_async_context(open_stores(config))
             if config.runs_root is not None:  # grades beside the sessions, same database
                 app.state.reviews = await stack.enter_async_context(
-                    open_review_store(
-                        config.data_dir, config.checkpoint if config.uses_postgres else None
-                    )
+                    open_review_store(config.data_dir, stores.postgres)
                 )
             chats = ChatService(
                 config,
-                store=store,
-                checkpointer=checkpointer,
+                store=stores.sessions,
+                checkpointer=stores.checkpointer,
+                turns=stores.turns,
                 model_for=model_for,
                 open_slide=tiles.shared,
                 agent_factory=TurnGate(config.active_turns).wrap(agent_factory),

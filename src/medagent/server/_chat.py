@@ -3,12 +3,15 @@
 A turn runs as its own task and feeds a queue the HTTP response reads: a client that goes away
 mid-turn does not cut the turn short, so the history (checkpointed by the agent) stays whole.
 A session is written only once its slide has opened, and forgotten again if anything after
-that fails: a failed create leaves no row and no folder.
+that fails: a failed create leaves no row and no folder. One turn at a time per session holds
+across replicas (``TurnLocks``); while the database is unreachable, requests fail with
+``DatabaseUnavailableError`` (a 503) and turns end with an error event, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -22,12 +25,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from anyio import to_thread
 
 from medagent.artifacts import ArtifactStore
-from medagent.errors import MedagentError
+from medagent.errors import DatabaseUnavailableError, MedagentError
 from medagent.imaging import Region, Slide, resolve_slide_source
 from medagent.server._config import ServerConfig
+from medagent.server._database import is_database_error, unreachable
 from medagent.server._security import RateLimiter
 from medagent.server._state import SessionRecord, SessionStore
 from medagent.server._tiles import SlideKey
+from medagent.server._turns import LocalTurnLocks, TurnLocks
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -141,6 +146,7 @@ class ChatService:
         model_for: Callable[[str], ChatModel],
         open_slide: Callable[[SlideKey], Slide],
         agent_factory: AgentFactory = chat_agent_factory,
+        turns: TurnLocks | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self._config = config
@@ -153,6 +159,7 @@ class ChatService:
         self._agent_factory = agent_factory
         self._open: OrderedDict[str, OpenSession] = OrderedDict()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._turns = turns if turns is not None else LocalTurnLocks()
         self._tracing = tracing  # each turn's task traces to it (its spans nest per turn)
         self._limiter = RateLimiter(config.messages_per_minute, config.message_burst)
 
@@ -166,7 +173,8 @@ class ChatService:
         """A new session on ``slide``; one that cannot be opened leaves nothing behind."""
         path = self.resolve(slide)  # refuse before anything is written
         await to_thread.run_sync(self._open_slide, path)  # a folder, a corrupt file: refused here
-        record = await self._store.create(slide)
+        async with _reachable():
+            record = await self._store.create(slide)
         try:
             return await self.open(record.id)
         except BaseException:
@@ -192,7 +200,8 @@ class ChatService:
             return found
         if not _SESSION_ID.fullmatch(session_id):
             raise SessionNotFoundError(session_id)
-        record = await self._store.get(session_id)
+        async with _reachable():
+            record = await self._store.get(session_id)
         if record is None:
             raise SessionNotFoundError(session_id)
         try:
@@ -226,18 +235,22 @@ class ChatService:
         return session
 
     async def history(self, session: OpenSession) -> list[ChatEvent]:
-        return await session.agent.ahistory(session.record.id)
+        async with _reachable():
+            return await session.agent.ahistory(session.record.id)
 
-    def start_turn(
+    async def start_turn(
         self, session: OpenSession, text: str, region: Region | None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Start a turn now (or refuse: 409, 429) and return its events as JSON objects."""
+        """Start a turn now (or refuse: 409 here or on another replica, 429, 503) and return
+        its events as JSON objects. The session's turn lock is held until the turn ends."""
         session_id = session.record.id
         if session_id in self._running:
             raise TurnInProgressError(session_id)
         wait = self._limiter.take(session_id)
         if wait:
             raise RateLimitedError(wait)
+        if not await self._turns.try_acquire(session_id):  # answering on another replica
+            raise TurnInProgressError(session_id)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         pump = self._pump(session, text, region, queue)
         if self._tracing is not None:
@@ -264,7 +277,11 @@ class ChatService:
                 queue.put_nowait(event.model_dump(mode="json"))
         except MedagentError as exc:
             queue.put_nowait({"type": "error", "thread_id": session_id, "text": str(exc), **where})
-        except Exception:
+        except Exception as exc:
+            if is_database_error(exc):  # the next message finishes the turn (write-ahead)
+                text = str(unreachable(exc))
+                queue.put_nowait({"type": "error", "thread_id": session_id, "text": text, **where})
+                return
             log.exception("turn failed in session %s", session_id)
             queue.put_nowait(
                 {
@@ -275,7 +292,13 @@ class ChatService:
                 }
             )
         finally:
-            queue.put_nowait(None)
+            try:
+                # Before the stream ends, so a client that asks again at once (through any
+                # replica) finds the session free; shielded: a turn cancelled at shutdown
+                # still gives it back.
+                await asyncio.shield(self._turns.release(session_id))
+            finally:
+                queue.put_nowait(None)
 
     async def aclose(self) -> None:
         """Let running turns finish briefly, then cancel them: shutdown must not hang."""
@@ -286,6 +309,20 @@ class ChatService:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._open.clear()
+
+
+@contextlib.asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    """Failures to reach the database, from below (checkpointer, psycopg), as one
+    ``DatabaseUnavailableError``."""
+    try:
+        yield
+    except DatabaseUnavailableError:
+        raise
+    except Exception as exc:
+        if is_database_error(exc):
+            raise unreachable(exc) from None
+        raise
 
 
 async def _drain(queue: asyncio.Queue[dict[str, Any] | None]) -> AsyncIterator[dict[str, Any]]:

@@ -58,6 +58,21 @@ class ServerConfig(BaseModel):
         description="None: SQLite in data_dir; a file path: SQLite there; "
         "postgresql://...: Postgres (sessions table too), for several replicas.",
     )
+    db_pool_min: int = Field(
+        1, ge=0, description="Postgres connections a replica keeps open when idle."
+    )
+    db_pool_max: int = Field(
+        10,
+        ge=1,
+        description="Most Postgres connections a replica opens for checkpoints and tables (one "
+        "more holds its turn locks); replicas x (this + 1) must stay under max_connections.",
+    )
+    db_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for the database before it is answered 503.",
+    )
     allowed_hosts: tuple[str, ...] | None = Field(
         None,
         description="Host headers accepted; default without a token on loopback: localhost, "
@@ -153,6 +168,11 @@ class ServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError(
+                f"db_pool_min {self.db_pool_min} is above db_pool_max {self.db_pool_max}; "
+                "lower the first or raise the second"
+            )
         if self.trusted_proxies and not self.token:
             raise ValueError(
                 "trusted_proxies: behind a proxy the network reaches the app; set a token "

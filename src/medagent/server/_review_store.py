@@ -7,7 +7,6 @@ One row per (run, item): the grade as JSON, replaced whole on every save.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Protocol
 from anyio import to_thread
 
 from medagent.evals import ReviewGrade
-from medagent.server._state import _postgres_missing
+from medagent.server._database import PostgresDatabase, open_postgres
 
 __all__ = ["ReviewStore", "open_review_store"]
 
@@ -83,18 +82,14 @@ class _SqliteReviews:
 
 
 class _PostgresReviews:
-    def __init__(self, connection: Any) -> None:
-        self._db = connection
-        self._lock = asyncio.Lock()  # one connection, one statement at a time
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database  # the app's pool, shared with sessions and checkpoints
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        async with self._lock:
-            cursor = await self._db.execute(sql, params)
-            return list(await cursor.fetchall())
+        return await self._db.fetch(sql, params)
 
     async def save(self, grade: ReviewGrade) -> None:
-        async with self._lock:
-            await self._db.execute(_UPSERT.format("%s"), _row(grade))
+        await self._db.execute(_UPSERT.format("%s"), _row(grade))
 
     async def get(self, run: str, item: str) -> ReviewGrade | None:
         rows = await self._fetch(_ONE.format("%s"), (run, item))
@@ -109,19 +104,21 @@ class _PostgresReviews:
 
 
 @asynccontextmanager
-async def open_review_store(data_dir: Path, postgres_url: str | None) -> AsyncIterator[Any]:
-    """The grades table in ``data_dir/sessions.sqlite``, or in the Postgres database given."""
-    if postgres_url:
-        try:
-            import psycopg  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            raise _postgres_missing("psycopg") from None
-        connection = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
-        try:
-            await connection.execute(_CREATE)
-            yield _PostgresReviews(connection)
-        finally:
-            await connection.close()
+async def open_review_store(
+    data_dir: Path, postgres: PostgresDatabase | str | None
+) -> AsyncIterator[Any]:
+    """The grades table in ``data_dir/sessions.sqlite``, or in the Postgres database given
+    (the app's pool, or a URL to open one for)."""
+    if isinstance(postgres, str):
+        async with (
+            open_postgres(postgres) as database,
+            open_review_store(data_dir, database) as store,
+        ):
+            yield store
+        return
+    if postgres is not None:
+        await postgres.execute(_CREATE)
+        yield _PostgresReviews(postgres)
         return
     import aiosqlite
 

@@ -20,6 +20,7 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from medagent.errors import (
+    DatabaseUnavailableError,
     InputError,
     MedagentError,
     PathRefusedError,
@@ -190,6 +191,12 @@ def add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RateLimitedError, rate_limited)
 
+    def database_down(request: Request, exc: Exception) -> Response:
+        # A fixed line: the driver's text names hosts and ports the client has no use for.
+        return _error(503, str(exc), **{"Retry-After": "5"})
+
+    app.add_exception_handler(DatabaseUnavailableError, database_down)
+
 
 async def _session_info(request: Request, session: OpenSession) -> dict[str, Any]:
     info = (await to_thread.run_sync(_tiles(request).slide, session.slide_path)).slide.info
@@ -284,7 +291,7 @@ def api_router() -> APIRouter:
             region = region.clamp(slide.dimensions)
             if region is None:
                 return _error(422, "the region is outside the slide")
-        events = chats.start_turn(session, body.text, region)
+        events = await chats.start_turn(session, body.text, region)
 
         hide = _hide_paths(config)
 

@@ -1,17 +1,20 @@
-"""Where sessions outlive the process: the session table and the LangGraph checkpointer.
+"""Where sessions outlive the process: the session table, the LangGraph checkpointer and the
+turn locks, opened together by ``open_stores``.
 
 Embedded default: two SQLite files in the data folder (``sessions.sqlite`` beside
-``checkpoints.sqlite``). For several replicas behind a load balancer, ``postgresql://...``
-puts both in one Postgres database, and the data folder (crops) on shared storage.
+``checkpoints.sqlite``) and in-process turn locks. For several replicas behind a load
+balancer, ``postgresql://...`` puts tables and checkpoints in one Postgres database, reached
+through one connection pool per replica, with turn locks as advisory locks; the data folder
+(crops) goes on shared storage.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,14 +22,16 @@ from anyio import to_thread
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, ConfigDict
 
-from medagent.errors import DependencyMissingError
+from medagent.server._config import ServerConfig
+from medagent.server._database import PostgresDatabase, open_postgres, postgres_missing
+from medagent.server._turns import LocalTurnLocks, PostgresTurnLocks, TurnLocks
 
 __all__ = [
     "SessionRecord",
     "SessionStore",
+    "Stores",
     "new_session_id",
-    "open_checkpointer",
-    "open_session_store",
+    "open_stores",
 ]
 
 _CREATE = (
@@ -88,82 +93,83 @@ class _SqliteSessions:
 
 
 class _PostgresSessions:
-    def __init__(self, connection: Any) -> None:
-        self._db = connection
-        self._lock = asyncio.Lock()  # one connection, one statement at a time
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database
 
     async def create(self, slide: str) -> SessionRecord:
         record = SessionRecord(id=new_session_id(), slide=slide, created_at=time.time())
-        async with self._lock:
-            await self._db.execute(
-                "INSERT INTO medagent_sessions (id, slide, created_at) VALUES (%s, %s, %s)",
-                (record.id, record.slide, record.created_at),
-            )
+        await self._db.execute(
+            "INSERT INTO medagent_sessions (id, slide, created_at) VALUES (%s, %s, %s)",
+            (record.id, record.slide, record.created_at),
+        )
         return record
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        async with self._lock:
-            cursor = await self._db.execute(
-                "SELECT id, slide, created_at FROM medagent_sessions WHERE id = %s",
-                (session_id,),
-            )
-            row = await cursor.fetchone()
-        return None if row is None else SessionRecord(id=row[0], slide=row[1], created_at=row[2])
+        rows = await self._db.fetch(
+            "SELECT id, slide, created_at FROM medagent_sessions WHERE id = %s", (session_id,)
+        )
+        if not rows:
+            return None
+        return SessionRecord(id=rows[0][0], slide=rows[0][1], created_at=rows[0][2])
 
     async def delete(self, session_id: str) -> None:
-        async with self._lock:
-            await self._db.execute("DELETE FROM medagent_sessions WHERE id = %s", (session_id,))
+        await self._db.execute("DELETE FROM medagent_sessions WHERE id = %s", (session_id,))
 
 
-def _postgres_missing(package: str) -> DependencyMissingError:
-    return DependencyMissingError(package, "postgres", "--checkpoint postgresql://...")
+@dataclass(frozen=True)
+class Stores:
+    """What the app keeps of its database: checkpoints, sessions, turn locks, and the Postgres
+    pool (``None`` with SQLite) that other tables (grades) share."""
+
+    checkpointer: BaseCheckpointSaver[Any]
+    sessions: SessionStore
+    turns: TurnLocks
+    postgres: PostgresDatabase | None
 
 
 @asynccontextmanager
-async def open_session_store(data_dir: Path, postgres_url: str | None) -> AsyncIterator[Any]:
-    """The session table in SQLite under ``data_dir``, or in the Postgres database given."""
-    if postgres_url:
-        try:
-            import psycopg  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            raise _postgres_missing("psycopg") from None
-        connection = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
-        try:
-            await connection.execute(_CREATE)
-            yield _PostgresSessions(connection)
-        finally:
-            await connection.close()
-        return
-    import aiosqlite
+async def open_stores(config: ServerConfig) -> AsyncIterator[Stores]:
+    """Everything under ``config.checkpoint``: SQLite files (default: in ``data_dir``), or
+    one Postgres database through a pool sized by ``db_pool_min``/``db_pool_max``."""
+    async with AsyncExitStack() as stack:
+        if config.uses_postgres:
+            url = str(config.checkpoint)
+            saver_class = _postgres_saver()  # a missing extra is named before connecting
+            database = await stack.enter_async_context(
+                open_postgres(
+                    url,
+                    min_size=config.db_pool_min,
+                    max_size=config.db_pool_max,
+                    timeout_s=config.db_timeout_s,
+                )
+            )
+            checkpointer = saver_class(conn=database.pool)
+            await database.setup(checkpointer.setup)  # LangGraph's tables, once
+            await database.execute(_CREATE)
+            turns = PostgresTurnLocks(url, config.db_timeout_s)
+            stack.push_async_callback(turns.aclose)
+            yield Stores(checkpointer, _PostgresSessions(database), turns, database)
+            return
+        data_dir = config.data_dir
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    await to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
-    async with aiosqlite.connect(data_dir / "sessions.sqlite") as db:
+        path = Path(config.checkpoint) if config.checkpoint else data_dir / "checkpoints.sqlite"
+        await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+        await to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+        saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+        import aiosqlite
+
+        db = await stack.enter_async_context(aiosqlite.connect(data_dir / "sessions.sqlite"))
         await db.execute(_CREATE)
         await db.commit()
-        yield _SqliteSessions(db)
+        yield Stores(saver, _SqliteSessions(db), LocalTurnLocks(), None)
 
 
-def open_checkpointer(
-    data_dir: Path, checkpoint: str | None
-) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
-    """LangGraph's saver: SQLite (default: ``data_dir/checkpoints.sqlite``) or Postgres."""
-    if checkpoint and checkpoint.startswith(("postgresql://", "postgres://")):
-        return _postgres_checkpointer(checkpoint)
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    path = Path(checkpoint) if checkpoint else data_dir / "checkpoints.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return AsyncSqliteSaver.from_conn_string(str(path))
-
-
-@asynccontextmanager
-async def _postgres_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+def _postgres_saver() -> Any:
     try:
         from langgraph.checkpoint.postgres.aio import (  # type: ignore[import-not-found, unused-ignore]
             AsyncPostgresSaver,
         )
     except ImportError:
-        raise _postgres_missing("langgraph-checkpoint-postgres") from None
-    async with AsyncPostgresSaver.from_conn_string(url) as saver:
-        await saver.setup()  # creates its tables once; a no-op afterwards
-        yield saver
+        raise postgres_missing("langgraph-checkpoint-postgres") from None
+    return AsyncPostgresSaver

@@ -79,11 +79,21 @@ class PostgresServer:
         self._run(
             "initdb", "-D", str(data), "-U", self.user, "--auth=trust", "--no-sync", "-E", "UTF8"
         )
-        options = f"-p {self.port} -h 127.0.0.1 -k {self.folder} -F"
-        self._run(
-            "pg_ctl", "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start"
-        )
+        self.start()
         return self
+
+    def start(self) -> None:
+        """Start the server (again, after ``stop``) on the same port and data."""
+        assert self.folder is not None, "use it as a context manager"
+        options = f"-p {self.port} -h 127.0.0.1 -k {self.folder} -F"
+        data, log = str(self.folder / "data"), str(self.folder / "log")
+        self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server, closing every connection (as a database restart does); the
+        data stays for ``start``."""
+        assert self.folder is not None, "use it as a context manager"
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
 
     def __exit__(
         self,
