@@ -1,5 +1,6 @@
-"""Runs exported as QuPath GeoJSON: a real GIANT run and a chat folder's tool results, checked
-against QuPath's feature schema, the geojson package's validation and shapely's reading."""
+"""Runs exported as QuPath GeoJSON: a real GIANT run, a real insight run and a chat folder's
+tool results, checked against QuPath's feature schema, the geojson package's validation and
+shapely's reading."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from shapely.geometry import shape
 from cli_support import medagent
 from medagent.agents.base import RunManifest
 from medagent.agents.giant import GiantConfig, GiantNavigator, Trajectory
+from medagent.agents.insight import InsightAgent, InsightConfig
 from medagent.artifacts import ArtifactStore
 from medagent.errors import ConfigError, InputError
 from medagent.evals import export_geojson, read_run_regions, run_geojson
@@ -151,3 +153,64 @@ def test_mask_geometry_keeps_holes_and_scales_to_level0() -> None:
     assert len(polygons[0].interiors) == 1 and not polygons[1].interiors
     assert polygons[1].bounds == pytest.approx((1240, 2020, 1360, 2180), abs=4)
     assert mask_geometry(np.zeros((5, 5), dtype=bool), Region(x=0, y=0, width=5, height=5)) is None
+
+
+def _insight_tool(action: str, **arguments: Any) -> dict[str, Any]:
+    return {"json": {"reasoning": f"use {action}", "action": action, **arguments}}
+
+
+FINDING = {"x": 100, "y": 200, "width": 600, "height": 500}
+VIEWED = {"x": 1000, "y": 800, "width": 1200, "height": 900}
+SEGMENTED = {"x": 0, "y": 0, "width": 2000, "height": 1500}
+
+
+def test_insight_run_finding_evidence_and_mask_become_features(
+    pyramid_tiff: Path, tmp_path: Path
+) -> None:
+    """A real insight run (scripted model): the root finder's finding, a zoom and a tissue
+    segmentation, exported with the mask as polygons measuring what the tool measured."""
+    finding = {"description": "a dense cellular area", "image": 1, "region": FINDING}
+    answer = {"reasoning": "seen", "action": "answer", "answer": "a", "insight": "Dense."}
+    model = ScriptedModel(
+        [
+            {"json": {"findings": [finding], "questions": ["Where is the tissue?"]}},
+            _insight_tool("zoom", image=1, region=VIEWED),
+            _insight_tool("segment", image=1, method="tissue", region=SEGMENTED),
+            {"json": {**answer, "confidence": 70}},
+            {"json": {"summary": "Dense tissue.", "ranking": [1], "duplicates": []}},
+        ]
+    )
+    report = InsightAgent(model, InsightConfig(roots=1, depth=1)).run(
+        pyramid_tiff, "Characterize the tissue.", run_dir=tmp_path / "run"
+    )
+    assert report.status == "completed", report.error
+
+    [written] = export_geojson(tmp_path / "run")
+
+    assert written == tmp_path / "run" / "regions.geojson"
+    data = check_qupath_file(written)
+    features = data["features"]
+    kinds = [f["properties"]["classification"]["name"] for f in features]
+    assert kinds == ["medagent finding", "medagent view", "medagent evidence", "medagent mask"]
+    assert {f["properties"]["metadata"]["agent"] for f in features} == {"insight"}
+    finding_box, view, evidence, mask = (shape(f["geometry"]) for f in features)
+
+    def bounds(region: dict[str, int]) -> tuple[float, ...]:
+        x, y, w, h = region["x"], region["y"], region["width"], region["height"]
+        return (x, y, x + w, y + h)
+
+    assert finding_box.bounds == bounds(FINDING)
+    assert view.bounds == bounds(VIEWED)
+    assert evidence.bounds == bounds(SEGMENTED)
+    assert features[0]["properties"]["name"] == "step 1 finding: a dense cellular area"
+    # The mask lies inside the segmented region and covers what the tool measured.
+    assert evidence.covers(mask) and mask.area > 0
+    numbers = features[3]["properties"]["measurements"]
+    step = report.questions[0].steps[1]
+    assert step.tool == "segment" and step.evidence is not None
+    measured = {m.name: m.value for m in step.evidence.measurements}
+    assert numbers["area px²"] == pytest.approx(mask.area, rel=1e-3)
+    assert numbers["area µm²"] == pytest.approx(measured["total_area"], rel=0.02)
+    # The tool's measurements, named with their units as QuPath shows them.
+    assert numbers["tissue_count"] == measured["tissue_count"] == 1
+    assert numbers["area_fraction (%)"] == pytest.approx(measured["area_fraction"])
