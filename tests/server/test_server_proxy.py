@@ -9,24 +9,37 @@ body limits refuse the same bodies at the proxy as at the app.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from proxy_support import BEARER, SHIPPED, TOKEN, behind_nginx
-from server_support import ANSWER, LATER_TURN, SlowModel
+from server_support import ANSWER, LATER_TURN, SCRIPT, SlowModel
 
 from medagent.errors import ConfigError
-from medagent.server import ServerConfig
-from medagent.testing import NginxProxy
+from medagent.models import ScriptedModel
+from medagent.server import ServerConfig, create_app
+from medagent.testing import NginxProxy, PostgresServer
 
 SLIDE = {"slide": "cases/tissue.tif"}
 #: The finest Deep Zoom level of the 3000 x 2000 test slide: ceil(log2(3000)) + 1 levels.
 TILE = "slide_files/12/1_1.jpeg"
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throwaway local Postgres for the replicas (skips, saying what is missing)."""
+    if importlib.util.find_spec("langgraph.checkpoint.postgres") is None:
+        pytest.skip("needs pip install 'medagent[postgres]'")
+    if PostgresServer.find_binaries() is None:
+        pytest.skip("no Postgres server binaries (apt-get install postgresql)")
+    with PostgresServer() as server:
+        yield server.url
 
 
 def _events(
@@ -214,3 +227,43 @@ def test_the_shipped_config_must_keep_the_parts_tests_point_elsewhere(tmp_path: 
     assert "listen 127.0.0.1:1;" in derived and "127.0.0.1:8001" not in derived
     assert "server 127.0.0.1:2;\n    server 127.0.0.1:3;" in derived
     assert f"proxy_cache_path {tmp_path} " in derived
+
+
+@pytest.mark.slow
+def test_two_replicas_on_postgres_keep_each_session_on_one(
+    slide_root: Any, tmp_path: Any, postgres_url: str
+) -> None:
+    served: list[tuple[int, str]] = []  # (replica, path) of every request a replica answered
+
+    def replica_app(number: int) -> Any:
+        config = ServerConfig(
+            slide_roots=(slide_root,),
+            data_dir=tmp_path / "shared",
+            checkpoint=postgres_url,
+            token=TOKEN,
+            trusted_proxies=("127.0.0.1",),
+        )
+        app = create_app(config, model_factory=lambda _: ScriptedModel(SCRIPT))
+
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                served.append((number, scope["path"]))
+            await app(scope, receive, send)
+
+        return counted
+
+    with (
+        behind_nginx([replica_app(1), replica_app(2)]) as (proxy, _),
+        httpx.Client(base_url=proxy, headers=BEARER, timeout=60) as client,
+    ):
+        sessions = [client.post("/api/sessions", json=SLIDE).json()["id"] for _ in range(16)]
+        for session in sessions:
+            for text in ("What tissue is this?", "And here?"):
+                assert _events(client, session, text)[-1][1] == "turn_end"
+            assert client.get(f"/api/sessions/{session}/{TILE}").status_code == 200
+    by_session = {
+        session: {number for number, path in served if path.startswith(f"/api/sessions/{session}")}
+        for session in sessions
+    }
+    assert all(len(replicas) == 1 for replicas in by_session.values()), by_session
+    assert set.union(*by_session.values()) == {1, 2}  # 16 sessions: both replicas used
