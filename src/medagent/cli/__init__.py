@@ -23,6 +23,7 @@ from medagent.cli import (  # noqa: F401 - register
     _optimize,
     _retrieval,
     _serve,
+    _sessions,
     _slide,
 )
 from medagent.cli._app import app, build_settings, err_console, validation_line

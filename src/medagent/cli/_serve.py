@@ -163,6 +163,21 @@ def serve(
     client_session_burst: Annotated[
         int, typer.Option(help="New sessions a client address may open at once.")
     ] = 20,
+    client_max_sessions: Annotated[
+        int,
+        typer.Option(
+            help="Live sessions a client address may hold (429 beyond: delete one or let one "
+            "expire); 0: no cap."
+        ),
+    ] = 100,
+    session_idle_hours: Annotated[
+        float,
+        typer.Option(
+            envvar="MEDAGENT_SESSION_IDLE_HOURS",
+            help="Delete a session unused this long, with its checkpoints and crops (one "
+            "answering is never deleted); 0: keep sessions for ever.",
+        ),
+    ] = 72.0,
     allowed_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -251,6 +266,8 @@ def serve(
         client_message_burst=client_message_burst,
         client_sessions_per_minute=client_sessions_per_minute,
         client_session_burst=client_session_burst,
+        client_max_sessions=client_max_sessions,
+        session_idle_hours=session_idle_hours,
         allowed_origins=tuple(allowed_origin or ()),
         trusted_proxies=tuple(trusted_proxy or ()),
     )

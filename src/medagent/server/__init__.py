@@ -26,6 +26,7 @@ from medagent.server._chat import (
     chat_agent_factory,
 )
 from medagent.server._config import ServerConfig, is_loopback
+from medagent.server._expiry import SessionListing, SessionUsage, list_sessions
 from medagent.server._security import ClientLimits, RateLimiter
 from medagent.server._state import SessionRecord
 from medagent.server._tiles import DeepZoomSlide, TileService
@@ -39,10 +40,13 @@ __all__ = [
     "DeepZoomSlide",
     "RateLimiter",
     "ServerConfig",
+    "SessionListing",
     "SessionRecord",
+    "SessionUsage",
     "TileService",
     "chat_agent_factory",
     "create_app",
     "is_loopback",
+    "list_sessions",
     "serve",
 ]

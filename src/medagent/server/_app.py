@@ -107,9 +107,16 @@ def create_app(
             # The same for the server's own blocking calls (opening sessions, tiles): forty
             # threads taking turns at the interpreter lock kept the loop waiting 200 ms.
             to_thread.current_default_thread_limiter().total_tokens = _BLOCKING_THREADS
+            # Idle sessions are removed in the background (every replica sweeps; they agree).
+            sweeps = None
+            if config.session_idle_s is not None:
+                sweeps = asyncio.create_task(chats.reaper.run(config.sweep_interval_s))
             try:
                 yield
             finally:
+                if sweeps is not None:
+                    sweeps.cancel()
+                    await asyncio.gather(sweeps, return_exceptions=True)
                 await chats.aclose()
                 if model is not None:
                     await model.aclose()

@@ -16,6 +16,7 @@ import functools
 import logging
 import re
 import shutil
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ from medagent.errors import DatabaseUnavailableError, MedagentError
 from medagent.imaging import Region, Slide, resolve_slide_source
 from medagent.server._config import ServerConfig
 from medagent.server._database import is_database_error, unreachable
+from medagent.server._expiry import SessionReaper
 from medagent.server._security import RateLimiter
-from medagent.server._state import SessionRecord, SessionStore
+from medagent.server._state import ClientCap, SessionRecord, SessionStore, session_folder
 from medagent.server._tiles import SlideKey
 from medagent.server._turns import LocalTurnLocks, TurnLocks
 
@@ -48,6 +50,7 @@ __all__ = [
     "ChatSession",
     "OpenSession",
     "RateLimitedError",
+    "SessionCapError",
     "SessionNotFoundError",
     "TurnInProgressError",
     "chat_agent_factory",
@@ -59,6 +62,17 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 class SessionNotFoundError(LookupError):
     """No session with that id (or its slide is no longer under a configured root)."""
+
+
+class SessionCapError(RuntimeError):
+    """The client holds as many live sessions as it may; it must delete one or let one expire."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        super().__init__(
+            f"this client already holds {cap} sessions, the most allowed; delete one "
+            "(DELETE /api/sessions/ID) or wait until an unused one expires"
+        )
 
 
 class TurnInProgressError(RuntimeError):
@@ -148,6 +162,7 @@ class ChatService:
         agent_factory: AgentFactory = chat_agent_factory,
         turns: TurnLocks | None = None,
         tracing: Tracing | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._roots = config.roots
@@ -162,6 +177,17 @@ class ChatService:
         self._turns = turns if turns is not None else LocalTurnLocks()
         self._tracing = tracing  # each turn's task traces to it (its spans nest per turn)
         self._limiter = RateLimiter(config.messages_per_minute, config.message_burst)
+        self._clock = clock
+        self._touched: dict[str, float] = {}  # when this replica last wrote each open one's use
+        self.reaper = SessionReaper(
+            store=store,
+            checkpointer=checkpointer,
+            turns=self._turns,
+            data_dir=config.data_dir,
+            idle_s=config.session_idle_s,
+            forget=self._forget,
+            clock=clock,
+        )
 
     def resolve(self, slide: str) -> SlideKey:
         """The slide file under a root, or the series in an allowed archive
@@ -169,12 +195,19 @@ class ChatService:
         source = resolve_slide_source(slide, self._roots, self._archives)
         return source if isinstance(source, Path) else source.url
 
-    async def create(self, slide: str) -> OpenSession:
-        """A new session on ``slide``; one that cannot be opened leaves nothing behind."""
+    async def create(self, slide: str, client: str | None = None) -> OpenSession:
+        """A new session on ``slide`` for ``client`` (``SessionCapError`` when it holds its
+        most); one that cannot be opened leaves nothing behind."""
         path = self.resolve(slide)  # refuse before anything is written
         await to_thread.run_sync(self._open_slide, path)  # a folder, a corrupt file: refused here
+        now = self._clock()
+        idle = self._config.session_idle_s
+        # Sessions already past their idle time do not count: the next sweep removes them.
+        cap = ClientCap(self._config.client_max_sessions, 0.0 if idle is None else now - idle)
         async with _reachable():
-            record = await self._store.create(slide)
+            record = await self._store.create(slide, now=now, client=client, cap=cap)
+        if record is None:
+            raise SessionCapError(cap.sessions)
         try:
             return await self.open(record.id)
         except BaseException:
@@ -183,19 +216,54 @@ class ChatService:
             raise
 
     async def _discard(self, session_id: str) -> None:
-        self._open.pop(session_id, None)
+        self._forget(session_id)
         await self._store.delete(session_id)
         await to_thread.run_sync(
             functools.partial(shutil.rmtree, self._folder(session_id), ignore_errors=True)
         )
 
     def _folder(self, session_id: str) -> Path:
-        return self._config.data_dir / "sessions" / session_id
+        return session_folder(self._config.data_dir, session_id)
+
+    def _forget(self, session_id: str) -> None:
+        """Drop what this replica keeps of a session (removed, or evicted from memory)."""
+        self._open.pop(session_id, None)
+        self._touched.pop(session_id, None)
+
+    async def _touch(self, session_id: str, *, always: bool = False) -> None:
+        """Record that the session is in use, at most every ``touch_interval_s`` unless
+        ``always``; ``SessionNotFoundError`` when it was removed (here or by another replica)."""
+        now = self._clock()
+        last = self._touched.get(session_id)
+        if not always and last is not None and now - last < self._config.touch_interval_s:
+            return
+        async with _reachable():
+            alive = await self._store.touch(session_id, now)
+        if not alive:
+            self._forget(session_id)
+            raise SessionNotFoundError(session_id)
+        if session_id in self._open:
+            self._touched[session_id] = now
+
+    async def delete(self, session_id: str) -> None:
+        """Remove the session, its checkpoints and crops (``TurnInProgressError`` while it
+        answers, ``SessionNotFoundError`` when there is none)."""
+        if not _SESSION_ID.fullmatch(session_id):
+            raise SessionNotFoundError(session_id)
+        if session_id in self._running:
+            raise TurnInProgressError(session_id)
+        async with _reachable():
+            outcome = await self.reaper.remove(session_id)
+        if outcome == "busy":
+            raise TurnInProgressError(session_id)
+        if outcome == "missing":
+            raise SessionNotFoundError(session_id)
 
     async def open(self, session_id: str) -> OpenSession:
         """The session, its agent built on first use; ``SessionNotFoundError`` when unknown."""
         found = self._open.get(session_id)
         if found is not None:
+            await self._touch(session_id)  # also how a removal elsewhere is noticed here
             self._open.move_to_end(session_id)
             return found
         if not _SESSION_ID.fullmatch(session_id):
@@ -204,6 +272,8 @@ class ChatService:
             record = await self._store.get(session_id)
         if record is None:
             raise SessionNotFoundError(session_id)
+        # Before its folder is made: a session swept meanwhile is not brought back half.
+        await self._touch(session_id, always=True)
         try:
             # Resolved again on every load: roots may have changed since the session began.
             path = self.resolve(record.slide)
@@ -227,11 +297,12 @@ class ChatService:
             return found
         session = OpenSession(record=record, slide_path=path, artifacts=artifacts, agent=agent)
         self._open[session_id] = session
+        self._touched[session_id] = self._clock()
         while len(self._open) > self._config.open_agents:
             oldest = next(iter(self._open))
             if oldest in self._running:
                 break  # never drop an agent mid-turn; the bound is soft
-            del self._open[oldest]
+            self._forget(oldest)
         return session
 
     async def history(self, session: OpenSession) -> list[ChatEvent]:
@@ -251,6 +322,12 @@ class ChatService:
             raise RateLimitedError(wait)
         if not await self._turns.try_acquire(session_id):  # answering on another replica
             raise TurnInProgressError(session_id)
+        try:
+            # Under the lock, which a removal holds too: removed before → 404; after → never.
+            await self._touch(session_id, always=True)
+        except BaseException:
+            await asyncio.shield(self._turns.release(session_id))
+            raise
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         pump = self._pump(session, text, region, queue)
         if self._tracing is not None:
@@ -293,6 +370,8 @@ class ChatService:
             )
         finally:
             try:
+                with contextlib.suppress(Exception):  # idle from the turn's end, not its start
+                    await asyncio.shield(self._store.touch(session_id, self._clock()))
                 # Before the stream ends, so a client that asks again at once (through any
                 # replica) finds the session free; shielded: a turn cancelled at shutdown
                 # still gives it back.

@@ -120,6 +120,18 @@ class ServerConfig(BaseModel):
         description="Most megapixels a single-level image (PNG, JPEG, DICOM, untiled TIFF) may "
         "decode to, checked from its header; pyramidal slides are read by tile, unaffected.",
     )
+    session_idle_hours: float = Field(
+        72.0,
+        ge=0,
+        description="A session unused this long is deleted with its checkpoints and crops "
+        "(a periodic sweep; one answering is never swept); 0: sessions never expire.",
+    )
+    client_max_sessions: int = Field(
+        100,
+        ge=0,
+        description="Live sessions one client address may hold (429 beyond: delete one or let "
+        "one expire); 0: no cap.",
+    )
     open_agents: int = Field(256, ge=1, description="Session agents kept in memory.")
     active_turns: int = Field(
         32, ge=1, description="Turns running at once, all sessions; later ones wait their turn."
@@ -221,6 +233,25 @@ class ServerConfig(BaseModel):
         if is_loopback(self.host) and not self.token:
             return frozenset({"localhost", "127.0.0.1", "::1", self.host.strip("[]").lower()})
         return None
+
+    @property
+    def session_idle_s(self) -> float | None:
+        """Seconds of disuse after which a session is swept; ``None``: never."""
+        return self.session_idle_hours * 3600 if self.session_idle_hours > 0 else None
+
+    @property
+    def sweep_interval_s(self) -> float:
+        """How often the sweep runs: a tenth of the idle time, between 0.5 s and 10 min."""
+        idle = self.session_idle_s
+        return 600.0 if idle is None else min(600.0, max(0.5, idle / 10))
+
+    @property
+    def touch_interval_s(self) -> float:
+        """How often a replica writes that a session it keeps open was used: at most once a
+        minute (tiles come by the hundred), and well inside the idle time, so a session
+        swept elsewhere is noticed here before anything of it is served again."""
+        idle = self.session_idle_s
+        return 60.0 if idle is None else min(60.0, idle / 4)
 
     @property
     def image_threads(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -79,6 +79,26 @@ class PostgresDatabase:
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows as tuples, whatever row factory the pool's connections use."""
         return await self._run(sql, params, fetch=True)
+
+    async def transaction(
+        self, statements: Sequence[tuple[str, tuple[Any, ...]]]
+    ) -> list[tuple[Any, ...]]:
+        """Run ``statements`` in one transaction on one connection; the last one's rows (none
+        when it returns nothing). What a statement needs to see the effect of a lock taken by
+        the one before it (an advisory transaction lock, then a check-and-insert)."""
+        from psycopg.rows import tuple_row  # type: ignore[import-not-found, unused-ignore]
+
+        try:
+            async with asyncio.timeout(2 * self.timeout_s):
+                async with self.pool.connection() as connection, connection.transaction():
+                    cursor = connection.cursor(row_factory=tuple_row)
+                    for sql, params in statements:
+                        await cursor.execute(sql, params)
+                    return list(await cursor.fetchall()) if cursor.description else []
+        except Exception as exc:
+            if is_database_error(exc):
+                raise unreachable(exc) from None
+            raise
 
     async def setup(self, create: Callable[[], Awaitable[None]]) -> None:
         """Run ``create`` (another library's table setup) with this pool's error translation."""

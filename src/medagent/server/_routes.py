@@ -38,6 +38,7 @@ from medagent.server._chat import (
     ChatService,
     OpenSession,
     RateLimitedError,
+    SessionCapError,
     SessionNotFoundError,
     TurnInProgressError,
 )
@@ -191,6 +192,11 @@ def add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RateLimitedError, rate_limited)
 
+    def session_cap(request: Request, exc: Exception) -> Response:
+        return _error(429, str(exc))
+
+    app.add_exception_handler(SessionCapError, session_cap)
+
     def database_down(request: Request, exc: Exception) -> Response:
         # A fixed line: the driver's text names hosts and ports the client has no use for.
         return _error(503, str(exc), **{"Retry-After": "5"})
@@ -246,8 +252,14 @@ def api_router() -> APIRouter:
             return _error(
                 429, f"too many new sessions; retry in {wait} s", **{"Retry-After": str(wait)}
             )
-        session = await _chats(request).create(body.slide)
+        session = await _chats(request).create(body.slide, client=_client(request))
         return await _session_info(request, session)
+
+    @router.delete("/api/sessions/{session_id}", status_code=204)
+    async def delete_session(request: Request, session_id: str) -> Response:
+        """The session, its checkpoints and its crops, gone (409 while it answers)."""
+        await _chats(request).delete(session_id)
+        return Response(status_code=204)
 
     @router.get("/api/sessions/{session_id}")
     async def get_session(request: Request, session_id: str) -> dict[str, Any]:
