@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -61,11 +62,13 @@ def create_app(
     model_factory: Callable[[str], ChatModel] | None = None,
     agent_factory: AgentFactory = chat_agent_factory,
     tracing: Tracing | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The web app. Give one ``model`` shared by every session (the app closes it on
     shutdown), or a ``model_factory`` building one per session id (e.g. a scripted test
     double that replays its script from the start in each session). With ``tracing``, every
-    chat turn is traced to it (a turn span per message, its steps, model and tool calls)."""
+    chat turn is traced to it (a turn span per message, its steps, model and tool calls).
+    ``clock`` (wall-clock seconds) dates each session's use, for idle expiry."""
     if (model is None) == (model_factory is None):
         raise ConfigError("give exactly one of model= or model_factory=")
 
@@ -94,6 +97,7 @@ def create_app(
                 open_slide=tiles.shared,
                 agent_factory=TurnGate(config.active_turns).wrap(agent_factory),
                 tracing=tracing,
+                clock=clock,
             )
             app.state.chats = chats
             # Checking an upload decodes it: a few at a time, however many arrive at once.

@@ -310,6 +310,7 @@ async def open_stores(config: ServerConfig) -> AsyncIterator[Stores]:
         await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
         await to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
         saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+        await saver.setup()  # now, not at the first write: a removal may come before any turn
         import aiosqlite
 
         db = await stack.enter_async_context(aiosqlite.connect(data_dir / "sessions.sqlite"))
