@@ -10,7 +10,8 @@ not a model's). Then:
    reported as p50/p95 for the first event, for every event, and for turn_end.
 2. Tiles: every tile of the Deep Zoom pyramid fetched once by 16 clients (cold: rendered), then
    again (warm: from the tile cache): tiles per second.
-3. The server's resident memory (VmRSS) and peak (VmHWM) from /proc.
+3. The server's resident memory (VmRSS) idle, after the chat (and per session: the growth over
+   the sessions it holds) and after the tiles, and its peak (VmHWM), from /proc.
 
 With ``--proxy`` the same load goes through nginx with the shipped ``deploy/nginx/medagent.conf``
 in front of ``--replicas`` (2) servers sharing one throwaway Postgres (``--checkpoint``; one
@@ -20,6 +21,7 @@ access check; memory is reported per replica.
 
     python benchmarks/bench_server.py [--sessions 50] [--turns 3] [--slide PATH]
     python benchmarks/bench_server.py --proxy --sessions 500 --turns 3
+    python benchmarks/bench_server.py --sessions 1000 --turns 1   # memory per session
 
 Without ``--slide`` it uses the real CMU slide from ../shared/data when present, else a
 generated 20,000 x 15,000 px pyramid.
@@ -259,11 +261,13 @@ def main() -> None:
         users = args.sessions + 1
         limits = ["--burst", str(args.turns), "--messages-per-minute", "600"]
         limits += ["--client-session-burst", str(users), "--client-sessions-per-minute", "6000"]
+        limits += ["--client-max-sessions", str(users)]
         limits += ["--client-message-burst", str(users * args.turns)]
         limits += ["--client-messages-per-minute", "60000", *args.serve_args]
         processes, base, setup = _replicas(slide, work, args, limits, stack)
         idle = [_memory(process.pid)[0] for process in processes]
         chat = asyncio.run(_chat_load(base, slide.name, args.sessions, args.turns, args.proxy))
+        loaded = [_memory(process.pid)[0] for process in processes]
         count, cold, warm = asyncio.run(_tiles(base, slide.name, proxied=args.proxy))
         after = [_memory(process.pid) for process in processes]
     print(f"slide: {slide.name}; {os.cpu_count()} CPUs; {setup}; medagent serve (scripted)")
@@ -281,9 +285,14 @@ def main() -> None:
         )
     cached = "from nginx's cache" if args.proxy else "from the tile cache"
     print(f"tiles: {count} tiles, cold {cold:.0f} tiles/s, warm ({cached}) {warm:.0f} tiles/s")
-    for number, (idle_rss, (rss, peak)) in enumerate(zip(idle, after, strict=True), 1):
+    for number, (idle_rss, chat_rss, (rss, peak)) in enumerate(
+        zip(idle, loaded, after, strict=True), 1
+    ):
+        # Sessions spread over the replicas: each holds about its share.
+        per_session = (chat_rss - idle_rss) * 1024 / max(1, args.sessions / len(processes))
         print(
-            f"server {number} memory: idle {idle_rss:.0f} MiB, after load {rss:.0f} MiB, "
+            f"server {number} memory: idle {idle_rss:.0f} MiB, after the chat {chat_rss:.0f} MiB "
+            f"({per_session:.0f} KiB per session), after the tiles {rss:.0f} MiB, "
             f"peak {peak:.0f} MiB"
         )
     if chat["errors"]:

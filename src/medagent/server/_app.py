@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app", "return_freed_memory", "serve"]
 
+#: How long an idle keep-alive connection stays open. Longer than clients keep theirs (httpx
+#: 5 s, nginx's upstream pool 60 s): with uvicorn's 5 s, a client reusing a connection just
+#: as the server closed it had its request reset — under 1,000 clients, when the event loop
+#: runs late, the close came after the request had arrived (``httpx.ReadError``).
+_KEEP_ALIVE_S = 75
 #: Threads for the server's blocking calls (anyio's default is 40).
 _BLOCKING_THREADS = 8
 STATIC = Path(str(resources.files("medagent.server") / "static"))
@@ -199,6 +204,7 @@ def serve(app: FastAPI, config: ServerConfig) -> None:
         port=config.port,
         log_level="info",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=_KEEP_ALIVE_S,
         proxy_headers=False,  # client addresses are not trusted from headers by default
     )
     redact_logs(config.token)  # after uvicorn.Config, which sets up the log handlers
