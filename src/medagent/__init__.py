@@ -34,8 +34,8 @@ from medagent.models import (
 from medagent.settings import Settings
 
 if TYPE_CHECKING:
-    from medagent.agents.giant import GiantConfig, GiantNavigator, GiantResult
     from medagent._trace import Tracing
+    from medagent.agents.giant import GiantConfig, GiantNavigator, GiantResult
     from medagent.agents.insight import InsightAgent, InsightConfig, InsightReport
 
 _LAZY = {
