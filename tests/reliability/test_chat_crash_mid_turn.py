@@ -24,12 +24,9 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +38,7 @@ from medagent.agents.chat import ChatAgent, ChatEvent
 from medagent.artifacts import ArtifactStore
 from medagent.models import Message, Reply, ScriptedModel
 from medagent.testing import free_port, synthetic_tissue, write_pyramid_tiff
+from server_process_support import ServerProcess, start_server, stop_server
 
 ZOOM = {"name": "zoom", "arguments": {"x": 400, "y": 300, "width": 800, "height": 600}}
 #: Each turn: a zoom, then the answer.
@@ -48,7 +46,6 @@ SCRIPT: list[dict[str, Any]] = [{"tool_calls": [ZOOM]}, {"text": "Glands in a lo
 HANG = "[hang]"
 REGION = {"x": 100, "y": 200, "width": 300, "height": 200}
 #: Generous: the machine running the tests may be loaded.
-START_S = 180.0
 READ_S = 180.0
 
 
@@ -79,53 +76,13 @@ def _serve_hanging(root: Path, data: Path, port: int) -> None:
 # -- a real server, killed --------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=httpx.Timeout(READ_S, connect=30.0))
-
-
-def _start(command: list[str], port: int, log: Path) -> Server:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    _stop(server)
-    pytest.fail(f"the server did not start in {START_S:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-
-
 @pytest.fixture
-def servers() -> Iterator[list[Server]]:
+def servers() -> Iterator[list[ServerProcess]]:
     """Every server a test starts, stopped at the end whatever happened."""
-    started: list[Server] = []
+    started: list[ServerProcess] = []
     yield started
     for server in started:
-        _stop(server)
+        stop_server(server)
 
 
 def _stream(
@@ -166,14 +123,16 @@ def _turns(events: list[dict[str, Any]]) -> dict[int, list[str]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["model", "region"])
 def test_a_server_killed_after_turn_start_keeps_the_message_and_finishes_the_turn_whole(
-    tmp_path: Path, servers: list[Server], where: str
+    tmp_path: Path, servers: list[ServerProcess], where: str
 ) -> None:
     root, data, log = tmp_path / "slides", tmp_path / "data", tmp_path / "server.log"
     root.mkdir()
     write_pyramid_tiff(root / "tissue.tif", synthetic_tissue(1200, 900, seed=5), levels=2)
     port = free_port()
     servers.append(
-        _start([sys.executable, __file__, "serve", str(root), str(data), str(port)], port, log)
+        start_server(
+            [sys.executable, __file__, "serve", str(root), str(data), str(port)], port, log
+        )
     )
     with servers[0].client() as client:
         session = client.post("/api/sessions", json={"slide": "tissue.tif"}).json()["id"]
@@ -193,7 +152,7 @@ def test_a_server_killed_after_turn_start_keeps_the_message_and_finishes_the_tur
     port = free_port()
     command = [sys.executable, "-m", "medagent", "serve", "--slides", str(root)]
     command += ["--data", str(data), "--port", str(port), "--backend", "scripted"]
-    servers.append(_start([*command, "--script", str(script)], port, log))
+    servers.append(start_server([*command, "--script", str(script)], port, log))
     with servers[1].client() as client:
         history = client.get(f"/api/sessions/{session}/history").json()["events"]
         starts = [(e["turn"], e["text"]) for e in history if e["type"] == "turn_start"]

@@ -22,20 +22,18 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from medagent.models import Message, Reply, ScriptedModel
 from medagent.testing import PostgresServer, free_port
+from server_process_support import ServerProcess, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +42,6 @@ SCRIPT: list[dict[str, Any]] = [{"tool_calls": [ZOOM]}, {"text": "Glands in a lo
 HANG = "[hang]"
 SLIDE = "cases/tissue.tif"
 #: Generous: the machine running the tests may be loaded.
-START_S = 180.0
 READ_S = 180.0
 
 
@@ -70,46 +67,6 @@ def _serve_held(root: Path, data: Path, port: int, url: str, release: Path) -> N
     serve(create_app(config, model_factory=lambda _: HeldModel(SCRIPT, release)), config)
 
 
-@dataclass
-class Replica:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=httpx.Timeout(READ_S, connect=30.0))
-
-
-def _start(command: list[str], port: int, log: Path) -> Replica:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    replica = Replica(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"a replica exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{replica.url}/healthz", timeout=5).status_code == 200:
-                return replica
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    _stop(replica)
-    pytest.fail(f"a replica did not start in {START_S:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(replica: Replica) -> None:
-    if replica.process.poll() is None:
-        replica.process.terminate()
-        try:
-            replica.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            replica.process.kill()
-            replica.process.wait()
-
-
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
     """A throwaway server of the test's own: the restart case stops and starts it."""
@@ -122,32 +79,34 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def replicas() -> Iterator[list[Replica]]:
+def replicas() -> Iterator[list[ServerProcess]]:
     """Every replica a test starts, stopped at the end whatever happened."""
-    started: list[Replica] = []
+    started: list[ServerProcess] = []
     yield started
     for replica in started:
-        _stop(replica)
+        stop_server(replica)
 
 
-def _held_replica(root: Path, tmp_path: Path, url: str, name: str) -> Replica:
+def _held_replica(root: Path, tmp_path: Path, url: str, name: str) -> ServerProcess:
     port = free_port()
     command = [sys.executable, __file__, "serve", str(root), str(tmp_path / "shared"), str(port)]
-    return _start([*command, url, str(tmp_path / "release")], port, tmp_path / f"{name}.log")
+    return start_server([*command, url, str(tmp_path / "release")], port, tmp_path / f"{name}.log")
 
 
-def _medagent_replica(root: Path, tmp_path: Path, url: str, name: str, *extra: str) -> Replica:
+def _medagent_replica(
+    root: Path, tmp_path: Path, url: str, name: str, *extra: str
+) -> ServerProcess:
     script = tmp_path / "script.jsonl"
     script.write_text("".join(json.dumps(line) + "\n" for line in SCRIPT))
     port = free_port()
     command = [sys.executable, "-m", "medagent", "serve", "--slides", str(root)]
     command += ["--data", str(tmp_path / "shared"), "--port", str(port), "--checkpoint", url]
     command += ["--backend", "scripted", "--script", str(script), *extra]
-    return _start(command, port, tmp_path / f"{name}.log")
+    return start_server(command, port, tmp_path / f"{name}.log")
 
 
 def _send(
-    replica: Replica, session: str, text: str, *, leave: bool = False
+    replica: ServerProcess, session: str, text: str, *, leave: bool = False
 ) -> tuple[int, list[dict[str, Any]], str]:
     """Status, the events and an error's detail; with ``leave``, the stream is left at the
     first ``turn_start`` (the turn goes on in the replica)."""
@@ -166,7 +125,7 @@ def _send(
         return 200, events, ""
 
 
-def _history(replica: Replica, session: str) -> list[dict[str, Any]]:
+def _history(replica: ServerProcess, session: str) -> list[dict[str, Any]]:
     with replica.client() as client:
         reply = client.get(f"/api/sessions/{session}/history")
     assert reply.status_code == 200, reply.text
@@ -187,7 +146,7 @@ def _turns(events: list[dict[str, Any]]) -> dict[int, list[str]]:
 
 
 def test_one_turn_at_a_time_across_replicas_and_a_killed_replicas_turn_is_finished_by_another(
-    slide_root: Path, tmp_path: Path, postgres: PostgresServer, replicas: list[Replica]
+    slide_root: Path, tmp_path: Path, postgres: PostgresServer, replicas: list[ServerProcess]
 ) -> None:
     held = [_held_replica(slide_root, tmp_path, postgres.url, name) for name in ("a", "b")]
     replicas.extend(held)
@@ -228,7 +187,7 @@ def test_one_turn_at_a_time_across_replicas_and_a_killed_replicas_turn_is_finish
 
 
 def test_a_replica_answers_503_while_postgres_restarts_and_then_works_again(
-    slide_root: Path, tmp_path: Path, postgres: PostgresServer, replicas: list[Replica]
+    slide_root: Path, tmp_path: Path, postgres: PostgresServer, replicas: list[ServerProcess]
 ) -> None:
     replica = _medagent_replica(slide_root, tmp_path, postgres.url, "r", "--db-timeout", "2")
     replicas.append(replica)
