@@ -308,3 +308,18 @@ def test_a_hugging_face_copy_reads_like_the_csv(tcga: tuple[Path, Path], tmp_pat
     for copy in ("one", "test.parquet"):
         got = load_slidebench(tmp_path / "hf" / copy, slide_roots=[slides])
         assert [i.model_dump() for i in got.items] == [i.model_dump() for i in want.items]
+
+
+def test_a_hugging_face_dict_without_split_says_how_to_choose(
+    tcga: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import datasets
+
+    data, slides = tcga
+    datasets.load_dataset("csv", data_files={"test": str(data)}).save_to_disk(str(tmp_path / "d"))
+    # SlideBench takes no --split: the message also names the split's own folder.
+    with pytest.raises(ConfigError, match="give the split's own folder or file as --data"):
+        load_slidebench(tmp_path / "d", slide_roots=[slides])
+    assert len(load_slidebench(tmp_path / "d" / "test", slide_roots=[slides]).items) == len(
+        load_slidebench(data, slide_roots=[slides]).items
+    )

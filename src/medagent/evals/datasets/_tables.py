@@ -140,7 +140,10 @@ def table_splits(path: Path | str) -> list[str]:
 
 def _no_split(path: Path, split: str, found: Sequence[str]) -> ConfigError:
     have = ", ".join(found) if found else "none"
-    return ConfigError(f"{path} has no split {split!r} (it has: {have}); pass --split")
+    return ConfigError(
+        f"{path} has no split {split!r} (it has: {have}); pass --split, or give the split's "
+        "own folder or file as --data"
+    )
 
 
 def open_table(path: Path | str, *, split: str | None = None, what: str = "dataset") -> Table:
