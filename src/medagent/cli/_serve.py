@@ -66,6 +66,18 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MEDAGENT_ADMIN_TOKEN",
+            metavar="TOKEN",
+            help="Secret of the admin routes (16+ URL-safe characters, not --token): GET "
+            "/api/admin/sessions lists every session, DELETE /api/admin/sessions/ID deletes "
+            "one. Only 'Authorization: Bearer TOKEN' on a direct connection, never through a "
+            "proxy. [off: those routes answer 404]",
+            show_default=False,
+        ),
+    ] = None,
     data: Annotated[
         Path,
         typer.Option(
@@ -246,6 +258,7 @@ def serve(
         host=host,
         port=port,
         token=token,
+        admin_token=admin_token,
         data_dir=data,
         checkpoint=checkpoint,
         db_pool_min=db_pool_min,
@@ -287,4 +300,11 @@ def serve(
             markup=False,
             highlight=False,
         )
+        if config.admin_token:
+            err_console.print(
+                f"medagent: admin routes at {where}api/admin/sessions "
+                "('Authorization: Bearer ADMIN_TOKEN'; direct to this port, not via a proxy)",
+                markup=False,
+                highlight=False,
+            )
         run(application, config)

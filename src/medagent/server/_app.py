@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from medagent._asgi import BodyLimit
 from medagent.errors import ConfigError
+from medagent.server._admin import admin_router
 from medagent.server._chat import AgentFactory, ChatService, chat_agent_factory
 from medagent.server._config import ServerConfig
 from medagent.server._limits import TurnGate
@@ -105,6 +106,7 @@ def create_app(
                 clock=clock,
             )
             app.state.chats = chats
+            app.state.sessions = stores.sessions  # the admin listing reads the table itself
             # Checking an upload decodes it: a few at a time, however many arrive at once.
             app.state.upload_checks = anyio.CapacityLimiter(config.upload_checks)
             # Agents run image work with asyncio.to_thread, whose default pool is CPUs + 4
@@ -139,6 +141,7 @@ def create_app(
         openapi_url="/api/openapi.json",
     )
     app.state.config = config
+    app.state.clock = clock
     app.state.tiles = tiles = TileService(
         tile_size=config.tile_size,
         overlap=config.tile_overlap,
@@ -159,6 +162,8 @@ def create_app(
     app.include_router(api_router())
     app.include_router(upload_router())
     app.include_router(review_router())
+    if config.admin_token is not None:
+        app.include_router(admin_router())
 
     @app.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
@@ -182,6 +187,7 @@ def create_app(
         token=config.token,
         hosts=config.hosts,
         origins=config.origins,
+        admin_token=config.admin_token,
     )
     if config.trusted_proxies:
         # Outermost: the client address (per-client limits) and scheme (the Origin check)
@@ -195,7 +201,7 @@ def create_app(
 
 def serve(app: FastAPI, config: ServerConfig) -> None:
     """Run ``app`` with uvicorn on the configured host and port until interrupted; nothing it
-    logs shows the token."""
+    logs shows either token."""
     import uvicorn
 
     settings = uvicorn.Config(
@@ -208,6 +214,8 @@ def serve(app: FastAPI, config: ServerConfig) -> None:
         proxy_headers=False,  # client addresses are not trusted from headers by default
     )
     redact_logs(config.token)  # after uvicorn.Config, which sets up the log handlers
+    if config.admin_token:
+        redact_logs(config.admin_token)
     return_freed_memory()
     uvicorn.Server(settings).run()
 

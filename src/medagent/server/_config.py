@@ -49,6 +49,12 @@ class ServerConfig(BaseModel):
         pattern=r"^[A-Za-z0-9._~+/=-]{16,}$",
         description="Shared secret, 16+ URL-safe characters; required off loopback.",
     )
+    admin_token: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._~+/=-]{16,}$",
+        description="Secret of the admin routes (/api/admin/: every session listed, any "
+        "deleted), 16+ URL-safe characters, not the token; None: those routes answer 404.",
+    )
     data_dir: Path = Field(
         Path(".medagent/server"),
         description="Session table, SQLite checkpoints and crops (shared storage for replicas).",
@@ -184,6 +190,12 @@ class ServerConfig(BaseModel):
             raise ValueError(
                 f"db_pool_min {self.db_pool_min} is above db_pool_max {self.db_pool_max}; "
                 "lower the first or raise the second"
+            )
+        if self.admin_token is not None and self.admin_token == self.token:
+            # Every user holds the token: the admin routes would be everyone's.
+            raise ValueError(
+                "admin_token: it is the token every user holds; give the admin routes a "
+                "secret of their own (--admin-token or MEDAGENT_ADMIN_TOKEN)"
             )
         if self.trusted_proxies and not self.token:
             raise ValueError(

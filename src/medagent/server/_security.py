@@ -20,6 +20,13 @@ Behind a reverse proxy every request reaches the app from the proxy's address, o
 127.0.0.1: "loopback needs no token" would then admit the whole network. So a request that
 carries a proxy's headers (``Forwarded``, ``X-Forwarded-For``, ``X-Real-IP``) is remote, and a
 server without a token refuses it; the shipped nginx config sets those headers.
+
+The admin routes (``/api/admin/``) list every session, and a session id is all it takes to
+read a session, so they cannot sit behind a token every user holds. They take only their own
+token (``--admin-token``), only as ``Authorization: Bearer``, never the cookie (a page never
+holds it), and only on a direct connection: a request carrying a proxy's headers is refused,
+so an admin reaches a replica on its own port (loopback, VPN), not through the public proxy.
+Without an admin token they answer 404, whoever asks.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from medagent._asgi import send_json
 from medagent.server._config import origin_netloc
 
 __all__ = [
+    "ADMIN_PREFIX",
     "COOKIE",
     "PROXY_HEADERS",
     "RAW_BODY_PATHS",
@@ -46,6 +54,8 @@ __all__ = [
 ]
 
 COOKIE = "medagent_token"
+#: Routes under this prefix take the admin token, and nothing else (see the module's note).
+ADMIN_PREFIX = "/api/admin"
 #: Paths anyone may fetch: vendored viewer code and a liveness probe hold nothing private.
 _PUBLIC_PREFIXES = ("/static/", "/healthz")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -61,6 +71,17 @@ def _host_name(value: str) -> str:
     if value.startswith("["):
         return value[1:].split("]", 1)[0]
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _bearer(headers: dict[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if one was sent."""
+    authorization = headers.get("authorization", "")
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+
+
+def _equal(presented: str | None, secret: bytes) -> bool:
+    """Constant-time: how long a refusal takes says nothing of how much of a guess was right."""
+    return presented is not None and hmac.compare_digest(presented.encode(), secret)
 
 
 def _cookie(header: str, name: str) -> str | None:
@@ -83,15 +104,17 @@ class RequestGuard:
         token: str | None,
         hosts: frozenset[str] | None,
         origins: frozenset[str] = frozenset(),
+        admin_token: str | None = None,
     ) -> None:
         self.app = app
         self._token = token.encode() if token else None
+        self._admin_token = admin_token.encode() if admin_token else None
         self._hosts = hosts
         self._origins = origins
 
     def _matches(self, presented: str | None) -> bool:
         assert self._token is not None
-        return presented is not None and hmac.compare_digest(presented.encode(), self._token)
+        return _equal(presented, self._token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # the app has no WebSocket routes: refuse, unchecked
@@ -107,6 +130,9 @@ class RequestGuard:
             )
             return
         path: str = scope["path"]
+        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+            await self._admin(scope, receive, send, headers)
+            return
         public = path.startswith(_PUBLIC_PREFIXES)
         if self._token is None and not public and not PROXY_HEADERS.isdisjoint(headers):
             await send_json(
@@ -128,11 +154,8 @@ class RequestGuard:
         if path == "/" and "token" in query:
             await self._enter_page(query, send)
             return
-        presented: str | None = None
-        authorization = headers.get("authorization", "")
-        if authorization[:7].lower() == "bearer ":
-            presented = authorization[7:].strip()
-        elif "cookie" in headers:
+        presented = _bearer(headers)
+        if presented is None and "cookie" in headers:
             presented = _cookie(headers["cookie"], COOKIE)
         if presented is None:
             await send_json(
@@ -149,6 +172,46 @@ class RequestGuard:
                 401,
                 "wrong token; use the one the server was started with",
                 [(b"www-authenticate", b'Bearer realm="medagent", error="invalid_token"')],
+            )
+            return
+        await self.app(scope, receive, send)
+
+    async def _admin(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        """An admin route: the admin token as a bearer, on a direct connection, or nothing."""
+        if self._admin_token is None:  # off: as if the routes did not exist
+            await send_json(send, 404, "Not Found")
+            return
+        if not PROXY_HEADERS.isdisjoint(headers):
+            await send_json(
+                send,
+                403,
+                "admin routes are not served through a proxy; call a replica directly on its "
+                "own port (loopback or VPN)",
+            )
+            return
+        refused = self._write_refusal(scope, headers) if scope["method"] in _WRITES else None
+        if refused is not None:
+            await send_json(send, *refused)
+            return
+        presented = _bearer(headers)
+        if presented is None:
+            await send_json(
+                send,
+                401,
+                "admin routes need 'Authorization: Bearer ADMIN_TOKEN' (the server's "
+                "--admin-token); the user token and the page's cookie do not open them",
+                [(b"www-authenticate", b'Bearer realm="medagent-admin"')],
+            )
+            return
+        if not _equal(presented, self._admin_token):
+            await send_json(
+                send,
+                401,
+                "wrong admin token; use the server's --admin-token (the user token does not "
+                "open admin routes)",
+                [(b"www-authenticate", b'Bearer realm="medagent-admin", error="invalid_token"')],
             )
             return
         await self.app(scope, receive, send)
