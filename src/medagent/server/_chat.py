@@ -6,6 +6,8 @@ A session is written only once its slide has opened, and forgotten again if anyt
 that fails: a failed create leaves no row and no folder. One turn at a time per session holds
 across replicas (``TurnLocks``); while the database is unreachable, requests fail with
 ``DatabaseUnavailableError`` (a 503) and turns end with an error event, never a traceback.
+A turn whose lock is lost while it runs (its connection dropped) is stopped at once, its
+stream ending with an error event: another replica may start the session's next turn now.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from medagent.server._expiry import SessionReaper
 from medagent.server._security import RateLimiter
 from medagent.server._state import ClientCap, SessionRecord, SessionStore, session_folder
 from medagent.server._tiles import SlideKey
-from medagent.server._turns import LocalTurnLocks, TurnLocks
+from medagent.server._turns import LOCK_LOST, LocalTurnLocks, TurnLocks
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -175,6 +177,8 @@ class ChatService:
         self._open: OrderedDict[str, OpenSession] = OrderedDict()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._turns = turns if turns is not None else LocalTurnLocks()
+        self._turns.on_lost(self._stop_turns)
+        self._lock_lost: set[str] = set()  # turns being stopped because their lock is gone
         self._tracing = tracing  # each turn's task traces to it (its spans nest per turn)
         self._limiter = RateLimiter(config.messages_per_minute, config.message_burst)
         self._clock = clock
@@ -338,6 +342,16 @@ class ChatService:
         task.add_done_callback(lambda _: self._running.pop(session_id, None))
         return _drain(queue)
 
+    def _stop_turns(self, sessions: frozenset[str]) -> None:
+        """Cancel the turns of ``sessions``, whose locks are gone: another replica may start
+        a turn of one now, and two at once would interleave its history. The write-ahead
+        checkpoint keeps each cut-off turn for the next message to finish."""
+        for session_id in sessions:
+            task = self._running.get(session_id)
+            if task is not None and not task.done():
+                self._lock_lost.add(session_id)
+                task.cancel()
+
     async def _pump(
         self,
         session: OpenSession,
@@ -347,11 +361,22 @@ class ChatService:
     ) -> None:
         session_id = session.record.id
         where: dict[str, int] = {}  # the turn an error belongs to, once one has started
+        ended = False
         try:
             async for event in session.agent.astream(session_id, text, region=region):
                 ended = event.type == "turn_end"
                 where = {} if ended else {"turn": event.turn, "seq": event.seq + 1}
                 queue.put_nowait(event.model_dump(mode="json"))
+        except asyncio.CancelledError:
+            if session_id not in self._lock_lost:
+                raise  # shutdown
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # stopped on purpose, and told: the stream ends normally
+            if not ended:
+                queue.put_nowait(
+                    {"type": "error", "thread_id": session_id, "text": LOCK_LOST, **where}
+                )
         except MedagentError as exc:
             queue.put_nowait({"type": "error", "thread_id": session_id, "text": str(exc), **where})
         except Exception as exc:
@@ -377,6 +402,7 @@ class ChatService:
                 # still gives it back.
                 await asyncio.shield(self._turns.release(session_id))
             finally:
+                self._lock_lost.discard(session_id)
                 queue.put_nowait(None)
 
     async def aclose(self) -> None:
