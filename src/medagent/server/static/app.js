@@ -3,31 +3,10 @@
 // `show(event)`, so a reloaded page looks exactly like the live one.
 /* global OpenSeadragon */
 
-const $ = (id) => document.getElementById(id);
+import { $, api, el, fmt } from "./page.js";
+
 const state = { session: null, viewer: null, opened: false, pendingBoxes: [], region: null,
   selecting: false, turns: new Map(), busy: false };
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { "Content-Type": "application/json" } });
-  if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail; } catch { /* not JSON */ }
-    const error = new Error(detail);
-    error.status = response.status;
-    error.retryAfter = response.headers.get("Retry-After");
-    throw error;
-  }
-  return response;
-}
-
-const fmt = (r) => `x ${r.x}, y ${r.y}, ${r.width} × ${r.height} px`;
 
 // ---- choosing a slide ------------------------------------------------------------------
 async function showPicker() {

@@ -4,30 +4,15 @@
 // Plain module, no build step; the address (?run=R&item=I) says what is shown.
 /* global OpenSeadragon */
 
-const $ = (id) => document.getElementById(id);
+import { $, api, el, fmt } from "./page.js";
+
+const json = async (path, options) => (await api(path, options)).json();
+
 const params = new URLSearchParams(location.search);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { "Content-Type": "application/json" } });
-  if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail; } catch { /* not JSON */ }
-    throw new Error(detail);
-  }
-  return response.json();
-}
 
 const query = (values) => new URLSearchParams(values).toString();
 const automatic = (row) => (row.correct === true ? "correct" : row.correct === false ? "wrong"
   : row.score !== null && row.score !== undefined ? `score ${row.score.toFixed(2)}` : "—");
-const fmt = (r) => `x ${r.x}, y ${r.y}, ${r.width} × ${r.height} px`;
 
 function linkButton(text, href) {
   const button = el("button", null, text);
@@ -39,7 +24,7 @@ function linkButton(text, href) {
 // ---- runs and items ------------------------------------------------------------------------
 async function showRuns() {
   $("runs-view").hidden = false;
-  const { runs } = await api("/api/review/runs");
+  const { runs } = await json("/api/review/runs");
   const body = $("runs").querySelector("tbody");
   for (const run of runs) {
     const row = el("tr");
@@ -54,7 +39,7 @@ async function showRuns() {
 
 async function showItems(run) {
   $("items-view").hidden = false;
-  const data = await api(`/api/review/items?${query({ run })}`);
+  const data = await json(`/api/review/items?${query({ run })}`);
   $("run-title").textContent = data.run;
   $("where").textContent = data.run;
   $("export-csv").href = `/api/review/export?${query({ run: data.run, format: "csv" })}`;
@@ -138,7 +123,7 @@ function stepItem(step, grade, viewer) {
 }
 
 async function neighbours(run, item) {
-  const { items } = await api(`/api/review/items?${query({ run })}`);
+  const { items } = await json(`/api/review/items?${query({ run })}`);
   const at = items.findIndex((row) => row.item === item);
   const link = (id, row) => { if (row) $(id).href = `/review?${query({ run, item: row.item })}`; };
   link("prev-item", items[at - 1]);
@@ -147,7 +132,7 @@ async function neighbours(run, item) {
 
 async function showItem(run, itemId) {
   $("item-view").hidden = false;
-  const item = await api(`/api/review/item?${query({ run, item: itemId })}`);
+  const item = await json(`/api/review/item?${query({ run, item: itemId })}`);
   $("where").textContent = `${item.run} — ${item.item}`;
   $("back-to-run").href = `/review?${query({ run: item.run })}`;
   $("item-title").textContent = `${item.item} (${item.task})`;
@@ -183,7 +168,7 @@ async function save(event, item) {
   $("saved").textContent = "";
   $("save").disabled = true;
   try {
-    await api("/api/review/grades", { method: "POST", body: JSON.stringify(body) });
+    await json("/api/review/grades", { method: "POST", body: JSON.stringify(body) });
     $("saved").textContent = "saved";
     $("error").textContent = "";
   } catch (error) {
