@@ -203,6 +203,7 @@ def test_missing_images_stop_the_load_or_are_skipped(mm_folder: Path) -> None:
 def hf_table(blobs: list[list[bytes]]) -> Any:
     """The MM fields with the images inside, as a hub conversion holds them."""
     import datasets
+
     features = datasets.Features(
         {
             "id": datasets.Value("string"),
@@ -239,6 +240,7 @@ def test_parquet_with_images_inside(tmp_path: Path) -> None:
 
 def test_save_to_disk_and_a_cell_that_is_not_an_image(tmp_path: Path) -> None:
     import datasets
+
     table = datasets.DatasetDict(
         {"test": hf_table([[jpeg_bytes(10)]]), "dev": hf_table([[b"<html>not an image"]])}
     )

@@ -254,6 +254,7 @@ def test_limit_and_tasks(v1_folder: Path) -> None:
 def hf_dataset(rows: list[dict[str, Any]]) -> Any:
     """The v2 columns with the figure itself in Figure_path (a datasets Image feature)."""
     import datasets
+
     features = datasets.Features(
         {
             "index": datasets.Value("int64"),
@@ -301,6 +302,7 @@ def test_parquet_with_images_inside(tmp_path: Path) -> None:
 
 def test_save_to_disk_split_and_a_cell_that_is_not_an_image(tmp_path: Path) -> None:
     import datasets
+
     good = hf_dataset(image_rows([png_bytes(30)]))
     bad = hf_dataset(image_rows([b"this is not an image at all"]))
     datasets.DatasetDict({"test": good, "train": bad}).save_to_disk(str(tmp_path / "disk"))
